@@ -1,0 +1,236 @@
+"""PEARL's networks: context encoder, tanh-Gaussian actor, Q ensemble, V.
+
+Speed matters here (2 CPU cores): the two Q functions are one ``EnsembleMLP`` evaluated with
+batched matmuls (``baddbmm``) instead of two modules, and every network takes the whole
+[tasks x batch] block at once. Initialisation follows the reference (fan-in uniform hidden
+weights, bias 0.1, small uniform output layer).
+
+Networks see observations through a fixed affine :class:`ObsNormalizer` (identity unless a task
+family sets scales) and actions normalized to [-1, 1]; the action bounds are buffers on the actor
+so the exported graph can output physical units.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pearl_robot.core.config import PearlConfig
+from pearl_robot.core.types import GaussianFactors, PolicyOutput
+
+LOG_STD_MIN = -20.0
+LOG_STD_MAX = 2.0
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+class EnvSpec(NamedTuple):
+    """What the networks need to know about a task family's environments."""
+
+    obs_dim: int
+    action_dim: int
+    action_low: np.ndarray
+    action_high: np.ndarray
+
+    @classmethod
+    def from_env(cls, env) -> EnvSpec:  # noqa: ANN001 - any MetaEnv
+        return cls(int(env.obs_dim), int(env.action_dim),
+                   np.asarray(env.action_low, dtype=np.float64),
+                   np.asarray(env.action_high, dtype=np.float64))
+
+
+def context_dim(spec: EnvSpec, use_next_obs: bool) -> int:
+    """Width of one context row: obs, action, reward (+ next obs)."""
+    return spec.obs_dim * (2 if use_next_obs else 1) + spec.action_dim + 1
+
+
+class EnsembleMLP(nn.Module):
+    """``n`` independent MLPs evaluated together: input [n, N, in] (or [N, in], shared)."""
+
+    def __init__(self, n: int, in_dim: int, hidden: tuple[int, ...], out_dim: int,
+                 last_init: float = 3e-3) -> None:
+        super().__init__()
+        sizes = (in_dim, *hidden, out_dim)
+        self.n = n
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            w = torch.empty(n, a, b)
+            bias = torch.empty(n, 1, b)
+            if i < len(sizes) - 2:
+                bound = 1.0 / math.sqrt(a)
+                nn.init.uniform_(w, -bound, bound)
+                nn.init.constant_(bias, 0.1)
+            else:
+                nn.init.uniform_(w, -last_init, last_init)
+                nn.init.uniform_(bias, -last_init, last_init)
+            self.weights.append(nn.Parameter(w))
+            self.biases.append(nn.Parameter(bias))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.n, *x.shape)
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(b, x, w)
+            if i < last:
+                x = F.relu(x)
+        return x
+
+
+def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, last_init: float = 3e-3
+        ) -> nn.Sequential:
+    """Plain ReLU MLP with the reference initialisation."""
+    layers: list[nn.Module] = []
+    sizes = (in_dim, *hidden)
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        lin = nn.Linear(a, b)
+        bound = 1.0 / math.sqrt(a)
+        nn.init.uniform_(lin.weight, -bound, bound)
+        nn.init.constant_(lin.bias, 0.1)
+        layers += [lin, nn.ReLU()]
+    out = nn.Linear(sizes[-1], out_dim)
+    nn.init.uniform_(out.weight, -last_init, last_init)
+    nn.init.uniform_(out.bias, -last_init, last_init)
+    layers.append(out)
+    return nn.Sequential(*layers)
+
+
+class ObsNormalizer(nn.Module):
+    """Fixed affine observation scaling (x - offset) / scale, kept as buffers so it saves with
+    the weights and is baked into the exported graphs."""
+
+    def __init__(self, obs_dim: int) -> None:
+        super().__init__()
+        self.register_buffer("offset", torch.zeros(obs_dim))
+        self.register_buffer("scale", torch.ones(obs_dim))
+
+    def set(self, offset: np.ndarray, scale: np.ndarray) -> None:
+        if np.any(np.asarray(scale) <= 0):
+            raise ValueError("observation scales must be > 0")
+        self.offset.copy_(torch.as_tensor(offset, dtype=torch.float32))
+        self.scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs - self.offset) / self.scale
+
+
+class ContextEncoder(nn.Module):
+    """Maps each context row independently to a Gaussian factor (mean, var) over z.
+
+    Permutation invariance comes from combining the factors with a product of Gaussians
+    (``core.posterior``), never from the network. Without the information bottleneck the
+    network outputs a point estimate; its "variance" is 1 so the same combination code gives
+    the mean over transitions (precision-weighted with equal weights).
+    """
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...], latent_dim: int,
+                 use_ib: bool, var_floor: float) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.use_ib = use_ib
+        self.var_floor = var_floor
+        self.net = mlp(in_dim, hidden, 2 * latent_dim if use_ib else latent_dim)
+
+    def forward(self, context: torch.Tensor) -> GaussianFactors:
+        out = self.net(context)
+        if not self.use_ib:
+            return GaussianFactors(out, torch.ones_like(out))
+        mean, raw = out.split(self.latent_dim, dim=-1)
+        var = torch.clamp(F.softplus(raw), min=self.var_floor)
+        return GaussianFactors(mean, var)
+
+
+class TanhGaussianActor(nn.Module):
+    """pi(a | s, z) = tanh(N(mu, sigma)); actions in [-1, 1], scaled to physical units by the
+    ``action_scale`` / ``action_bias`` buffers only at the env boundary and in the export."""
+
+    def __init__(self, obs_dim: int, latent_dim: int, action_dim: int,
+                 hidden: tuple[int, ...], action_low: np.ndarray, action_high: np.ndarray
+                 ) -> None:
+        super().__init__()
+        self.trunk = mlp(obs_dim + latent_dim, hidden[:-1], hidden[-1]) if len(hidden) > 1 \
+            else nn.Sequential(nn.Linear(obs_dim + latent_dim, hidden[-1]))
+        self.trunk_act = nn.ReLU()
+        # the trunk's last Linear is a hidden layer: reference hidden init, not the small one
+        last = self.trunk[-1]
+        bound = 1.0 / math.sqrt(last.in_features)
+        nn.init.uniform_(last.weight, -bound, bound)
+        nn.init.constant_(last.bias, 0.1)
+        self.mean_head = nn.Linear(hidden[-1], action_dim)
+        self.log_std_head = nn.Linear(hidden[-1], action_dim)
+        for head in (self.mean_head, self.log_std_head):
+            nn.init.uniform_(head.weight, -1e-3, 1e-3)
+            nn.init.uniform_(head.bias, -1e-3, 1e-3)
+        low = torch.as_tensor(action_low, dtype=torch.float32)
+        high = torch.as_tensor(action_high, dtype=torch.float32)
+        self.register_buffer("action_scale", (high - low) / 2.0)
+        self.register_buffer("action_bias", (high + low) / 2.0)
+
+    def forward(self, obs: torch.Tensor, z: torch.Tensor, deterministic: bool = False,
+                with_log_prob: bool = True, generator: torch.Generator | None = None
+                ) -> PolicyOutput:
+        h = self.trunk_act(self.trunk(torch.cat([obs, z], dim=-1)))
+        mean = self.mean_head(h)
+        log_std = torch.clamp(self.log_std_head(h), LOG_STD_MIN, LOG_STD_MAX)
+        if deterministic:
+            pre = mean
+            eps = torch.zeros_like(mean)
+        else:
+            eps = torch.randn(mean.shape, generator=generator, device=mean.device,
+                              dtype=mean.dtype)
+            pre = mean + log_std.exp() * eps
+        action = torch.tanh(pre)
+        log_prob = None
+        if with_log_prob:
+            # log N(pre; mean, std) - log|d tanh/d pre|, with the stable form of log(1-tanh^2)
+            log_prob = (-0.5 * eps.pow(2) - log_std - _HALF_LOG_2PI).sum(-1)
+            log_prob = log_prob - (2.0 * (math.log(2.0) - pre - F.softplus(-2.0 * pre))).sum(-1)
+        return PolicyOutput(action, log_prob, mean, log_std)
+
+    def to_physical(self, action: torch.Tensor) -> torch.Tensor:
+        return action * self.action_scale + self.action_bias
+
+
+class PearlNetworks(nn.Module):
+    """Every network of one PEARL agent, so one ``state_dict`` holds the whole model.
+
+    reference variant: qf (2 members), vf, target_vf. modern variant: qf, target_qf, log_alpha.
+    """
+
+    def __init__(self, cfg: PearlConfig, spec: EnvSpec) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.spec = spec
+        o, a, L = spec.obs_dim, spec.action_dim, cfg.latent_dim
+        self.obs_norm = ObsNormalizer(o)
+        self.encoder = ContextEncoder(context_dim(spec, cfg.use_next_obs_in_context),
+                                      cfg.encoder_hidden_sizes, L,
+                                      cfg.use_information_bottleneck, cfg.var_floor)
+        self.actor = TanhGaussianActor(o, L, a, cfg.hidden_sizes, spec.action_low,
+                                       spec.action_high)
+        self.qf = EnsembleMLP(2, o + a + L, cfg.hidden_sizes, 1)
+        if cfg.sac_variant == "reference":
+            self.vf = EnsembleMLP(1, o + L, cfg.hidden_sizes, 1)
+            self.target_vf = EnsembleMLP(1, o + L, cfg.hidden_sizes, 1)
+            self.target_vf.load_state_dict(self.vf.state_dict())
+            self.target_vf.requires_grad_(False)
+        else:
+            self.target_qf = EnsembleMLP(2, o + a + L, cfg.hidden_sizes, 1)
+            self.target_qf.load_state_dict(self.qf.state_dict())
+            self.target_qf.requires_grad_(False)
+            self.log_alpha = nn.Parameter(torch.zeros(()))
+
+    def context_rows(self, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
+                     next_obs: torch.Tensor | None) -> torch.Tensor:
+        """Encoder input rows from raw obs, normalized actions and context rewards."""
+        parts = [self.obs_norm(obs), actions, rewards]
+        if self.cfg.use_next_obs_in_context:
+            if next_obs is None:
+                raise ValueError("this model's context needs next observations")
+            parts.append(self.obs_norm(next_obs))
+        return torch.cat(parts, dim=-1)

@@ -1,0 +1,258 @@
+"""PEARL: posterior inference, acting, and the soft actor-critic update conditioned on z.
+
+Reference: Rakelly et al., "Efficient Off-Policy Meta-Reinforcement Learning via Probabilistic
+Context Variables" (ICML 2019); update order and gradient routing as in oyster
+``rlkit/torch/sac/sac.py`` (see ../shared/reference/pearl-oyster.md section 1.3):
+
+- the encoder is trained only through the Q (Bellman) loss plus the KL term;
+- z is detached for the actor, V and the targets;
+- "reference" variant: Q1, Q2, V, target V, fixed temperature (reward_scale = 1/alpha);
+  "modern" variant: twin Q with twin target Q and a learned temperature.
+
+Two deliberate engineering changes, same maths: the V and policy losses (independent graphs) are
+backpropagated together, and the policy loss does not compute gradients for Q's weights (they
+would be zeroed before Q's next step anyway).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pearl_robot.core.config import PearlConfig
+from pearl_robot.core.networks import EnvSpec, PearlNetworks
+from pearl_robot.core.posterior import kl_to_standard_normal, prior, product_of_gaussians, rsample
+from pearl_robot.core.types import Posterior, RLBatch
+from pearl_robot.errors import PearlRobotError
+
+
+class TrainingDivergedError(PearlRobotError):
+    """A loss or gradient became NaN/inf; the message says which and what usually causes it."""
+
+
+def polyak_update(params: list[torch.Tensor], target_params: list[torch.Tensor],
+                  tau: float) -> None:
+    """In place ``target <- (1 - tau) * target + tau * param``. tau = 1 copies the online
+    weights; tau = 0 leaves the target unchanged. One fused foreach call for all tensors."""
+    with torch.no_grad():
+        torch._foreach_lerp_(target_params, params, tau)
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Evaluate ``module`` without building gradients for its parameters (inputs still get
+    them): used where the policy loss backpropagates through Q into the actions only."""
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(module.parameters(), flags):
+            p.requires_grad_(f)
+
+
+def _adam(params, lr: float) -> torch.optim.Adam:  # noqa: ANN001
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):  # fused unsupported for this device/build
+        return torch.optim.Adam(params, lr=lr, foreach=True)
+
+
+class PearlAgent:
+    """The acting side: infer q(z|c), sample z, choose actions. Used by the sampler and the
+    evaluation protocol; holds no optimizer and changes no weights."""
+
+    def __init__(self, nets: PearlNetworks, device: torch.device | str = "cpu",
+                 generator: torch.Generator | None = None) -> None:
+        self.nets = nets
+        self.cfg: PearlConfig = nets.cfg
+        self.device = torch.device(device)
+        self.generator = generator
+
+    def context_to_tensor(self, context: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(context, dtype=torch.float32, device=self.device)
+
+    def encode(self, context: torch.Tensor):  # noqa: ANN201 - GaussianFactors
+        """Per-transition factors for raw context rows [..., N, ctx_dim]."""
+        return self.nets.encoder(self.normalize_context(context))
+
+    def normalize_context(self, context: torch.Tensor) -> torch.Tensor:
+        n = self.nets.obs_norm
+        o, a = self.nets.spec.obs_dim, self.nets.spec.action_dim
+        pad = torch.zeros(a + 1, device=context.device, dtype=context.dtype)
+        ones = torch.ones(a + 1, device=context.device, dtype=context.dtype)
+        offs = [n.offset, pad]
+        scales = [n.scale, ones]
+        if self.cfg.use_next_obs_in_context:
+            offs.append(n.offset)
+            scales.append(n.scale)
+        return (context - torch.cat(offs)) / torch.cat(scales)
+
+    def infer_posterior(self, context: torch.Tensor) -> Posterior:
+        """q(z | c) for context [tasks, N, ctx_dim]; N = 0 gives the prior."""
+        if context.shape[-2] == 0:
+            return prior(tuple(context.shape[:-2]), self.cfg.latent_dim, self.device)
+        factors = self.encode(context)
+        if not self.cfg.use_information_bottleneck:
+            return Posterior(factors.mean.mean(dim=-2), torch.zeros_like(factors.mean[..., 0, :]))
+        return product_of_gaussians(factors)
+
+    def sample_z(self, post: Posterior) -> torch.Tensor:
+        if not self.cfg.use_information_bottleneck:
+            return post.mean
+        return rsample(post, self.generator)
+
+    @torch.inference_mode()
+    def act(self, obs: np.ndarray, z: torch.Tensor, deterministic: bool = False
+            ) -> tuple[np.ndarray, np.ndarray]:
+        """(physical action, normalized action) for one observation or a batch of them."""
+        o = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
+        single = o.dim() == 1
+        if single:
+            o = o.unsqueeze(0)
+        zz = z.reshape(-1, self.cfg.latent_dim).expand(o.shape[0], -1)
+        out = self.nets.actor(self.nets.obs_norm(o), zz, deterministic=deterministic,
+                              with_log_prob=False, generator=self.generator)
+        a = out.action
+        phys = self.nets.actor.to_physical(a)
+        if single:
+            a, phys = a[0], phys[0]
+        return phys.cpu().numpy().astype(np.float64), a.cpu().numpy()
+
+
+class PearlLearner:
+    """Owns the optimizers and performs one gradient step; returns metrics, logs nothing."""
+
+    def __init__(self, nets: PearlNetworks, device: torch.device | str = "cpu",
+                 generator: torch.Generator | None = None) -> None:
+        self.nets = nets
+        self.cfg = nets.cfg
+        self.device = torch.device(device)
+        self.agent = PearlAgent(nets, device, generator)
+        self.generator = generator
+        cfg = self.cfg
+        self.policy_opt = _adam(nets.actor.parameters(), cfg.policy_lr)
+        self.qf_opt = _adam(nets.qf.parameters(), cfg.qf_lr)
+        self.context_opt = _adam(nets.encoder.parameters(), cfg.context_lr)
+        if cfg.sac_variant == "reference":
+            self.vf_opt = _adam(nets.vf.parameters(), cfg.vf_lr)
+            self._target_pairs = (list(nets.vf.parameters()), list(nets.target_vf.parameters()))
+        else:
+            self.alpha_opt = _adam([nets.log_alpha], cfg.alpha_lr)
+            self._target_pairs = (list(nets.qf.parameters()), list(nets.target_qf.parameters()))
+        self.target_entropy = (cfg.target_entropy if cfg.target_entropy is not None
+                               else -float(nets.spec.action_dim))
+        self.num_updates = 0
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        opts = {"policy": self.policy_opt, "qf": self.qf_opt, "context": self.context_opt}
+        if self.cfg.sac_variant == "reference":
+            opts["vf"] = self.vf_opt
+        else:
+            opts["alpha"] = self.alpha_opt
+        return opts
+
+    def update(self, batch: RLBatch, context: torch.Tensor) -> dict[str, float]:
+        """One PEARL gradient step on RL batch [T, B, .] and context [T, N, ctx_dim]."""
+        cfg, nets = self.cfg, self.nets
+        T, B = batch.obs.shape[:2]
+        obs = nets.obs_norm(batch.obs.reshape(T * B, -1))
+        next_obs = nets.obs_norm(batch.next_obs.reshape(T * B, -1))
+        actions = batch.actions.reshape(T * B, -1)
+        rewards = batch.rewards.reshape(T * B, 1)
+        not_done = 1.0 - batch.terminals.reshape(T * B, 1)
+
+        # --- task inference: the encoder learns from the Bellman error and the KL only
+        post = self.agent.infer_posterior(context)
+        z = self.agent.sample_z(post)
+        z_rep = z.unsqueeze(1).expand(T, B, -1).reshape(T * B, -1)
+        z_det = z_rep.detach()
+        kl = kl_to_standard_normal(post).sum() if cfg.use_information_bottleneck \
+            else torch.zeros((), device=self.device)
+        kl_loss = cfg.kl_lambda * kl
+
+        q_pred = nets.qf(torch.cat([obs, actions, z_rep], dim=-1))  # [2, TB, 1]
+        with torch.no_grad():  # Bellman target
+            if cfg.sac_variant == "reference":
+                next_v = nets.target_vf(torch.cat([next_obs, z_det], dim=-1))[0]
+            else:
+                nxt = nets.actor(next_obs, z_det, generator=self.generator)
+                alpha_t = nets.log_alpha.exp()
+                next_q = nets.target_qf(torch.cat([next_obs, nxt.action, z_det], dim=-1))
+                next_v = next_q.min(dim=0).values - alpha_t * nxt.log_prob.unsqueeze(-1)
+            q_target = cfg.reward_scale * rewards + not_done * cfg.discount * next_v
+        qf_loss = F.mse_loss(q_pred[0], q_target) + F.mse_loss(q_pred[1], q_target)
+
+        self.qf_opt.zero_grad(set_to_none=True)
+        self.context_opt.zero_grad(set_to_none=True)
+        (qf_loss + kl_loss).backward()
+        self.qf_opt.step()
+        self.context_opt.step()
+
+        # --- actor (and V / temperature), with z detached
+        pol = nets.actor(obs, z_det, generator=self.generator)
+        log_pi = pol.log_prob.unsqueeze(-1)
+        with frozen(nets.qf):  # Q updated above; gradients only into the new actions
+            min_q_new = nets.qf(torch.cat([obs, pol.action, z_det], dim=-1)).min(dim=0).values
+        reg = cfg.policy_mean_reg * pol.mean.pow(2).mean() + \
+            cfg.policy_std_reg * (2.0 * pol.log_std).mean()
+        metrics_extra: dict[str, torch.Tensor] = {}
+        if cfg.sac_variant == "reference":
+            v_pred = nets.vf(torch.cat([obs, z_det], dim=-1))[0]
+            v_target = (min_q_new - log_pi).detach()
+            vf_loss = F.mse_loss(v_pred, v_target)
+            policy_loss = (log_pi - min_q_new).mean() + reg
+            self.vf_opt.zero_grad(set_to_none=True)
+            self.policy_opt.zero_grad(set_to_none=True)
+            (vf_loss + policy_loss).backward()
+            self.vf_opt.step()
+            self.policy_opt.step()
+            metrics_extra["losses/vf"] = vf_loss.detach()
+        else:
+            alpha = nets.log_alpha.exp().detach()
+            policy_loss = (alpha * log_pi - min_q_new).mean() + reg
+            alpha_loss = -(nets.log_alpha * (log_pi.detach() + self.target_entropy)).mean()
+            self.policy_opt.zero_grad(set_to_none=True)
+            self.alpha_opt.zero_grad(set_to_none=True)
+            (policy_loss + alpha_loss).backward()
+            self.policy_opt.step()
+            self.alpha_opt.step()
+            metrics_extra["losses/alpha"] = alpha_loss.detach()
+            metrics_extra["charts/alpha"] = alpha
+        polyak_update(*self._target_pairs, cfg.soft_target_tau)
+        self.num_updates += 1
+
+        stats = torch.stack([qf_loss.detach(), kl.detach(), policy_loss.detach(),
+                             q_pred.detach().mean(), log_pi.detach().mean(),
+                             post.var.detach().mean(), post.mean.detach().abs().mean(),
+                             *metrics_extra.values()]).tolist()
+        names = ["losses/qf", "losses/kl", "losses/policy", "charts/q_mean",
+                 "charts/log_pi", "posterior/var_mean", "posterior/abs_mean_mean",
+                 *metrics_extra.keys()]
+        metrics = dict(zip(names, stats))
+        bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+        if bad:
+            raise TrainingDivergedError(
+                f"non-finite {', '.join(bad)} at gradient step {self.num_updates} "
+                f"(metrics: {metrics}). Usual causes: reward_scale too large for the reward "
+                f"range, a learning rate too high, or NaN/inf in the data (check the replay "
+                f"buffers / logged datasets with `pearl-robot data check`).")
+        return metrics
+
+
+def build(cfg: PearlConfig, spec: EnvSpec, device: torch.device | str = "cpu",
+          seed: int = 0) -> tuple[PearlNetworks, PearlLearner]:
+    """Networks and learner, initialised from ``seed`` (same seed, same weights)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        nets = PearlNetworks(cfg, spec).to(device)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed + 1)
+    return nets, PearlLearner(nets, device, gen)

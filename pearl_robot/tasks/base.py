@@ -1,0 +1,142 @@
+"""The task-family API shared by the trainer, the evaluation protocol, the twin and the runtime.
+
+A *task family* is a distribution over MDPs that share observation and action spaces (goals on a
+plane, target velocities, payload and friction of the robot). It owns a fixed, seeded list of
+tasks split into training and held-out evaluation tasks, and makes environments.
+
+An *environment* is gymnasium-style (``reset(seed=)``, ``step``) plus ``set_task``. It speaks
+**physical units**: actions are in ``[action_low, action_high]`` (what goes on /pearl/command),
+observations are what /joint_states carries. Networks work on actions normalized to [-1, 1];
+the conversion is :func:`normalize_action` / :func:`denormalize_action` and lives in the exported
+actor graph, so the robot never sees normalized values.
+
+Reward parts go in ``info["reward_parts"]``; a family with a separate context reward (sparse
+point-robot) puts it in ``info[family.context_reward_key]``.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Task:
+    """One member of a task family, identified by its index in the family's task list."""
+
+    index: int
+    """Position in ``TaskFamily.tasks`` (stable for a given family seed)."""
+    params: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
+    """What defines the task (goal, target velocity, physical parameters); JSON-serialisable.
+    This is what /pearl/task publishes and what the episode log records."""
+
+
+class StepResult(NamedTuple):
+    """What ``MetaEnv.step`` returns (gymnasium's 5-tuple, named)."""
+
+    obs: np.ndarray
+    reward: float
+    terminated: bool
+    truncated: bool
+    info: dict[str, Any]
+
+
+class MetaEnv(abc.ABC):
+    """A gymnasium-style environment whose MDP is chosen by ``set_task``."""
+
+    obs_dim: int
+    """Observation size."""
+    action_dim: int
+    """Action size."""
+    action_low: np.ndarray
+    """Lower action bound, physical units, shape (action_dim,)."""
+    action_high: np.ndarray
+    """Upper action bound, physical units, shape (action_dim,)."""
+    max_episode_steps: int
+    """The horizon: ``step`` reports ``truncated`` when it is reached."""
+    dt: float
+    """Control period in seconds (0.05 for every 20 Hz family)."""
+    obs_names: tuple[str, ...] = ()
+    """Names of the observation entries (the bundle contract uses them)."""
+    action_names: tuple[str, ...] = ()
+    """Names of the action entries (joint names for the robot twin)."""
+
+    @abc.abstractmethod
+    def set_task(self, task: Task) -> None:
+        """Switch the MDP; takes effect at the next ``reset``."""
+
+    @abc.abstractmethod
+    def reset(self, *, seed: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start an episode of the current task; ``seed`` reseeds the env's own generator."""
+
+    @abc.abstractmethod
+    def step(self, action: np.ndarray) -> StepResult:
+        """Apply one action (physical units, clipped to the bounds) for one control period."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release renderers and other resources."""
+
+
+class TaskFamily(abc.ABC):
+    """A seeded set of tasks split into training and held-out tasks, and an env factory."""
+
+    name: str
+    """Registry name ("point-robot", "cheetah-vel", "twin-arm", ...)."""
+    context_reward_key: str | None = None
+    """When set, context rows use ``info[context_reward_key]`` as the reward instead of the
+    env reward (the reference's sparse-reward setting); RL targets keep the env reward."""
+    success_key: str | None = None
+    """When set, ``info[success_key]`` (truthy) marks a successful step for evaluation."""
+
+    @property
+    @abc.abstractmethod
+    def tasks(self) -> list[Task]:
+        """All tasks of the family, training first; fixed by the family's seed."""
+
+    @property
+    @abc.abstractmethod
+    def train_indices(self) -> list[int]:
+        """Indices (into ``tasks``) used for meta-training."""
+
+    @property
+    @abc.abstractmethod
+    def eval_indices(self) -> list[int]:
+        """Held-out indices, never used for training."""
+
+    @abc.abstractmethod
+    def make_env(self, seed: int | None = None) -> MetaEnv:
+        """A fresh environment (one per worker; envs are not thread-safe)."""
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
+        """``n`` new tasks from the family's distribution (outside the fixed list; their
+        ``index`` is -1). Families without a sampler raise NotImplementedError."""
+        raise NotImplementedError(f"{self.name} has no task sampler")
+
+    @property
+    def train_tasks(self) -> list[Task]:
+        return [self.tasks[i] for i in self.train_indices]
+
+    @property
+    def eval_tasks(self) -> list[Task]:
+        return [self.tasks[i] for i in self.eval_indices]
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able summary for checkpoints, bundle contracts and logs."""
+        return {"name": self.name, "n_tasks": len(self.tasks),
+                "n_train": len(self.train_indices), "n_eval": len(self.eval_indices),
+                "context_reward_key": self.context_reward_key}
+
+
+def normalize_action(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Physical units -> [-1, 1] (clipped)."""
+    a = 2.0 * (np.asarray(action, dtype=np.float64) - low) / (high - low) - 1.0
+    return np.clip(a, -1.0, 1.0)
+
+
+def denormalize_action(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """[-1, 1] -> physical units (clipped to the bounds)."""
+    a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+    return low + (a + 1.0) * 0.5 * (high - low)

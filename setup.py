@@ -1,0 +1,83 @@
+"""ament_python package setup for pearl_robot.
+
+Install extras follow the deployment split in docs/architecture.md:
+- (base)   what the robot's computer needs: runtime, datalog, hardware (no torch, no MuJoCo)
+- train    meta-training and the MuJoCo twin (torch, mujoco, gymnasium, plots)
+- ros      ROS 2 Kilted core from PyPI wheels, for machines without a distro ROS install
+- dev      tests, benchmarks and lint
+"""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "pearl_robot"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(exclude=["tests", "tests.*", "bench", "bench.*"]),
+    package_data={package_name: ["py.typed"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/" + package_name, ["package.xml"]),
+        ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
+        ("share/" + package_name + "/config", glob("config/*.yaml")),
+        ("share/" + package_name + "/sim", glob("sim/*.xml")),
+        ("share/" + package_name + "/models", glob("models/*.*")),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy>=1.24",
+        "onnxruntime>=1.17",
+        "pyserial>=3.5",
+        "cobs>=1.2",
+        "mcap>=1.1",
+        "mcap-ros2-support>=0.5",
+        "pyyaml>=6",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        # torch is pinned by the Makefile (torch==2.13.0 CPU build) before this extra is
+        # installed; the range below is then already satisfied and pulls nothing.
+        "train": [
+            "torch>=2.4",
+            "onnx>=1.16",
+            "onnxscript>=0.1",
+            "mujoco>=3.1",
+            "gymnasium[mujoco]>=1.0",
+            "matplotlib>=3.7",
+            "tensorboard>=2.14",
+            "pyarrow>=14",
+        ],
+        "ros": [
+            "ros-rclpy",
+            "ros-std-msgs",
+            "ros-sensor-msgs",
+            "ros-diagnostic-msgs",
+            "ros-std-srvs",
+            "ros-rmw-fastrtps-cpp",
+        ],
+        "dev": [
+            "pytest>=7",
+            "pytest-timeout>=2",
+            "hypothesis>=6",
+            "ruff>=0.4",
+        ],
+    },
+    zip_safe=True,
+    maintainer="pearl_robot developers",
+    maintainer_email="dev@pearl-robot.invalid",
+    description="PEARL meta-RL as a real-robot control stack",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "pearl-robot = pearl_robot.cli:main",
+            # ROS 2 node executables (`ros2 run pearl_robot <name>`), thin adapters in ros/
+            "policy_node = pearl_robot.ros.policy_node:main",
+            "logger_node = pearl_robot.ros.logger_node:main",
+            "twin_node = pearl_robot.ros.twin_node:main",
+            "bridge_node = pearl_robot.ros.bridge_node:main",
+        ],
+    },
+)

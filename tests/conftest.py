@@ -1,0 +1,38 @@
+"""Test-wide setup: quiet, isolated ROS 2 traffic; single-threaded torch; ROS-only skips."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+
+import pytest
+
+# DDS stays on loopback and each test run gets its own domain, so parallel runs (and other
+# sessions on the machine) never see each other's topics.
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 100)))
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def _ros_available() -> bool:
+    return importlib.util.find_spec("rclpy") is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _ros_available():
+        return
+    skip = pytest.mark.skip(reason="rclpy is not installed (install the 'ros' extra)")
+    for item in items:
+        if "ros" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _torch_single_thread() -> None:
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)
