@@ -1,0 +1,14 @@
+"""Registers the MuJoCo task families with the registry.
+
+Importing this module must not import MuJoCo (the registry imports it to list names, on machines
+that may not have MuJoCo): every entry names a module and a factory that are imported only when
+a family is made, and the env classes import MuJoCo only inside ``make_env``.
+"""
+
+from __future__ import annotations
+
+from pearl_robot.tasks.registry import register
+
+# the default robot twin (sim/arm3.xml): goals x physics, and goals only
+register("twin-arm", "pearl_robot.tasks.twin_arm", "TwinArmFamily", physics=True)
+register("twin-arm-reach", "pearl_robot.tasks.twin_arm", "TwinArmFamily", physics=False)

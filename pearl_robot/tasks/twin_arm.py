@@ -1,0 +1,147 @@
+"""twin-arm: the default robot's task family (sim-to-real meta-training).
+
+Each task is a joint-space target the arm must reach and hold, *and* a draw of the physics the
+real arm may show (payload, friction, damping, motor strength, latency, sensor noise). The goal
+is not in the observation: the policy sees what /joint_states carries (positions and velocities
+of base_yaw, shoulder, elbow) and PEARL infers the task from rewards.
+
+The reward is computed from the *measured* joint state (what the robot's policy node has), so
+the same function scores twin and hardware episodes (:func:`twin_arm_reward`, pure numpy):
+
+    reward = -||q - q_goal||_2                       distance (rad)
+             - 0.05 * ||effort / effort_max||^2      effort (normalized command)
+             - 0.2 * sum(max(0, |qd| - qd_max))      overspeed past the spec's velocity limit
+
+``info["success"]`` is true within 0.1 rad of the goal. Episodes never terminate; they are
+truncated after ``horizon`` control steps (60 = 3 s at 20 Hz by default).
+
+This module imports no MuJoCo: task lists, the reward and the spec tables can be built on the
+robot's computer; :meth:`TwinArmFamily.make_env` imports the twin lazily.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pearl_robot.tasks.base import MetaEnv, Task, TaskFamily
+from pearl_robot.twin.randomization import (
+    ARM3_NOMINAL_PARAMS,
+    ARM3_PHYSICS_SPEC,
+    ParamSpec,
+    check_params,
+    sample_params,
+)
+
+FAMILY_SEED = 1337
+DISTANCE_WEIGHT = 1.0
+EFFORT_WEIGHT = 0.05
+OVERSPEED_WEIGHT = 0.2
+SUCCESS_RADIUS = 0.1
+"""rad: ``info["success"]`` when the measured joint vector is this close to the goal."""
+DEFAULT_HORIZON = 60
+
+ARM3_GOAL_SPEC: tuple[ParamSpec, ...] = (
+    # joint target (base_yaw, shoulder, elbow) in rad: a margin inside the joint limits, in the
+    # half of the workspace where the arm carries its payload without folding onto itself
+    ParamSpec("goal_qpos", "uniform", (-1.5, -1.0, -1.6), (1.5, 1.0, 1.6), size=3, unit="rad"),
+)
+
+ARM3_START_NOISE = 0.05
+"""rad: each episode starts at the home pose plus U(+-this) per joint, at rest."""
+
+
+def twin_arm_reward(position: np.ndarray, velocity: np.ndarray, effort: np.ndarray,
+                    goal_qpos: np.ndarray, effort_max: np.ndarray,
+                    velocity_max: np.ndarray) -> tuple[float, dict[str, float]]:
+    """Reward and its parts from one measured joint state and the command that led to it."""
+    distance = float(np.linalg.norm(np.asarray(position) - np.asarray(goal_qpos)))
+    effort_cost = float(np.sum((np.asarray(effort) / effort_max) ** 2))
+    overspeed = float(np.sum(np.maximum(0.0, np.abs(velocity) - velocity_max)))
+    parts = {"distance": -DISTANCE_WEIGHT * distance, "effort": -EFFORT_WEIGHT * effort_cost,
+             "overspeed": -OVERSPEED_WEIGHT * overspeed}
+    return float(sum(parts.values())), parts
+
+
+def twin_arm_reward_batch(position: np.ndarray, velocity: np.ndarray, effort: np.ndarray,
+                          goal_qpos: np.ndarray, effort_max: np.ndarray,
+                          velocity_max: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """:func:`twin_arm_reward` over a leading batch axis (same arithmetic, same results)."""
+    distance = np.linalg.norm(position - goal_qpos, axis=-1)
+    effort_cost = np.sum((effort / effort_max) ** 2, axis=-1)
+    overspeed = np.sum(np.maximum(0.0, np.abs(velocity) - velocity_max), axis=-1)
+    parts = {"distance": -DISTANCE_WEIGHT * distance, "effort": -EFFORT_WEIGHT * effort_cost,
+             "overspeed": -OVERSPEED_WEIGHT * overspeed}
+    return parts["distance"] + parts["effort"] + parts["overspeed"], parts
+
+
+def sample_twin_arm_task_params(rng: np.random.Generator, physics: bool = True) -> dict[str, Any]:
+    """One task: a goal, then (when ``physics``) a physics draw; nominal physics otherwise."""
+    params = sample_params(ARM3_GOAL_SPEC, rng)
+    if physics:
+        params.update(sample_params(ARM3_PHYSICS_SPEC, rng))
+    else:
+        params.update({k: (list(v) if isinstance(v, list) else v)
+                       for k, v in ARM3_NOMINAL_PARAMS.items()})
+    return params
+
+
+def task_problems(params: dict[str, Any], physics: bool = True) -> list[str]:
+    """Where a task leaves the family's spec (empty list: inside)."""
+    problems = check_params(ARM3_GOAL_SPEC, params)
+    if physics:
+        problems += check_params(ARM3_PHYSICS_SPEC, params)
+    return problems
+
+
+class TwinArmFamily(TaskFamily):
+    """Goals x physics for the arm3 twin; the first ``n_tasks - n_eval`` tasks train, the rest
+    are held out. ``physics=False`` gives the goal-only variant (twin-arm-reach)."""
+
+    def __init__(self, n_tasks: int = 120, n_eval: int = 20, physics: bool = True,
+                 horizon: int = DEFAULT_HORIZON, seed: int = FAMILY_SEED,
+                 mjcf_path: str | None = None) -> None:
+        if not 0 < n_eval < n_tasks:
+            raise ValueError(f"n_eval must be in (0, n_tasks), got {n_eval} of {n_tasks}")
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1 control step, got {horizon}")
+        self.name = "twin-arm" if physics else "twin-arm-reach"
+        self.success_key = "success"
+        self.physics = physics
+        self.horizon = horizon
+        self.seed = seed
+        self.mjcf_path = mjcf_path
+        rng = np.random.default_rng(seed)
+        self._tasks = [Task(i, sample_twin_arm_task_params(rng, physics))
+                       for i in range(n_tasks)]
+        self._n_train = n_tasks - n_eval
+
+    @property
+    def tasks(self) -> list[Task]:
+        return self._tasks
+
+    @property
+    def train_indices(self) -> list[int]:
+        return list(range(self._n_train))
+
+    @property
+    def eval_indices(self) -> list[int]:
+        return list(range(self._n_train, len(self._tasks)))
+
+    def make_env(self, seed: int | None = None) -> MetaEnv:
+        from pearl_robot.twin.twin_arm_env import TwinArmEnv
+
+        return TwinArmEnv(seed=seed, horizon=self.horizon, mjcf_path=self.mjcf_path)
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
+        return [Task(-1, sample_twin_arm_task_params(rng, self.physics)) for _ in range(n)]
+
+    def describe(self) -> dict[str, Any]:
+        from pearl_robot.twin.randomization import spec_table
+
+        d = super().describe()
+        d.update(seed=self.seed, horizon=self.horizon, physics=self.physics,
+                 goal_spec=spec_table(ARM3_GOAL_SPEC),
+                 physics_spec=spec_table(ARM3_PHYSICS_SPEC) if self.physics else None)
+        return d

@@ -1,0 +1,134 @@
+"""TwinArmEnv: the arm3 twin as a PEARL environment (task = joint goal + physics draw).
+
+Observation: what /joint_states carries, in spec joint order: positions (rad) then velocities
+(rad/s), measured with the task's sensor noise. Action: one effort per joint (N*m), clipped to
+the spec's limits. The reward is :func:`pearl_robot.tasks.twin_arm.twin_arm_reward` of the
+measured state and the command, so the robot can compute the same number online. The goal and
+the physical parameters are never observed: the encoder has to infer them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mujoco
+import numpy as np
+
+from pearl_robot.tasks.base import MetaEnv, StepResult, Task
+from pearl_robot.tasks.twin_arm import (
+    ARM3_START_NOISE,
+    DEFAULT_HORIZON,
+    SUCCESS_RADIUS,
+    twin_arm_reward,
+)
+from pearl_robot.twin.arm import ArmTwin, TwinError, resolve_params
+from pearl_robot.twin.randomization import ARM3_NOMINAL_PARAMS
+
+GOAL_KEY = "goal_qpos"
+
+
+class TwinArmEnv(MetaEnv):
+    """Reach-and-hold a hidden joint target with a hidden payload, friction and latency."""
+
+    def __init__(self, seed: int | None = None, horizon: int = DEFAULT_HORIZON,
+                 mjcf_path: str | Path | None = None) -> None:
+        self.twin = ArmTwin(seed=seed, mjcf_path=mjcf_path)
+        spec = self.twin.spec
+        n = spec.n_joints
+        self.spec = spec
+        self.obs_dim = 2 * n
+        self.action_dim = n
+        self.action_high = np.array(spec.effort_limits())
+        self.action_low = -self.action_high
+        self.velocity_max = np.array(spec.velocity_limits())
+        self.max_episode_steps = int(horizon)
+        self.dt = spec.control_period
+        self.obs_names = tuple(f"{j}.position" for j in spec.joint_names) + tuple(
+            f"{j}.velocity" for j in spec.joint_names)
+        self.action_names = tuple(f"{j}.effort" for j in spec.joint_names)
+        self._rng = np.random.default_rng(seed)
+        self._task = Task(-1, {GOAL_KEY: self.twin.home.tolist(), **ARM3_NOMINAL_PARAMS})
+        self._goal = self.twin.home
+        self._applied: dict[str, Any] | None = None
+        self._t = 0
+        self._renderer: Any = None
+
+    # -- task ------------------------------------------------------------------------------------
+    def set_task(self, task: Task) -> None:
+        params = dict(task.params)
+        if GOAL_KEY not in params:
+            raise TwinError(f"twin-arm task {task.index} has no {GOAL_KEY!r}")
+        goal = np.asarray(params[GOAL_KEY], dtype=np.float64)
+        if goal.shape != (self.action_dim,) or not np.all(np.isfinite(goal)):
+            raise TwinError(f"{GOAL_KEY} must be {self.action_dim} finite values, got "
+                            f"{params[GOAL_KEY]!r}")
+        physics = resolve_params({k: v for k, v in params.items() if k != GOAL_KEY})
+        if physics["latency_s"] >= self.dt:
+            raise TwinError(f"latency_s={physics['latency_s']} must stay below the control "
+                            f"period {self.dt} s")
+        self._task = task
+        self._goal = goal
+
+    @property
+    def task(self) -> Task:
+        return self._task
+
+    @property
+    def goal(self) -> np.ndarray:
+        return self._goal.copy()
+
+    # -- episode ---------------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        physics = {k: v for k, v in self._task.params.items() if k != GOAL_KEY}
+        if physics != self._applied:
+            self.twin.set_params(physics)
+            self._applied = physics
+        self.twin.seed(int(self._rng.integers(2**63)))
+        q0 = self.twin.home + self._rng.uniform(-ARM3_START_NOISE, ARM3_START_NOISE,
+                                                self.action_dim)
+        s = self.twin.reset(q0)
+        self._t = 0
+        return np.concatenate([s.position, s.velocity]), {"task": self._task.index}
+
+    def step(self, action: np.ndarray) -> StepResult:
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if a.shape != (self.action_dim,) or not np.all(np.isfinite(a)):
+            raise TwinError(f"action must be {self.action_dim} finite efforts (N*m), got "
+                            f"{action!r}")
+        a = np.clip(a, self.action_low, self.action_high)
+        self.twin.apply_command(a)
+        s = self.twin.advance(self.dt)
+        self._t += 1
+        reward, parts = twin_arm_reward(s.position, s.velocity, a, self._goal,
+                                        self.action_high, self.velocity_max)
+        distance = -parts["distance"]
+        true_q = self.twin.true_state().position
+        info = {"reward_parts": parts, "distance": distance,
+                "true_distance": float(np.linalg.norm(true_q - self._goal)),
+                "success": bool(distance < SUCCESS_RADIUS), "effort_applied": s.effort}
+        obs = np.concatenate([s.position, s.velocity])
+        return StepResult(obs, reward, False, self._t >= self.max_episode_steps, info)
+
+    # -- pictures --------------------------------------------------------------------------------
+    def goal_marker_position(self) -> np.ndarray:
+        """World position of the tool flange at the goal joint vector (for rendering)."""
+        scratch = mujoco.MjData(self.twin.model)
+        scratch.qpos[self.twin.nominal.joint_ids] = self._goal
+        mujoco.mj_kinematics(self.twin.model, scratch)
+        return scratch.site_xpos[self.twin._ee_site].copy()
+
+    @property
+    def model(self) -> mujoco.MjModel:
+        return self.twin.model
+
+    @property
+    def data(self) -> mujoco.MjData:
+        return self.twin.data
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
