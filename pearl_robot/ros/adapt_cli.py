@@ -1,0 +1,66 @@
+"""Start the adapt graph without ROS launch tools: policy node (20 Hz, online posterior),
+logger node, and the twin or the serial bridge, composed in this one process on one
+SingleThreadedExecutor.
+
+It builds the same graph, from the same parameters file and arguments, as
+`ros2 launch pearl_robot adapt.launch.py ARG:=VALUE ...` (which runs one process per node);
+use whichever your machine has. Ctrl-C stops the policy first (the robot gets the safe command),
+lets the logger drain and close the episode log, then stops the robot node.
+
+examples:
+  pearl-robot adapt                                   # twin, packaged bundle, config/adapt.yaml
+  pearl-robot adapt --bundle models/arm3 --dataset-dir /data/night-12 --episodes 30
+  pearl-robot adapt --robot serial --port /dev/ttyACM0
+  pearl-robot adapt --print-graph                     # show nodes and parameters, start nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+
+from pearl_robot.ros.graph import LAUNCH_ARGUMENTS, build_graph
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for arg in LAUNCH_ARGUMENTS:
+        parser.add_argument(f"--{arg.name.replace('_', '-')}", dest=arg.name,
+                            default=arg.default, metavar=arg.name.upper(),
+                            help=f"{arg.description} (launch argument {arg.name}:=...)")
+    parser.add_argument("--duration", type=float, default=0.0, metavar="SECONDS",
+                        help="stop after this many wall seconds (0: run until Ctrl-C)")
+    parser.add_argument("--print-graph", action="store_true",
+                        help="print the resolved nodes and parameters as JSON and exit")
+
+
+def graph_values(args: argparse.Namespace) -> dict[str, str]:
+    """The launch-argument values of a parsed command line (what build_graph takes)."""
+    return {a.name: str(getattr(args, a.name)) for a in LAUNCH_ARGUMENTS}
+
+
+def run(args: argparse.Namespace) -> int:
+    specs = build_graph(graph_values(args))
+    if args.print_graph:
+        print(json.dumps([s._asdict() for s in specs], indent=2))
+        return 0
+    from pearl_robot.ros.compose import spin_graph
+
+    stop = threading.Event()
+    if args.duration > 0:
+        timer = threading.Timer(args.duration, stop.set)
+        timer.daemon = True
+        timer.start()
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    for s in previous:
+        signal.signal(s, _stop)
+    try:
+        return spin_graph(specs, stop=stop)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -1,0 +1,290 @@
+"""The parameters of each node of the adapt graph, as frozen dataclasses (no rclpy here).
+
+One field = one ROS parameter; the field's docstring is the parameter's description
+(``ros2 param describe``). Fields in a class's ``DYNAMIC`` set may change while the node runs
+(``ros2 param set``); all others are read-only after start. ``__post_init__`` is the validation
+for both the start-up values and every later change.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import textwrap
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, ClassVar, TypeVar
+
+from pearl_robot.errors import ConfigError
+
+Z_MODES = ("episode", "step", "mean")
+
+C = TypeVar("C")
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0.0:
+        raise ConfigError(f"parameter {name!r} must be > 0, got {value!r}")
+
+
+def _non_negative(name: str, value: float) -> None:
+    if not value >= 0.0:
+        raise ConfigError(f"parameter {name!r} must be >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class PolicyNodeConfig:
+    """The 20 Hz policy: bundle, belief, episode schedule, safety timing."""
+
+    DYNAMIC: ClassVar[frozenset[str]] = frozenset(
+        {"bundle", "z_mode", "deterministic", "stale_obs_s", "diagnostics_period_s"})
+
+    bundle: str = ""
+    """Model bundle directory (actor.onnx, encoder.onnx, contract.json, golden.npz). Setting it
+    while running hot-swaps the model: the new bundle is validated off the control path and
+    swapped at the next episode boundary; a bundle that fails validation is refused and the
+    running model stays."""
+    task_family: str = ""
+    """Task family whose reward and tasks the episodes use; empty: the bundle contract's."""
+    tasks: str = "held-out"
+    """Task schedule, cycled: 'held-out' (the family's evaluation tasks), 'train', or task
+    indices into the family's task list, comma-separated ('81,85,90')."""
+    episodes_per_task: int = 1
+    """Episodes run on one task before the schedule moves to the next."""
+    episodes: int = 0
+    """Episodes to run, then stop (hold the safe command); 0: run until stopped."""
+    episode_steps: int = 0
+    """Control ticks per episode; 0: the task family's horizon."""
+    autostart: bool = True
+    """Start the schedule as soon as the bundle is loaded and /joint_states arrives; otherwise
+    wait for the ~/start_episodes service."""
+    z_mode: str = "episode"
+    """When z is drawn from the posterior: 'episode' (PEARL: once per episode), 'step' (every
+    tick) or 'mean' (posterior mean, no sampling)."""
+    deterministic: bool = True
+    """Use the actor's deterministic output (the mean action); false samples the actor."""
+    context_window: int = 0
+    """Transitions kept in the online belief (bounded context); 0: the bundle's default."""
+    seed: int = 0
+    """Seed of the node's random generator (z samples, stochastic actions)."""
+    stale_obs_s: float = 0.1
+    """A /joint_states older than this at a tick gives the safe command (zero effort)."""
+    reset_service: str = "/pearl/robot/reset"
+    """std_srvs/Trigger service that resets the robot between episodes (the twin offers it);
+    empty: hold the safe command for reset_hold_s and wait until the joints are still."""
+    reset_timeout_s: float = 5.0
+    """A reset that has not finished after this long is retried; three failures stop the
+    schedule with an ERROR diagnostic."""
+    reset_hold_s: float = 1.0
+    """Without a reset service: how long the safe command is held before the next episode."""
+    diagnostics_period_s: float = 1.0
+    """Period of the /diagnostics status (loop period, jitter, overruns, inference, obs age)."""
+
+    def __post_init__(self) -> None:
+        if self.z_mode not in Z_MODES:
+            raise ConfigError(f"parameter 'z_mode' must be one of {Z_MODES}, got "
+                              f"{self.z_mode!r}")
+        for name in ("episodes_per_task",):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"parameter {name!r} must be >= 1, got {getattr(self, name)}")
+        for name in ("episodes", "episode_steps", "context_window"):
+            _non_negative(name, getattr(self, name))
+        for name in ("stale_obs_s", "reset_timeout_s", "diagnostics_period_s"):
+            _positive(name, getattr(self, name))
+        _non_negative("reset_hold_s", self.reset_hold_s)
+        self.task_selection()  # raises ConfigError naming the bad entry
+
+    def task_selection(self) -> str | tuple[int, ...]:
+        """'held-out', 'train', or the explicit task indices."""
+        text = self.tasks.strip()
+        if text in ("held-out", "train"):
+            return text
+        try:
+            indices = tuple(int(t) for t in text.split(",") if t.strip())
+        except ValueError as exc:
+            raise ConfigError(f"parameter 'tasks' must be 'held-out', 'train' or "
+                              f"comma-separated task indices, got {self.tasks!r}") from exc
+        if not indices or min(indices) < 0:
+            raise ConfigError(f"parameter 'tasks' must list task indices >= 0, got "
+                              f"{self.tasks!r}")
+        return indices
+
+
+@dataclass(frozen=True)
+class LoggerNodeConfig:
+    """The episode logger: where and how durably transitions are written."""
+
+    DYNAMIC: ClassVar[frozenset[str]] = frozenset({"diagnostics_period_s"})
+
+    dataset_dir: str = "data/adapt"
+    """Dataset directory (MCAP episode files + manifest.jsonl); created if missing, resumed
+    (episode numbering continues, unfinished files recovered) if it exists."""
+    robot_id: str = "robot"
+    """Robot name recorded in the manifest, so datasets of several robots can be merged."""
+    queue_size: int = 12000
+    """Transitions buffered between the executor and the writer thread (10 min at 20 Hz);
+    when full, the oldest are NOT dropped: the node reports ERROR and counts the loss."""
+    diagnostics_period_s: float = 1.0
+    """Period of the /diagnostics status (written, queued, lost, disk space)."""
+
+    def __post_init__(self) -> None:
+        if not self.dataset_dir:
+            raise ConfigError("parameter 'dataset_dir' must not be empty")
+        if self.queue_size < 1:
+            raise ConfigError(f"parameter 'queue_size' must be >= 1, got {self.queue_size}")
+        _positive("diagnostics_period_s", self.diagnostics_period_s)
+
+
+@dataclass(frozen=True)
+class TwinNodeConfig:
+    """The MuJoCo twin acting as the robot."""
+
+    DYNAMIC: ClassVar[frozenset[str]] = frozenset({"diagnostics_period_s"})
+
+    mjcf: str = ""
+    """Robot model (MJCF); empty: the package's default twin in sim/."""
+    publish_period: float = 0.05
+    """Simulated seconds between /joint_states messages (the robot's sensor period)."""
+    real_time_factor: float = 1.0
+    """Simulated seconds per wall second; above 1 the twin publishes /clock and the graph runs
+    on sim time (tests); 1 is a real-time robot."""
+    command_timeout_s: float = 0.25
+    """Simulated seconds without /pearl/command after which the twin applies zero effort (the
+    firmware's watchdog)."""
+    seed: int = 0
+    """Seed of the twin's noise generator."""
+    diagnostics_period_s: float = 1.0
+    """Period of the /diagnostics status (sim time, real-time factor, commands)."""
+
+    def __post_init__(self) -> None:
+        for name in ("publish_period", "real_time_factor", "command_timeout_s",
+                     "diagnostics_period_s"):
+            _positive(name, getattr(self, name))
+
+    @property
+    def publishes_clock(self) -> bool:
+        return self.real_time_factor != 1.0
+
+
+@dataclass(frozen=True)
+class BridgeNodeConfig:
+    """The serial bridge to the robot's microcontroller."""
+
+    DYNAMIC: ClassVar[frozenset[str]] = frozenset({"diagnostics_period_s"})
+
+    port: str = "/dev/ttyACM0"
+    """Serial port or pyserial URL (/dev/ttyACM0, loop://, socket://host:port, a pty path)."""
+    baudrate: int = 1_000_000
+    """Baud rate (ignored by USB CDC devices and pseudo-terminals)."""
+    poll_period: float = 0.002
+    """How often the bridge reads the port and runs its watchdog, seconds."""
+    diagnostics_period_s: float = 1.0
+    """Period of the /diagnostics status (link state, frame and CRC errors, reconnects)."""
+
+    def __post_init__(self) -> None:
+        if not self.port:
+            raise ConfigError("parameter 'port' must not be empty")
+        if self.baudrate <= 0:
+            raise ConfigError(f"parameter 'baudrate' must be > 0, got {self.baudrate}")
+        _positive("poll_period", self.poll_period)
+        _positive("diagnostics_period_s", self.diagnostics_period_s)
+
+
+NODE_CONFIGS: dict[str, type] = {
+    "policy_node": PolicyNodeConfig,
+    "logger_node": LoggerNodeConfig,
+    "twin_node": TwinNodeConfig,
+    "bridge_node": BridgeNodeConfig,
+}
+"""Executable name -> its config class (the graph and the YAML files use these names)."""
+
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each dataclass field (PEP 257 attribute docstrings), by field name.
+
+    Read from the class source; where the source is not available (a zipped install) the
+    descriptions fall back to the field name, which still lets the node start.
+    """
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for node, nxt in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def to_ros_value(value: Any) -> Any:
+    """Config value -> a value rclpy accepts (tuples become lists)."""
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def from_ros_value(template: Any, value: Any, name: str) -> Any:
+    """A parameter value -> the field's Python type (ints given for float fields are fine)."""
+    if isinstance(template, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"parameter {name!r} must be a bool, got {value!r}")
+        return value
+    if isinstance(template, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"parameter {name!r} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(template, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"parameter {name!r} must be an integer, got {value!r}")
+        return int(value)
+    if isinstance(template, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"parameter {name!r} must be a string, got {value!r}")
+        return value
+    if isinstance(template, tuple):
+        return tuple(value)
+    return value
+
+
+def ros_type_name(template: Any) -> str:
+    """Name of the ``rclpy.parameter.Parameter.Type`` member for a field's default."""
+    if isinstance(template, bool):
+        return "BOOL"
+    if isinstance(template, int):
+        return "INTEGER"
+    if isinstance(template, float):
+        return "DOUBLE"
+    if isinstance(template, str):
+        return "STRING"
+    if isinstance(template, tuple):
+        if template and isinstance(template[0], str):
+            return "STRING_ARRAY"
+        if template and isinstance(template[0], float):
+            return "DOUBLE_ARRAY"
+        return "INTEGER_ARRAY"
+    raise TypeError(f"no ROS parameter type for {template!r}")
+
+
+def config_to_parameters(config: Any) -> dict[str, Any]:
+    """The ``ros__parameters`` mapping of a config (what a YAML file or a launch Node gets)."""
+    return {f.name: to_ros_value(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def config_from_mapping(cls: type[C], values: dict[str, Any]) -> C:
+    """Build ``cls`` from a parameter mapping; unknown names and wrong types raise ConfigError."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown parameter(s) for {cls.__name__}: {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(names))}")
+    defaults = cls()
+    kwargs = {k: from_ros_value(getattr(defaults, k), v, k) for k, v in values.items()}
+    return cls(**kwargs)
