@@ -85,7 +85,7 @@ class PearlAgent:
 
     def normalize_context(self, context: torch.Tensor) -> torch.Tensor:
         n = self.nets.obs_norm
-        o, a = self.nets.spec.obs_dim, self.nets.spec.action_dim
+        _o, a = self.nets.spec.obs_dim, self.nets.spec.action_dim
         pad = torch.zeros(a + 1, device=context.device, dtype=context.dtype)
         ones = torch.ones(a + 1, device=context.device, dtype=context.dtype)
         offs = [n.offset, pad]
@@ -117,7 +117,9 @@ class PearlAgent:
         single = o.dim() == 1
         if single:
             o = o.unsqueeze(0)
-        zz = z.reshape(-1, self.cfg.latent_dim).expand(o.shape[0], -1)
+        zz = z.reshape(-1, self.cfg.latent_dim)
+        if zz.shape[0] != o.shape[0]:
+            zz = zz.expand(o.shape[0], -1)
         out = self.nets.actor(self.nets.obs_norm(o), zz, deterministic=deterministic,
                               with_log_prob=False, generator=self.generator)
         a = out.action

@@ -146,6 +146,14 @@ class PointRobotFamily(TaskFamily):
     def make_env(self, seed: int | None = None) -> PointEnv:
         return PointEnv(seed=seed, sparse=self.sparse, goal_radius=self.goal_radius)
 
+    def baseline_returns(self, task: Task, start: np.ndarray) -> tuple[float, float] | None:
+        """(still, oracle) returns from ``start`` for the oracle-normalized score (0 = the
+        policy that stays still, 1 = full speed straight at the goal); dense family only."""
+        if self.sparse:
+            return None
+        goal = np.asarray(task.params["goal"])
+        return rollout_return(start, goal, "still"), rollout_return(start, goal, "oracle")
+
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
         if self.sparse:
             angles = rng.uniform(0.0, np.pi, size=n)

@@ -1,0 +1,126 @@
+"""Per-task replay buffers and context sampling, preallocated float32, vectorised over tasks.
+
+The reference keeps one ``SimpleReplayBuffer`` per task of float64 arrays and samples task by
+task in a Python loop. Here each field is one ``[n_tasks, capacity, dim]`` float32 array (numpy
+allocates lazily, so untouched capacity costs no memory) and a whole meta-batch is drawn with a
+single fancy-indexing call per field.
+
+Two instances make PEARL's pair of buffers: the RL buffer (all data, for actor-critic batches)
+and the encoder buffer (cleared for a task whenever it is chosen for collection, so context is
+recent, near on-policy data).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from pearl_robot.core.types import NumpyRLBatch
+
+
+class Path(NamedTuple):
+    """One trajectory as arrays [steps, dim]; actions normalized to [-1, 1]."""
+
+    obs: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    next_obs: np.ndarray
+    terminals: np.ndarray
+    context_rewards: np.ndarray
+    """The reward used in context rows (the env reward, or e.g. the sparse reward)."""
+
+
+class MultiTaskReplay:
+    """Ring buffers for ``n_tasks`` tasks, each holding up to ``capacity`` transitions."""
+
+    FIELDS = ("obs", "actions", "rewards", "next_obs", "terminals", "context_rewards")
+
+    def __init__(self, n_tasks: int, capacity: int, obs_dim: int, action_dim: int) -> None:
+        if n_tasks <= 0 or capacity <= 0:
+            raise ValueError(f"n_tasks and capacity must be > 0, got {n_tasks}, {capacity}")
+        self.n_tasks, self.capacity = n_tasks, capacity
+        self.obs_dim, self.action_dim = obs_dim, action_dim
+        dims = {"obs": obs_dim, "actions": action_dim, "rewards": 1, "next_obs": obs_dim,
+                "terminals": 1, "context_rewards": 1}
+        self.arrays = {k: np.zeros((n_tasks, capacity, d), dtype=np.float32)
+                       for k, d in dims.items()}
+        self.sizes = np.zeros(n_tasks, dtype=np.int64)
+        self.tops = np.zeros(n_tasks, dtype=np.int64)
+
+    def add_path(self, task: int, path: Path) -> None:
+        n = len(path.obs)
+        if n == 0:
+            return
+        if n > self.capacity:  # keep the newest
+            path = Path(*(np.asarray(a)[-self.capacity:] for a in path))
+            n = self.capacity
+        idx = (self.tops[task] + np.arange(n)) % self.capacity
+        for k, a in zip(self.FIELDS, path):
+            self.arrays[k][task, idx] = np.asarray(a, dtype=np.float32).reshape(n, -1)
+        self.tops[task] = (self.tops[task] + n) % self.capacity
+        self.sizes[task] = min(self.capacity, self.sizes[task] + n)
+
+    def clear(self, task: int) -> None:
+        self.sizes[task] = 0
+        self.tops[task] = 0
+
+    def num_steps(self, task: int | None = None) -> int:
+        return int(self.sizes.sum() if task is None else self.sizes[task])
+
+    def _indices(self, tasks: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+        sizes = self.sizes[tasks]
+        if np.any(sizes == 0):
+            empty = tasks[sizes == 0].tolist()
+            raise ValueError(f"cannot sample from empty buffer(s) of task(s) {empty}")
+        return (rng.random((len(tasks), n)) * sizes[:, None]).astype(np.int64)
+
+    def sample_rl(self, tasks: np.ndarray, batch_size: int, rng: np.random.Generator
+                  ) -> NumpyRLBatch:
+        """Uniform transitions, ``batch_size`` per task, shape [T, B, dim]."""
+        tasks = np.asarray(tasks, dtype=np.int64)
+        idx = self._indices(tasks, batch_size, rng)
+        t = tasks[:, None]
+        a = self.arrays
+        return NumpyRLBatch(a["obs"][t, idx], a["actions"][t, idx], a["rewards"][t, idx],
+                            a["next_obs"][t, idx], a["terminals"][t, idx])
+
+    def sample_context(self, tasks: np.ndarray, n: int, rng: np.random.Generator,
+                       use_next_obs: bool) -> np.ndarray:
+        """Context rows (obs, action, context reward[, next_obs]), shape [T, n, ctx_dim]."""
+        tasks = np.asarray(tasks, dtype=np.int64)
+        idx = self._indices(tasks, n, rng)
+        t = tasks[:, None]
+        a = self.arrays
+        parts = [a["obs"][t, idx], a["actions"][t, idx], a["context_rewards"][t, idx]]
+        if use_next_obs:
+            parts.append(a["next_obs"][t, idx])
+        return np.concatenate(parts, axis=-1)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The filled prefix of every task's buffer, plus sizes and write positions."""
+        n = int(self.sizes.max()) if self.n_tasks else 0
+        out: dict[str, np.ndarray] = {"sizes": self.sizes.copy(), "tops": self.tops.copy()}
+        out.update({k: v[:, :n].copy() for k, v in self.arrays.items()})
+        return out
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        for k in self.FIELDS:
+            src = np.asarray(state[k])
+            dst = self.arrays[k]
+            if src.ndim != 3 or src.shape[0] != dst.shape[0] or src.shape[2] != dst.shape[2] \
+                    or src.shape[1] > dst.shape[1]:
+                raise ValueError(f"replay field {k!r} has shape {src.shape}, which does not fit "
+                                 f"buffers of shape {dst.shape}")
+            dst[:, : src.shape[1]] = src
+        self.sizes[:] = np.asarray(state["sizes"])
+        self.tops[:] = np.asarray(state["tops"])
+
+
+def context_from_path(path: Path, use_next_obs: bool) -> np.ndarray:
+    """Context rows of one trajectory, [steps, ctx_dim] (online accumulation in evaluation)."""
+    parts = [path.obs, path.actions, path.context_rewards.reshape(-1, 1)]
+    if use_next_obs:
+        parts.append(path.next_obs)
+    return np.concatenate([np.asarray(p, dtype=np.float32).reshape(len(path.obs), -1)
+                           for p in parts], axis=-1)

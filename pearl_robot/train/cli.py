@@ -1,0 +1,153 @@
+"""Meta-train PEARL in simulation and/or retrain from logged robot datasets.
+
+Examples:
+  pearl-robot train --family point-robot --out runs/point
+  pearl-robot train --config config/train/point_robot_fast.yaml --iterations 40
+  pearl-robot train --resume runs/point/checkpoints/latest.pt --iterations 80
+  pearl-robot train --config config/train/twin_arm.yaml --set pearl.kl_lambda=0.3
+  pearl-robot train --data /data/night1 /data/night2 --init runs/twin/checkpoints/latest.pt
+  pearl-robot train ... --export-bundle models/new_bundle
+
+A run directory holds config.yaml, progress.csv (one row per iteration), tensorboard/,
+learning_curve.png and checkpoints/latest.pt (resumable; loads with weights_only=True).
+Hyperparameters start from the reference preset of the task family (oyster's configs), then the
+--config file, then each --set KEY=VALUE (YAML value syntax).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pearl_robot.core.config import (
+    REFERENCE_PRESETS,
+    ExperimentConfig,
+    load_experiment,
+    merge,
+    reference_config,
+)
+from pearl_robot.errors import ConfigError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--family", help="task family (default: the config's, else point-robot); "
+                   "see `pearl_robot.tasks.registry`")
+    p.add_argument("--config", type=Path, help="experiment YAML (sections: preset, pearl, train)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one field, e.g. pearl.latent_dim=8 or train.seed=3")
+    p.add_argument("--iterations", type=int, help="shortcut for --set train.num_iterations=N")
+    p.add_argument("--seed", type=int, help="shortcut for --set train.seed=N")
+    p.add_argument("--out", type=Path, help="run directory (default runs/<family>-<time>)")
+    p.add_argument("--resume", type=Path, metavar="CHECKPOINT",
+                   help="continue a run exactly from its checkpoint (same config unless "
+                   "overridden; --iterations raises the total)")
+    p.add_argument("--init", type=Path, metavar="CHECKPOINT",
+                   help="warm-start the networks from a checkpoint (optimizers and counters "
+                   "start fresh), e.g. to retrain from logs")
+    p.add_argument("--data", type=Path, nargs="+", metavar="DIR",
+                   help="logged dataset directories to train from (see docs/dataset-format.md)")
+    p.add_argument("--sim", action="store_true",
+                   help="with --data: also collect in the simulated task family")
+    p.add_argument("--follow", action="store_true",
+                   help="with --data: keep training and pick up each newly closed episode")
+    p.add_argument("--export-bundle", type=Path, metavar="DIR",
+                   help="export a model bundle from the final checkpoint (parity-checked)")
+    p.add_argument("--device", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-tensorboard", action="store_true", help="CSV metrics only")
+
+
+def _parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {"pearl": {}, "train": {}}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set needs KEY=VALUE, got {item!r}")
+        key, raw = item.split("=", 1)
+        section, _, field = key.partition(".")
+        if section not in out or not field:
+            raise ConfigError(f"--set key must be pearl.<field> or train.<field>, got {key!r}")
+        try:
+            out[section][field] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from exc
+    return out
+
+
+def resolve_config(args: argparse.Namespace, base: ExperimentConfig | None = None
+                   ) -> ExperimentConfig:
+    """Preset -> config file -> --set/--iterations/--seed/--family/--device."""
+    if base is None:
+        family = args.family
+        if args.config is not None:
+            cfg = load_experiment(args.config)
+            if family and family != cfg.train.task_family:
+                cfg = merge(cfg, {"train": {"task_family": family}})
+        else:
+            family = family or "point-robot"
+            cfg = reference_config(family) if family in REFERENCE_PRESETS else \
+                merge(ExperimentConfig(), {"train": {"task_family": family}})
+    else:
+        cfg = base
+    ov = _parse_overrides(args.overrides)
+    if args.iterations is not None:
+        ov["train"]["num_iterations"] = args.iterations
+    if args.seed is not None:
+        ov["train"]["seed"] = args.seed
+    if args.device:
+        ov["train"]["device"] = args.device
+    return merge(cfg, ov, where="command line")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pearl_robot.core.checkpoint import load_checkpoint
+    from pearl_robot.tasks.registry import make_family
+    from pearl_robot.train.trainer import MetaTrainer
+
+    if args.resume is not None:
+        ckpt = load_checkpoint(args.resume)
+        cfg = resolve_config(args, ckpt.config)
+        out = args.out or args.resume.parent.parent
+    else:
+        cfg = resolve_config(args)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = args.out or Path("runs") / f"{cfg.train.task_family}-{stamp}"
+    family = make_family(cfg.train.task_family)
+    progress = not args.no_progress
+    if args.data:
+        try:
+            from pearl_robot.train import offline
+        except ImportError as exc:
+            raise ConfigError("training from logged data (--data) is not available in this "
+                              f"build: {exc}") from exc
+        trainer = offline.make_trainer(cfg, family, out, args.data, sim=args.sim,
+                                       init=args.init, tensorboard=not args.no_tensorboard,
+                                       progress=progress)
+        if args.follow:
+            offline.follow(trainer, args.data)
+        else:
+            trainer.run()
+    else:
+        trainer = MetaTrainer(cfg, family, out, tensorboard=not args.no_tensorboard,
+                              progress=progress)
+        if args.resume is not None:
+            trainer.load_state(args.resume)
+        elif args.init is not None:
+            trainer.load_state(args.init, weights_only_init=True)
+        trainer.run()
+    final = trainer.save(Path(out) / "checkpoints" / "final.pt")
+    ev = trainer.last_eval
+    print(f"run directory: {out}")
+    print(f"checkpoint:    {final}")
+    if ev:
+        print(f"held-out return after adaptation: {ev['eval/test_final_return']:.3f} "
+              f"(first trajectory: {ev['eval/test_first_return']:.3f})")
+    if args.export_bundle is not None:
+        from pearl_robot.export import cli as export_cli
+
+        return export_cli.run(argparse.Namespace(checkpoint=final, out_dir=args.export_bundle,
+                                                 **export_cli.default_options()))
+    return 0

@@ -1,0 +1,215 @@
+"""Adaptation on held-out tasks: the reference protocol and the robot's per-step online mode.
+
+Reference protocol (oyster ``collect_paths``; pearl-oyster.md section 1.6), per task and repeat:
+the belief is reset to the prior; trajectories are rolled out with deterministic actions while
+the online context accumulates; after trajectory k >= ``num_exp_traj_eval`` the posterior is
+re-inferred from all context so far; z is re-sampled from the current belief after every
+trajectory. The reported return is the **last** trajectory's; every trajectory's return is kept
+("online" returns). The number of trajectories is ceil(num_steps_per_eval / horizon).
+
+Online mode (what the robot runs): the belief is updated after **every** transition with running
+precision sums (O(latent) per step, as the runtime does); z follows a schedule: ``"mean"`` uses
+the posterior mean at every step, ``"sample"`` draws z from the posterior at each episode start.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from pearl_robot.core.pearl import PearlAgent
+from pearl_robot.core.posterior import prior
+from pearl_robot.core.replay import context_from_path
+from pearl_robot.core.types import Posterior
+from pearl_robot.tasks.base import MetaEnv, TaskFamily
+from pearl_robot.train.sampler import rollout_batch
+
+
+class TaskEval(NamedTuple):
+    """Every trajectory of one task's evaluation, arrays [repeats, trajectories]."""
+
+    task_index: int
+    returns: np.ndarray
+    successes: np.ndarray
+    start_obs: np.ndarray
+    """[repeats, trajectories, obs_dim]"""
+    normalized: np.ndarray | None
+    """Oracle-normalized returns (0 = still policy, 1 = oracle) where the family defines them."""
+
+
+class EvalSummary(NamedTuple):
+    """Means over tasks (and repeats) of a list of TaskEval."""
+
+    final_return: float
+    """Mean return of the last trajectory (the reference's AverageReturn)."""
+    first_return: float
+    """Mean return of the first trajectory (prior z: before adaptation)."""
+    online_returns: list[float]
+    """Mean return per trajectory index."""
+    final_success: float
+    """Fraction of (task, repeat) with success in any post-exploration trajectory."""
+    final_normalized: float
+    """Mean oracle-normalized score of the last trajectory (nan when undefined)."""
+
+
+def summarize(evals: Sequence[TaskEval], num_exp_traj: int) -> EvalSummary:
+    rets = np.stack([e.returns for e in evals])  # [tasks, repeats, traj]
+    succ = np.stack([e.successes for e in evals])
+    post = succ[:, :, num_exp_traj:] if succ.shape[2] > num_exp_traj else succ[:, :, -1:]
+    norm = [e.normalized for e in evals if e.normalized is not None]
+    final_norm = float(np.mean([n[:, -1].mean() for n in norm])) if norm else math.nan
+    return EvalSummary(float(rets[:, :, -1].mean()), float(rets[:, :, 0].mean()),
+                       rets.mean(axis=(0, 1)).tolist(), float(post.any(axis=2).mean()),
+                       final_norm)
+
+
+def _normalized(family: TaskFamily, task_index: int, returns: np.ndarray,
+                starts: np.ndarray) -> np.ndarray | None:
+    baseline = getattr(family, "baseline_returns", None)
+    task = family.tasks[task_index]
+    if baseline is None or baseline(task, starts[(0,) * returns.ndim]) is None:
+        return None
+    out = np.empty_like(returns)
+    for idx in np.ndindex(returns.shape):
+        still, oracle = baseline(task, starts[idx])
+        out[idx] = (returns[idx] - still) / max(oracle - still, 1e-9)
+    return out
+
+
+def _posterior_from_rows(agent: PearlAgent, rows: list[np.ndarray]) -> Posterior:
+    """q(z | c) for each task's accumulated context (rows may differ in length)."""
+    lengths = {len(r) for r in rows}
+    if len(lengths) == 1:
+        return agent.infer_posterior(agent.context_to_tensor(np.stack(rows)))
+    posts = [agent.infer_posterior(agent.context_to_tensor(r[None])) for r in rows]
+    return Posterior(torch.cat([p.mean for p in posts]), torch.cat([p.var for p in posts]))
+
+
+@torch.inference_mode()
+def evaluate_reference(agent: PearlAgent, family: TaskFamily, task_indices: Sequence[int],
+                       envs: Sequence[MetaEnv], *, num_steps: int, max_path_length: int,
+                       num_exp_traj: int, repeats: int, seed: int,
+                       deterministic: bool = True) -> list[TaskEval]:
+    """The reference adaptation protocol on ``task_indices``, len(envs) tasks at a time."""
+    horizon = min(max_path_length, envs[0].max_episode_steps)
+    n_traj = max(1, math.ceil(num_steps / horizon))
+    use_next = agent.cfg.use_next_obs_in_context
+    results: list[TaskEval] = []
+    for c0 in range(0, len(task_indices), len(envs)):
+        chunk = list(task_indices[c0:c0 + len(envs)])
+        k = len(chunk)
+        batch_envs = list(envs[:k])
+        for env, t in zip(batch_envs, chunk):
+            env.set_task(family.tasks[t])
+        rets = np.zeros((k, repeats, n_traj))
+        succ = np.zeros((k, repeats, n_traj), dtype=bool)
+        starts = np.zeros((k, repeats, n_traj, batch_envs[0].obs_dim))
+        for rep in range(repeats):
+            belief = prior((k,), agent.cfg.latent_dim, agent.device)
+            rows: list[list[np.ndarray]] = [[] for _ in range(k)]
+            for j in range(n_traj):
+                z = agent.sample_z(belief)
+                seeds = [_seed(seed, t, rep, j) for t in chunk]
+                trajs = rollout_batch(batch_envs, agent, z, horizon, deterministic, seeds,
+                                      family.context_reward_key, family.success_key)
+                for i, tr in enumerate(trajs):
+                    rets[i, rep, j] = tr.env_return
+                    succ[i, rep, j] = tr.success
+                    starts[i, rep, j] = tr.start_obs
+                    rows[i].append(context_from_path(tr.path, use_next))
+                if j + 1 >= num_exp_traj:
+                    belief = _posterior_from_rows(agent, [np.concatenate(r) for r in rows])
+        for i, t in enumerate(chunk):
+            results.append(TaskEval(t, rets[i], succ[i], starts[i],
+                                    _normalized(family, t, rets[i], starts[i])))
+    return results
+
+
+@torch.inference_mode()
+def evaluate_online(agent: PearlAgent, family: TaskFamily, task_indices: Sequence[int],
+                    envs: Sequence[MetaEnv], *, num_episodes: int, max_path_length: int,
+                    repeats: int, seed: int, z_schedule: str = "mean",
+                    deterministic: bool = True) -> list[TaskEval]:
+    """Per-step belief updates with running precision sums, as on the robot."""
+    if z_schedule not in ("mean", "sample"):
+        raise ValueError(f"z_schedule must be 'mean' or 'sample', got {z_schedule!r}")
+    cfg = agent.cfg
+    use_next = cfg.use_next_obs_in_context
+    results: list[TaskEval] = []
+    for c0 in range(0, len(task_indices), len(envs)):
+        chunk = list(task_indices[c0:c0 + len(envs)])
+        k = len(chunk)
+        batch_envs = list(envs[:k])
+        for env, t in zip(batch_envs, chunk):
+            env.set_task(family.tasks[t])
+        horizon = min(max_path_length, batch_envs[0].max_episode_steps)
+        rets = np.zeros((k, repeats, num_episodes))
+        succ = np.zeros((k, repeats, num_episodes), dtype=bool)
+        starts = np.zeros((k, repeats, num_episodes, batch_envs[0].obs_dim))
+        for rep in range(repeats):
+            prec = torch.zeros(k, cfg.latent_dim)
+            wsum = torch.zeros(k, cfg.latent_dim)
+            count = 0
+            for ep in range(num_episodes):
+                obs = np.stack([env.reset(seed=_seed(seed, t, rep, ep))[0]
+                                for env, t in zip(batch_envs, chunk)])
+                starts[:, rep, ep] = obs
+                belief = _belief(prec, wsum, count, cfg.latent_dim, cfg.use_information_bottleneck)
+                z = agent.sample_z(belief) if z_schedule == "sample" else belief.mean
+                done = np.zeros(k, dtype=bool)
+                for _ in range(horizon):
+                    phys, norm = agent.act(obs, z, deterministic=deterministic)
+                    rows, nxt = [], obs.copy()
+                    was_done = done.copy()
+                    for i, env in enumerate(batch_envs):
+                        if was_done[i]:
+                            rows.append(np.zeros(_ctx_dim(obs, norm, use_next)))
+                            continue
+                        st = env.step(phys[i])
+                        cr = st.info[family.context_reward_key] if family.context_reward_key \
+                            else st.reward
+                        parts = [obs[i], norm[i], [cr]] + ([st.obs] if use_next else [])
+                        rows.append(np.concatenate(parts))
+                        rets[i, rep, ep] += st.reward
+                        if family.success_key and st.info.get(family.success_key):
+                            succ[i, rep, ep] = True
+                        nxt[i] = st.obs
+                        done[i] = st.terminated or st.truncated
+                    factors = agent.encode(agent.context_to_tensor(np.stack(rows)[:, None]))
+                    live = torch.as_tensor(~was_done, dtype=torch.float32)
+                    mu, var = factors.mean[:, 0], factors.var[:, 0]
+                    prec += live[:, None] / var
+                    wsum += live[:, None] * mu / var
+                    count += 1
+                    obs = nxt
+                    if z_schedule == "mean":
+                        z = _belief(prec, wsum, count, cfg.latent_dim,
+                                    cfg.use_information_bottleneck).mean
+                    if done.all():
+                        break
+        for i, t in enumerate(chunk):
+            results.append(TaskEval(t, rets[i], succ[i], starts[i],
+                                    _normalized(family, t, rets[i], starts[i])))
+    return results
+
+
+def _ctx_dim(obs: np.ndarray, norm: np.ndarray, use_next: bool) -> int:
+    return obs.shape[1] * (2 if use_next else 1) + norm.shape[1] + 1
+
+
+def _belief(prec: torch.Tensor, wsum: torch.Tensor, count: int, latent: int,
+            use_ib: bool) -> Posterior:
+    if count == 0:
+        return prior((prec.shape[0],), latent)
+    if not use_ib:  # deterministic encoder: mean of the per-transition means (var = 1 each)
+        return Posterior(wsum / prec, torch.zeros_like(prec))
+    var = 1.0 / prec
+    return Posterior(wsum * var, var)
+
+
+def _seed(base: int, task: int, repeat: int, traj: int) -> int:
+    return int(np.random.SeedSequence([base, task, repeat, traj]).generate_state(1)[0])

@@ -1,0 +1,106 @@
+"""Where training metrics go: a CSV file (one row per iteration), TensorBoard, and a PNG
+learning curve. The learner and the loop return metric dicts; only this module writes them."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+class MetricsWriter:
+    """Appends one row per iteration to ``progress.csv`` and mirrors scalars to TensorBoard.
+
+    The CSV header is fixed by the first row; later rows with new keys are written with the
+    known keys only (TensorBoard still gets everything). Resuming appends to the same file.
+    """
+
+    def __init__(self, out_dir: Path, tensorboard: bool = True) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.csv_path = self.out_dir / "progress.csv"
+        self._fields: list[str] | None = None
+        if self.csv_path.exists() and self.csv_path.stat().st_size > 0:
+            with open(self.csv_path, newline="") as f:
+                self._fields = next(csv.reader(f), None)
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
+            except ImportError:  # tensorboard is optional
+                self._tb = None
+
+    def write(self, step: int, row: Mapping[str, Any]) -> None:
+        if self._fields is None:
+            self._fields = list(row)
+            with open(self.csv_path, "w", newline="") as f:
+                csv.writer(f).writerow(self._fields)
+        with open(self.csv_path, "a", newline="") as f:
+            csv.writer(f).writerow([_fmt(row.get(k, "")) for k in self._fields])
+        if self._tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and math.isfinite(float(v)):
+                    self._tb.add_scalar(k, float(v), step)
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _fmt(v: Any) -> Any:
+    return f"{v:.6g}" if isinstance(v, float) else v
+
+
+def read_progress(path: Path) -> dict[str, list[float]]:
+    """progress.csv as columns of floats (non-numeric cells become nan)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    cols: dict[str, list[float]] = {}
+    for r in rows:
+        for k, v in r.items():
+            try:
+                cols.setdefault(k, []).append(float(v))
+            except (TypeError, ValueError):
+                cols.setdefault(k, []).append(math.nan)
+    return cols
+
+
+def plot_learning_curve(progress_csv: Path, out_png: Path, title: str = "",
+                        references: Mapping[str, float] | None = None) -> Path:
+    """Adapted (last-trajectory) and first-trajectory returns on held-out and training tasks
+    against environment steps, with optional horizontal reference lines (e.g. oracle)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = read_progress(progress_csv)
+    x = cols.get("charts/env_steps", [])
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for key, label, style in (
+        ("eval/test_final_return", "held-out, after adaptation", "-"),
+        ("eval/test_first_return", "held-out, first trajectory (prior z)", "--"),
+        ("eval/train_final_return", "training tasks, after adaptation", ":"),
+    ):
+        if key in cols:
+            pts = [(a, b) for a, b in zip(x, cols[key]) if math.isfinite(b)]
+            if pts:
+                ax.plot(*zip(*pts), style, label=label)
+    for name, value in (references or {}).items():
+        ax.axhline(value, color="gray", lw=0.8, ls="-.")
+        ax.annotate(name, (ax.get_xlim()[0], value), fontsize=8, va="bottom")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("return")
+    ax.set_title(title or "PEARL meta-training")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
