@@ -1,0 +1,134 @@
+"""Per-episode bookkeeping shared by the writer and recovery: counts, return, step contiguity,
+stamps, and the manifest entry built from them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pearl_robot.datalog.dataset import MANIFEST_SCHEMA
+from pearl_robot.datalog.schema import TransitionLayout
+
+
+@dataclass
+class EpisodeStats:
+    """Running summary of the transitions of one episode, updated per record (O(1))."""
+
+    layout: TransitionLayout
+    """Layout of the vectors fed to :meth:`add`."""
+    transitions: int = 0
+    """Transitions recorded."""
+    episode_return: float = 0.0
+    """Sum of rewards."""
+    first_step: int | None = None
+    """Step index of the first transition."""
+    last_step: int | None = None
+    """Step index of the last transition."""
+    step_gaps: int = 0
+    """Transitions whose step did not follow the previous one (dropped or reordered ticks)."""
+    stamp_first: float | None = None
+    """obs stamp of the first transition (seconds)."""
+    stamp_last: float | None = None
+    """next_obs stamp of the last transition (seconds)."""
+    stamp_regressions: int = 0
+    """Transitions whose obs stamp went backwards."""
+    nonfinite: int = 0
+    """Transitions holding NaN/inf in obs, action, reward or next_obs."""
+    terminated: bool = False
+    """The last transition was terminal."""
+    truncated: bool = False
+    """The last transition was truncated."""
+    task_indices: set[int] = field(default_factory=set)
+    """Task indices seen in the transitions."""
+    episode_field: set[int] = field(default_factory=set)
+    """Values of the transitions' own ``episode`` field."""
+
+    def __post_init__(self) -> None:
+        sl = self.layout.slices()
+        self._reward = sl["reward"].start
+        self._step = sl["step"].start
+        self._term = sl["terminated"].start
+        self._trunc = sl["truncated"].start
+        self._task = sl["task"].start
+        self._episode = sl["episode"].start
+        self._stamp0 = sl["stamps"].start
+        self._stamp2 = sl["stamps"].stop - 1
+        self._finite_end = sl["next_obs"].stop
+
+    def add(self, vec: np.ndarray) -> None:
+        step = int(vec[self._step])
+        if self.last_step is not None and step != self.last_step + 1:
+            self.step_gaps += 1
+        if self.first_step is None:
+            self.first_step = step
+        self.last_step = step
+        self.transitions += 1
+        self.episode_return += float(vec[self._reward])
+        t0 = float(vec[self._stamp0])
+        if self.stamp_last is not None and t0 < self.stamp_last - 1e-9:
+            self.stamp_regressions += 1
+        if self.stamp_first is None:
+            self.stamp_first = t0
+        self.stamp_last = float(vec[self._stamp2])
+        if not np.isfinite(vec[: self._finite_end]).all():
+            self.nonfinite += 1
+        self.terminated = bool(vec[self._term] != 0.0)
+        self.truncated = bool(vec[self._trunc] != 0.0)
+        self.task_indices.add(int(vec[self._task]))
+        self.episode_field.add(int(vec[self._episode]))
+
+    def to_json(self) -> dict[str, Any]:
+        duration = (self.stamp_last - self.stamp_first
+                    if self.stamp_first is not None and self.stamp_last is not None else 0.0)
+        return {"transitions": self.transitions,
+                "return": self.episode_return if np.isfinite(self.episode_return) else None,
+                "first_step": self.first_step, "last_step": self.last_step,
+                "step_gaps": self.step_gaps, "stamp_first": self.stamp_first,
+                "stamp_last": self.stamp_last, "duration_s": duration,
+                "stamp_regressions": self.stamp_regressions, "nonfinite": self.nonfinite,
+                "terminated": self.terminated, "truncated": self.truncated}
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def task_key(task: dict[str, Any] | None) -> str:
+    """Canonical string identifying a task (same parameters -> same key), used to group
+    transitions into per-task buffers. The episode id and stamps in a task message are not
+    part of the task."""
+    t = {k: v for k, v in (task or {}).items() if k not in ("episode", "stamp", "time")}
+    return json.dumps(t, sort_keys=True, separators=(",", ":"))
+
+
+def manifest_entry(*, episode: int, status: str, end_reason: str, task: dict[str, Any] | None,
+                   model_sha: str, stats: EpisodeStats, files: list[dict[str, Any]],
+                   layout: TransitionLayout, session: str, robot: str,
+                   quarantined: list[str] | None = None, dropped: int = 0,
+                   source_episode: int | None = None, note: str = "") -> dict[str, Any]:
+    """One manifest line. ``status``: complete | recovered | quarantined."""
+    entry: dict[str, Any] = {
+        "schema": MANIFEST_SCHEMA, "episode": episode, "status": status,
+        "end_reason": end_reason, "task": task or {}, "task_key": task_key(task),
+        "model_sha": model_sha, "layout": layout.to_json(), "files": files,
+        "quarantined": quarantined or [], "dropped": dropped, "session": session,
+        "robot": robot, "host": socket.gethostname(),
+        "closed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    entry.update(stats.to_json())
+    if source_episode is not None and source_episode != episode:
+        entry["source_episode"] = source_episode
+    if note:
+        entry["note"] = note
+    return entry
