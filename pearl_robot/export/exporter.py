@@ -1,0 +1,551 @@
+"""Checkpoint -> model bundle, refusing to write one that does not reproduce the torch model.
+
+Steps (``export_bundle``):
+
+1. load the checkpoint, rebuild :class:`PearlNetworks`;
+2. write ``actor.onnx`` and ``encoder.onnx`` into a temporary directory next to the target;
+3. **parity**: run onnxruntime (the robot's settings) and the torch training code path
+   (``PearlAgent.encode`` on normalized context rows, ``TanhGaussianActor.forward`` with a
+   torch generator whose draws are replayed as ``eps``) on *recorded* inputs (the
+   checkpoint's replay buffers when saved, else a short rollout of the policy in the task
+   family's own environment) and on *random* inputs spread over and beyond the data range;
+   any difference above the tolerance raises :class:`ExportParityError` and nothing is
+   written under the target name;
+4. write ``golden.npz`` (recorded rows first, then random ones, with the torch outputs) and
+   ``contract.json`` (sealed with every file's sha256);
+5. load the temporary bundle with the robot-side loader (``runtime.load_bundle``: hashes,
+   shapes, golden vectors) as a last check, then rename it into place (atomic on one file
+   system; an existing bundle is replaced only with ``overwrite``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import platform
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from pearl_robot.core.checkpoint import Checkpoint, load_checkpoint, networks_from_checkpoint
+from pearl_robot.core.networks import LOG_STD_MAX, LOG_STD_MIN, PearlNetworks
+from pearl_robot.core.pearl import PearlAgent
+from pearl_robot.errors import PearlRobotError
+from pearl_robot.export.graphs import DEFAULT_OPSET, export_actor, export_encoder
+from pearl_robot.runtime.bundle import (
+    ACTOR_FILE,
+    ACTOR_INPUTS,
+    ACTOR_OUTPUTS,
+    BUNDLE_SCHEMA,
+    CONTRACT_FILE,
+    ENCODER_FILE,
+    ENCODER_INPUTS,
+    ENCODER_OUTPUTS,
+    GOLDEN_FILE,
+    BundleError,
+    load_bundle,
+    seal_contract,
+    session_options,
+    sha256_file,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ExportError(PearlRobotError):
+    """The bundle could not be written (bad target, unreadable checkpoint, failed self-check)."""
+
+
+class ExportParityError(ExportError):
+    """The ONNX graphs differ from the torch model beyond the tolerance; nothing was written."""
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """How the exporter checks and what it records."""
+
+    parity_atol: float = 1e-4
+    """Absolute tolerance of ONNX vs torch (physical actions, factor means/variances)."""
+    parity_rtol: float = 1e-4
+    """Relative tolerance of ONNX vs torch."""
+    golden_atol: float = 1e-4
+    """Tolerance the robot applies to the golden vectors at load (absolute)."""
+    golden_rtol: float = 1e-3
+    """... and relative (another CPU / onnxruntime build may round differently)."""
+    random_rows: int = 512
+    """Random inputs checked for parity."""
+    record_steps: int = 200
+    """Environment steps recorded for parity when the checkpoint holds no replay data."""
+    golden_rows: int = 32
+    """Rows stored in golden.npz (half recorded, half random when both exist)."""
+    opset: int = DEFAULT_OPSET
+    """ONNX opset of the exported graphs."""
+    seed: int = 0
+    """Seeds the random inputs and the recording rollout."""
+    overwrite: bool = False
+    """Replace an existing bundle at the target path."""
+
+
+class Recorded(NamedTuple):
+    """Recorded transitions, physical units: obs/next_obs [N, obs_dim], actions
+    [N, action_dim], context rewards [N]."""
+
+    obs: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    next_obs: np.ndarray
+    source: str
+
+
+class ParityReport(NamedTuple):
+    """Largest |onnx - torch| per output, and what was compared."""
+
+    max_abs_error: dict[str, float]
+    recorded_rows: int
+    random_rows: int
+    recorded_source: str
+
+
+class ExportResult(NamedTuple):
+    """Where the bundle went and what the checks found."""
+
+    path: Path
+    bundle_sha256: str
+    parity: ParityReport
+    contract: dict[str, Any]
+
+
+# --------------------------------------------------------------------------- recorded inputs
+
+def _find_replay_arrays(obj: Any) -> Mapping[str, Any] | None:
+    """The first mapping holding obs/actions/next_obs arrays in a checkpoint's replay entry
+    (the trainer's MultiTaskReplay.state_dict, possibly nested per buffer)."""
+    if isinstance(obj, Mapping):
+        if all(k in obj for k in ("obs", "actions", "next_obs")):
+            return obj
+        for v in obj.values():
+            found = _find_replay_arrays(v)
+            if found is not None:
+                return found
+    return None
+
+
+def recorded_from_replay(replay: Any, nets: PearlNetworks) -> Recorded | None:
+    """Valid rows of saved replay buffers, actions converted back to physical units."""
+    arrays = _find_replay_arrays(replay)
+    if arrays is None:
+        return None
+
+    def np_(x: Any) -> np.ndarray:
+        return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+    o, a = nets.spec.obs_dim, nets.spec.action_dim
+    obs, act, nxt = np_(arrays["obs"]), np_(arrays["actions"]), np_(arrays["next_obs"])
+    rew = np_(arrays.get("context_rewards", arrays.get("rewards", np.zeros(obs.shape[:-1]))))
+    if obs.ndim == 3 and "sizes" in arrays:  # [tasks, capacity, dim]: keep the filled rows
+        sizes = np_(arrays["sizes"]).astype(int)
+        keep = [np.arange(s) for s in sizes]
+        obs = np.concatenate([obs[t, k] for t, k in enumerate(keep)])
+        act = np.concatenate([act[t, k] for t, k in enumerate(keep)])
+        nxt = np.concatenate([nxt[t, k] for t, k in enumerate(keep)])
+        rew = np.concatenate([rew[t, k] for t, k in enumerate(keep)])
+    obs, act, nxt = obs.reshape(-1, o), act.reshape(-1, a), nxt.reshape(-1, o)
+    rew = rew.reshape(-1)
+    if len(obs) == 0 or not (len(obs) == len(act) == len(nxt) == len(rew)):
+        return None
+    scale = nets.actor.action_scale.cpu().numpy()
+    bias = nets.actor.action_bias.cpu().numpy()
+    return Recorded(obs.astype(np.float64), act * scale + bias, rew.astype(np.float64),
+                    nxt.astype(np.float64), "checkpoint replay buffers")
+
+
+def recorded_from_rollout(nets: PearlNetworks, family_info: Mapping[str, Any], steps: int,
+                          seed: int) -> Recorded | None:
+    """Roll the checkpoint's own policy out in its task family's environment (held-out tasks,
+    z from the prior then the posterior) and record the transitions."""
+    name = family_info.get("name")
+    if not name or steps <= 0:
+        return None
+    try:
+        from pearl_robot.tasks.registry import make_family
+
+        family = make_family(str(name))
+        env = family.make_env(seed=seed)
+    except Exception as exc:  # noqa: BLE001 - recording is best effort; parity still runs
+        log.warning("cannot build task family %r to record parity inputs (%s); using random "
+                    "and replay inputs only", name, exc)
+        return None
+    gen = torch.Generator().manual_seed(seed)
+    agent = PearlAgent(nets, "cpu", gen)
+    tasks = family.eval_tasks or family.tasks
+    key = family.context_reward_key
+    rows: list[tuple[np.ndarray, np.ndarray, float, np.ndarray]] = []
+    episode = 0
+    try:
+        while len(rows) < steps:
+            env.set_task(tasks[episode % len(tasks)])
+            obs, _ = env.reset(seed=seed + episode)
+            with torch.no_grad():
+                if rows:
+                    ctx = np.array([np.concatenate([r[0], r[1], [r[2]]] + (
+                        [r[3]] if nets.cfg.use_next_obs_in_context else [])) for r in rows])
+                    post = agent.infer_posterior(agent.context_to_tensor(ctx[None]))
+                else:
+                    post = agent.infer_posterior(torch.zeros(1, 0, 1))
+                z = agent.sample_z(post)[0]
+            for _ in range(env.max_episode_steps):
+                phys, norm = agent.act(obs, z)
+                res = env.step(phys)
+                r = float(res.info[key]) if key else float(res.reward)
+                rows.append((np.asarray(obs, np.float64), np.asarray(norm, np.float64), r,
+                             np.asarray(res.obs, np.float64)))
+                obs = res.obs
+                if res.terminated or res.truncated or len(rows) >= steps:
+                    break
+            episode += 1
+    finally:
+        env.close()
+    scale = nets.actor.action_scale.cpu().numpy()
+    bias = nets.actor.action_bias.cpu().numpy()
+    return Recorded(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]) * scale
+                    + bias, np.array([r[2] for r in rows]), np.array([r[3] for r in rows]),
+                    f"rollout of the policy in {name} ({len(rows)} steps)")
+
+
+# --------------------------------------------------------------------------- parity
+
+class _Inputs(NamedTuple):
+    obs: np.ndarray  # actor obs [N, o]
+    z: np.ndarray  # [N, L]
+    transition: np.ndarray  # encoder rows [N, ctx] physical
+
+
+def _transition_rows(rec: Recorded, use_next: bool) -> np.ndarray:
+    parts = [rec.obs, rec.actions, rec.rewards[:, None]]
+    if use_next:
+        parts.append(rec.next_obs)
+    return np.concatenate(parts, axis=1)
+
+
+def _random_inputs(nets: PearlNetworks, n: int, rng: np.random.Generator,
+                   rec: Recorded | None) -> _Inputs:
+    """Inputs over the data range and beyond: obs around the normalizer's offset at up to 3
+    scales, actions over the full limits and a bit past them (the graph clips), z at up to
+    2.5 prior standard deviations, rewards around the recorded ones."""
+    o, a, L = nets.spec.obs_dim, nets.spec.action_dim, nets.cfg.latent_dim
+    off = nets.obs_norm.offset.cpu().numpy().astype(np.float64)
+    sc = nets.obs_norm.scale.cpu().numpy().astype(np.float64)
+    if rec is not None and len(rec.obs):
+        off = rec.obs.mean(axis=0)
+        sc = np.maximum(rec.obs.std(axis=0), 1e-3 * np.maximum(1.0, np.abs(off)))
+    obs = off + sc * rng.uniform(-3.0, 3.0, size=(n, o))
+    nxt = off + sc * rng.uniform(-3.0, 3.0, size=(n, o))
+    low, high = nets.spec.action_low, nets.spec.action_high
+    act = low + (high - low) * rng.uniform(-0.05, 1.05, size=(n, a))
+    r_mu, r_sd = (float(rec.rewards.mean()), float(rec.rewards.std()) + 1e-3) \
+        if rec is not None and len(rec.rewards) else (0.0, 1.0)
+    rew = r_mu + r_sd * rng.uniform(-3.0, 3.0, size=n)
+    z = rng.uniform(-2.5, 2.5, size=(n, L))
+    trans = _transition_rows(Recorded(obs, act, rew, nxt, "random"),
+                             nets.cfg.use_next_obs_in_context)
+    return _Inputs(obs, z, trans)
+
+
+def _torch_reference(nets: PearlNetworks, inputs: _Inputs, seed: int
+                     ) -> dict[str, np.ndarray]:
+    """Outputs of the training code path for the same inputs (and the eps it drew)."""
+    agent = PearlAgent(nets, "cpu")
+    o, a = nets.spec.obs_dim, nets.spec.action_dim
+    with torch.inference_mode():
+        obs = torch.as_tensor(inputs.obs, dtype=torch.float32)
+        z = torch.as_tensor(inputs.z, dtype=torch.float32)
+        gen = torch.Generator().manual_seed(seed)
+        replay = torch.Generator().manual_seed(seed)
+        det = nets.actor(nets.obs_norm(obs), z, deterministic=True, with_log_prob=False)
+        sto = nets.actor(nets.obs_norm(obs), z, deterministic=False, with_log_prob=False,
+                         generator=gen)
+        eps = torch.randn(sto.mean.shape, generator=replay)  # the draws forward() made
+        # raw context rows as the replay buffer stores them: actions normalized to [-1, 1]
+        tr = torch.as_tensor(inputs.transition, dtype=torch.float32)
+        act_n = torch.clamp((tr[:, o:o + a] - nets.actor.action_bias) / nets.actor.action_scale,
+                            -1.0, 1.0)
+        raw = torch.cat([tr[:, :o], act_n, tr[:, o + a:]], dim=-1)
+        f = agent.encode(raw.unsqueeze(0))
+        return {"actor_eps": eps.numpy(),
+                "actor_action_mean": nets.actor.to_physical(det.action).numpy(),
+                "actor_action_sample": nets.actor.to_physical(sto.action).numpy(),
+                "encoder_mu": f.mean[0].numpy(), "encoder_var": f.var[0].numpy()}
+
+
+def _onnx_outputs(actor_path: Path, encoder_path: Path, inputs: _Inputs, eps: np.ndarray
+                  ) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    so = session_options()
+    actor = ort.InferenceSession(str(actor_path), so, providers=["CPUExecutionProvider"])
+    enc = ort.InferenceSession(str(encoder_path), so, providers=["CPUExecutionProvider"])
+    mean, sample = actor.run(list(ACTOR_OUTPUTS), {
+        ACTOR_INPUTS[0]: inputs.obs.astype(np.float32), ACTOR_INPUTS[1]:
+        inputs.z.astype(np.float32), ACTOR_INPUTS[2]: eps.astype(np.float32)})
+    mu, var = enc.run(list(ENCODER_OUTPUTS),
+                      {ENCODER_INPUTS[0]: inputs.transition.astype(np.float32)})
+    return {"actor_action_mean": mean, "actor_action_sample": sample, "encoder_mu": mu,
+            "encoder_var": var}
+
+
+def check_parity(nets: PearlNetworks, actor_path: Path, encoder_path: Path, inputs: _Inputs,
+                 label: str, cfg: ExportConfig) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Compare ONNX and torch on ``inputs``; (torch outputs, max errors) or ExportParityError.
+
+    Samples whose pre-tanh value saturates the float32 tanh are compared like any other: the
+    tolerance is on physical units, where saturation makes both sides agree."""
+    ref = _torch_reference(nets, inputs, cfg.seed)
+    got = _onnx_outputs(actor_path, encoder_path, inputs, ref["actor_eps"])
+    errors: dict[str, float] = {}
+    for k, v in got.items():
+        want = ref[k].astype(np.float64)
+        err = np.abs(v.astype(np.float64) - want)
+        bound = cfg.parity_atol + cfg.parity_rtol * np.abs(want)
+        if not np.all(np.isfinite(v)) or np.any(err > bound):
+            i = np.unravel_index(int(np.nanargmax(np.where(np.isfinite(err), err - bound,
+                                                           np.inf))), err.shape)
+            raise ExportParityError(
+                f"ONNX differs from torch on {label} inputs: {k} row {i[0]} entry {i[1]} is "
+                f"{v[i]:.7g} in onnxruntime and {want[i]:.7g} in torch (tolerance "
+                f"{cfg.parity_atol:g} + {cfg.parity_rtol:g}*|x|); bundle not written")
+        errors[k] = float(err.max()) if err.size else 0.0
+    return ref, errors
+
+
+# --------------------------------------------------------------------------- the bundle
+
+def _git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, bool)) or obj is None:
+        return obj
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if np.isfinite(f) else str(f)
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+        return _jsonable(obj.item())
+    return str(obj)[:200]
+
+
+def build_contract(nets: PearlNetworks, env_meta: Mapping[str, Any],
+                   family: Mapping[str, Any], train_cfg: Mapping[str, Any],
+                   provenance: Mapping[str, Any], cfg: ExportConfig, golden_rows: int
+                   ) -> dict[str, Any]:
+    """The contract.json object (``files`` and ``contract_sha256`` are added when sealed)."""
+    o, a, L = nets.spec.obs_dim, nets.spec.action_dim, nets.cfg.latent_dim
+    obs_names = list(env_meta.get("obs_names") or [f"obs_{i}" for i in range(o)])
+    act_names = list(env_meta.get("action_names") or [f"action_{i}" for i in range(a)])
+    if len(obs_names) != o or len(act_names) != a:
+        raise ExportError(f"checkpoint env_spec names ({len(obs_names)} obs, {len(act_names)} "
+                          f"action) do not match its sizes ({o}, {a})")
+    obs_units = list(env_meta.get("obs_units") or ["unspecified"] * o)
+    act_units = list(env_meta.get("action_units") or ["unspecified"] * a)
+    fields = [{"name": "obs", "size": o, "units": "physical"},
+              {"name": "action", "size": a, "units": "physical"},
+              {"name": "reward", "size": 1, "units": "context reward"}]
+    if nets.cfg.use_next_obs_in_context:
+        fields.append({"name": "next_obs", "size": o, "units": "physical"})
+    eval_steps = int(train_cfg.get("num_steps_per_eval", 0) or 0)
+    window = max(int(nets.cfg.embedding_batch_size), eval_steps)
+    obs_low, obs_high = env_meta.get("obs_low"), env_meta.get("obs_high")
+    return {
+        "schema": BUNDLE_SCHEMA,
+        "observation": {"names": obs_names, "units": obs_units,
+                        "low": _jsonable(obs_low) if obs_low is not None else None,
+                        "high": _jsonable(obs_high) if obs_high is not None else None},
+        "action": {"names": act_names, "units": act_units,
+                   "low": [float(x) for x in nets.spec.action_low],
+                   "high": [float(x) for x in nets.spec.action_high],
+                   "interface": str(env_meta.get("command_interface") or "unspecified")},
+        "control_period": float(env_meta.get("dt", 0.05)),
+        "latent_dim": L,
+        "context": {"fields": fields, "reward_key": family.get("context_reward_key")},
+        "posterior": {"convention": "pog-no-prior",
+                      "information_bottleneck": bool(nets.cfg.use_information_bottleneck),
+                      "var_floor": float(nets.cfg.var_floor),
+                      "train_context_size": int(nets.cfg.embedding_batch_size),
+                      "eval_context_steps": eval_steps,
+                      "recommended_window": window,
+                      "log_std_range": [LOG_STD_MIN, LOG_STD_MAX]},
+        "graphs": {
+            "actor": {"file": ACTOR_FILE, "opset": cfg.opset,
+                      "inputs": {"obs": ["batch", o], "z": ["batch", L], "eps": ["batch", a]},
+                      "outputs": {"action_mean": ["batch", a], "action_sample": ["batch", a]}},
+            "encoder": {"file": ENCODER_FILE, "opset": cfg.opset,
+                        "inputs": {"transition": ["batch", sum(f["size"] for f in fields)]},
+                        "outputs": {"mu": ["batch", L], "var": ["batch", L]}}},
+        "golden": {"file": GOLDEN_FILE, "rows": golden_rows, "atol": cfg.golden_atol,
+                   "rtol": cfg.golden_rtol},
+        "task_family": _jsonable(dict(family)),
+        "provenance": _jsonable(dict(provenance)),
+        "files": {},
+    }
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def export_networks(nets: PearlNetworks, out_dir: str | Path, *,
+                    env_meta: Mapping[str, Any], family: Mapping[str, Any],
+                    train_cfg: Mapping[str, Any] | None = None,
+                    provenance: Mapping[str, Any] | None = None,
+                    recorded: Recorded | None = None,
+                    config: ExportConfig | None = None) -> ExportResult:
+    """Write a parity-checked bundle for ``nets`` to ``out_dir`` (see module doc)."""
+    cfg = config or ExportConfig()
+    out = Path(out_dir)
+    if out.exists() and not cfg.overwrite:
+        raise ExportError(f"{out} already exists; pass overwrite (--force) to replace it")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a directory")
+    nets = nets.cpu().eval()
+    if recorded is None:
+        recorded = recorded_from_rollout(nets, family, cfg.record_steps, cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    rnd = _random_inputs(nets, cfg.random_rows, rng, recorded)
+    use_next = bool(nets.cfg.use_next_obs_in_context)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        actor_path, encoder_path = tmp / ACTOR_FILE, tmp / ENCODER_FILE
+        try:
+            export_actor(nets, actor_path, cfg.opset)
+            export_encoder(nets, encoder_path, cfg.opset)
+        except Exception as exc:
+            raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:300]}") from exc
+        errors: dict[str, float] = {}
+        sets: list[tuple[_Inputs, dict[str, np.ndarray]]] = []
+        n_rec = 0
+        if recorded is not None and len(recorded.obs):
+            n_rec = len(recorded.obs)
+            # z for recorded obs: spread like the prior, plus the posterior-mean-like zeros
+            z = rng.standard_normal((n_rec, nets.cfg.latent_dim))
+            z[::4] = 0.0
+            rec_in = _Inputs(recorded.obs, z, _transition_rows(recorded, use_next))
+            ref, err = check_parity(nets, actor_path, encoder_path, rec_in, "recorded", cfg)
+            sets.append((rec_in, ref))
+            errors = {k: max(errors.get(k, 0.0), v) for k, v in err.items()}
+        ref, err = check_parity(nets, actor_path, encoder_path, rnd, "random", cfg)
+        sets.append((rnd, ref))
+        errors = {k: max(errors.get(k, 0.0), v) for k, v in err.items()}
+        # golden vectors: recorded rows first, then random ones
+        per = [cfg.golden_rows // len(sets)] * len(sets)
+        per[-1] += cfg.golden_rows - sum(per)
+        golden: dict[str, list[np.ndarray]] = {}
+        for (inp, ref), k in zip(sets, per):
+            k = min(k, len(inp.obs))
+            parts = {"actor_obs": inp.obs[:k], "actor_z": inp.z[:k],
+                     "actor_eps": ref["actor_eps"][:k],
+                     "actor_action_mean": ref["actor_action_mean"][:k],
+                     "actor_action_sample": ref["actor_action_sample"][:k],
+                     "encoder_transition": inp.transition[:k], "encoder_mu": ref["encoder_mu"][:k],
+                     "encoder_var": ref["encoder_var"][:k]}
+            for name, arr in parts.items():
+                golden.setdefault(name, []).append(np.asarray(arr, dtype=np.float32))
+        gold = {k: np.concatenate(v) for k, v in golden.items()}
+        np.savez(tmp / GOLDEN_FILE, **gold)
+        prov = dict(provenance or {})
+        prov.update({
+            "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "exporter_git_revision": _git_revision(), "host": platform.node(),
+            "torch": torch.__version__, "onnx_opset": cfg.opset,
+            "parity_max_abs_error": errors, "parity_recorded_rows": n_rec,
+            "parity_random_rows": len(rnd.obs),
+            "parity_recorded_source": recorded.source if recorded is not None else None,
+        })
+        try:
+            import onnxruntime
+
+            prov["onnxruntime"] = onnxruntime.__version__
+        except ImportError:  # pragma: no cover - the train extra installs it
+            pass
+        contract = build_contract(nets, env_meta, family, train_cfg or {}, prov, cfg,
+                                  len(gold["actor_obs"]))
+        for name in (ACTOR_FILE, ENCODER_FILE, GOLDEN_FILE):
+            _fsync_file(tmp / name)
+        contract = seal_contract(tmp, contract)
+        _fsync_dir(tmp)
+        try:  # the robot-side loader, exactly as the robot will run it
+            bundle = load_bundle(tmp)
+        except BundleError as exc:
+            raise ExportError(f"the written bundle fails the runtime's own checks: {exc}"
+                              ) from exc
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+        _fsync_dir(out.parent)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    (out / CONTRACT_FILE).stat()
+    report = ParityReport(errors, n_rec, len(rnd.obs),
+                          recorded.source if recorded is not None else "none")
+    log.info("bundle %s written to %s (parity max error %.2e)", bundle.sha256[:12], out,
+             max(errors.values()))
+    return ExportResult(out, bundle.sha256, report, contract)
+
+
+def export_checkpoint(checkpoint: str | Path | Checkpoint, out_dir: str | Path,
+                      config: ExportConfig | None = None, recorded: Recorded | None = None
+                      ) -> ExportResult:
+    """``pearl-robot export``: a checkpoint file -> a bundle directory."""
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    nets = networks_from_checkpoint(ckpt, "cpu")
+    cfg = config or ExportConfig()
+    if recorded is None and ckpt.replay is not None:
+        recorded = recorded_from_replay(ckpt.replay, nets)
+    trainer = {k: v for k, v in (ckpt.trainer or {}).items()
+               if isinstance(v, (int, float, str, bool))}
+    prov = {"checkpoint": str(Path(ckpt.path).resolve()),
+            "checkpoint_sha256": sha256_file(ckpt.path), "trainer": trainer,
+            "training": dict(ckpt.provenance or {}),
+            "config": {"pearl": _jsonable(ckpt.config.pearl.__dict__),
+                       "train": _jsonable(ckpt.config.train.__dict__)}}
+    family = dict(ckpt.family or {})
+    family.setdefault("name", ckpt.config.train.task_family)
+    return export_networks(nets, out_dir, env_meta=ckpt.env_meta, family=family,
+                           train_cfg=ckpt.config.train.__dict__, provenance=prov,
+                           recorded=recorded, config=cfg)

@@ -1,0 +1,115 @@
+"""Export wrappers: the two graphs of a model bundle, speaking physical units.
+
+In the style of rsl_rl's ``as_onnx()`` and SB3's ``OnnxablePolicy``: small ``nn.Module``s that
+deep-copy what they need from :class:`PearlNetworks` (normalizer buffers, action bounds, the
+network itself) so the normalization travels inside the graph and the robot can never forget
+or mis-apply it.
+
+- :class:`OnnxActor`: ``obs`` [B, obs_dim] physical, ``z`` [B, latent], ``eps`` [B, action_dim]
+  -> ``action_mean`` (deterministic, tanh of the mean) and ``action_sample``
+  (tanh(mean + std * eps)), both in physical units. The noise is an input so the graph stays
+  a pure function (golden vectors, reproducible runs) and the caller owns the RNG.
+- :class:`OnnxEncoder`: ``transition`` [B, context_dim], one row per transition with the
+  fields (obs, action, reward[, next_obs]) in physical units -> ``mu``, ``var`` [B, latent].
+  Inside: the action is normalized to [-1, 1] as training stores it, observations go through
+  the ObsNormalizer exactly as ``PearlAgent.normalize_context`` does.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pearl_robot.core.networks import PearlNetworks
+from pearl_robot.runtime.bundle import (
+    ACTOR_INPUTS,
+    ACTOR_OUTPUTS,
+    ENCODER_INPUTS,
+    ENCODER_OUTPUTS,
+)
+
+DEFAULT_OPSET = 17
+
+
+class OnnxActor(nn.Module):
+    """(obs, z, eps) -> (action_mean, action_sample), physical units (see module doc)."""
+
+    def __init__(self, nets: PearlNetworks) -> None:
+        super().__init__()
+        self.obs_norm = copy.deepcopy(nets.obs_norm).cpu().eval()
+        self.actor = copy.deepcopy(nets.actor).cpu().eval()
+
+    def forward(self, obs: torch.Tensor, z: torch.Tensor, eps: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.actor(self.obs_norm(obs), z, deterministic=True, with_log_prob=False)
+        sample = torch.tanh(out.mean + out.log_std.exp() * eps)
+        return self.actor.to_physical(out.action), self.actor.to_physical(sample)
+
+    def dummy_inputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        o = self.obs_norm.offset.shape[0]
+        a = self.actor.action_scale.shape[0]
+        L = self.actor.trunk[0].in_features - o
+        return torch.zeros(1, o), torch.zeros(1, L), torch.zeros(1, a)
+
+
+class OnnxEncoder(nn.Module):
+    """transition [B, context_dim] (physical) -> (mu, var) per row (see module doc)."""
+
+    def __init__(self, nets: PearlNetworks) -> None:
+        super().__init__()
+        self.obs_norm = copy.deepcopy(nets.obs_norm).cpu().eval()
+        self.encoder = copy.deepcopy(nets.encoder).cpu().eval()
+        self.register_buffer("action_scale", nets.actor.action_scale.detach().cpu().clone())
+        self.register_buffer("action_bias", nets.actor.action_bias.detach().cpu().clone())
+        self.obs_dim = nets.spec.obs_dim
+        self.action_dim = nets.spec.action_dim
+        self.use_next_obs = bool(nets.cfg.use_next_obs_in_context)
+
+    @property
+    def context_dim(self) -> int:
+        return self.obs_dim * (2 if self.use_next_obs else 1) + self.action_dim + 1
+
+    def forward(self, transition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        o, a = self.obs_dim, self.action_dim
+        obs = transition[:, :o]
+        act = torch.clamp((transition[:, o:o + a] - self.action_bias) / self.action_scale,
+                          -1.0, 1.0)
+        rew = transition[:, o + a:o + a + 1]
+        parts = [self.obs_norm(obs), act, rew]
+        if self.use_next_obs:
+            parts.append(self.obs_norm(transition[:, o + a + 1:]))
+        f = self.encoder(torch.cat(parts, dim=-1))
+        return f.mean, f.var
+
+    def dummy_inputs(self) -> tuple[torch.Tensor]:
+        return (torch.zeros(1, self.context_dim),)
+
+
+def export_onnx(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path,
+                input_names: tuple[str, ...], output_names: tuple[str, ...],
+                opset: int = DEFAULT_OPSET) -> None:
+    """TorchScript-based exporter (``dynamo=False``: measured slightly faster at batch 1 on
+    this machine, machine-limits.md) with a dynamic batch axis on every input and output."""
+    axes = {n: {0: "batch"} for n in (*input_names, *output_names)}
+    with torch.no_grad(), warnings.catch_warnings():
+        # the TorchScript exporter is deprecated upstream but still the faster graph here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(module, inputs, str(path), input_names=list(input_names),
+                          output_names=list(output_names), dynamic_axes=axes,
+                          opset_version=opset, do_constant_folding=True, dynamo=False)
+
+
+def export_actor(nets: PearlNetworks, path: Path, opset: int = DEFAULT_OPSET) -> OnnxActor:
+    wrapper = OnnxActor(nets)
+    export_onnx(wrapper, wrapper.dummy_inputs(), path, ACTOR_INPUTS, ACTOR_OUTPUTS, opset)
+    return wrapper
+
+
+def export_encoder(nets: PearlNetworks, path: Path, opset: int = DEFAULT_OPSET) -> OnnxEncoder:
+    wrapper = OnnxEncoder(nets)
+    export_onnx(wrapper, wrapper.dummy_inputs(), path, ENCODER_INPUTS, ENCODER_OUTPUTS, opset)
+    return wrapper

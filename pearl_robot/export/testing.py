@@ -1,0 +1,64 @@
+"""Small real checkpoints and bundles for tests and demos of the robot side.
+
+Untrained networks from ``core.pearl.build`` (seeded, so the same call gives the same
+weights), saved in the trainer's checkpoint format and exported through the real exporter.
+Other areas' tests (the ROS policy node, the emulator) use these to get a valid bundle in
+about a second without training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from pearl_robot.core.checkpoint import env_spec_to_dict, save_checkpoint
+from pearl_robot.core.config import ExperimentConfig, TrainConfig, reference_config
+from pearl_robot.core.networks import EnvSpec
+from pearl_robot.core.pearl import build
+from pearl_robot.export.exporter import ExportConfig, ExportResult, export_checkpoint
+from pearl_robot.tasks.registry import make_family
+
+
+def write_test_checkpoint(path: str | Path, family: str = "point-robot", seed: int = 0,
+                          env_meta: dict[str, Any] | None = None, **pearl: Any) -> Path:
+    """An untrained checkpoint for ``family`` (reference preset when one exists, with
+    ``pearl`` overrides, e.g. ``hidden_sizes=(64, 64)`` or ``use_next_obs_in_context=True``).
+    ``env_meta`` entries (units, command interface, ...) are merged into the env spec."""
+    try:
+        cfg = reference_config(family)
+    except Exception:  # noqa: BLE001 - families without a preset use the defaults
+        cfg = ExperimentConfig(train=TrainConfig(task_family=family))
+    if pearl:
+        cfg = dataclasses.replace(cfg, pearl=dataclasses.replace(cfg.pearl, **pearl))
+    fam = make_family(family)
+    env = fam.make_env(seed=seed)
+    try:
+        spec = EnvSpec.from_env(env)
+        meta = env_spec_to_dict(spec, tuple(env.obs_names), tuple(env.action_names),
+                                float(env.dt))
+    finally:
+        env.close()
+    meta.update(env_meta or {})
+    nets, _ = build(cfg.pearl, spec, seed=seed)
+    payload = {"config": dataclasses.asdict(cfg), "env_spec": meta,
+               "family": fam.describe(), "networks": nets.state_dict(),
+               "trainer": {"iteration": 0, "gradient_steps": 0},
+               "provenance": {"note": "untrained test checkpoint", "seed": seed}}
+    return save_checkpoint(path, payload)
+
+
+def write_test_bundle(out_dir: str | Path, family: str = "point-robot", seed: int = 0,
+                      checkpoint_path: str | Path | None = None,
+                      config: ExportConfig | None = None,
+                      env_meta: dict[str, Any] | None = None, **pearl: Any) -> ExportResult:
+    """Checkpoint (next to ``out_dir`` unless given) + parity-checked bundle in ``out_dir``."""
+    out_dir = Path(out_dir)
+    ckpt = Path(checkpoint_path) if checkpoint_path else \
+        out_dir.parent / f"{out_dir.name}.ckpt.pt"
+    write_test_checkpoint(ckpt, family, seed, env_meta=env_meta, **pearl)
+    return export_checkpoint(ckpt, out_dir, config or ExportConfig(random_rows=128,
+                                                                   record_steps=60))
+
+
+__all__ = ["write_test_bundle", "write_test_checkpoint"]

@@ -1,0 +1,614 @@
+"""Model bundle: the contract between the trainer and the robot, and its validating loader.
+
+A bundle is a directory written by ``pearl-robot export`` (``pearl_robot.export``)::
+
+    actor.onnx     obs [B, obs_dim] (physical), z [B, latent], eps [B, action_dim]
+                   -> action_mean [B, action_dim], action_sample [B, action_dim] (physical)
+    encoder.onnx   transition [B, context_dim] (physical, fields in contract order)
+                   -> mu [B, latent], var [B, latent]   (one Gaussian factor per row)
+    contract.json  schema, names/units/limits, control period, latent size, context fields,
+                   posterior convention, task family, provenance, sha256 of every other file
+                   and of its own canonical content
+    golden.npz     recorded inputs and the outputs the exporter's torch model gave for them
+
+``load_bundle`` refuses a bundle at the first problem with one typed error per kind of
+failure (all subclasses of :class:`BundleError`), naming the file and what is wrong, so an
+operator reading one log line knows which artefact to regenerate. It never imports torch.
+
+The ONNX sessions are created here with the settings measured fastest for one small MLP at
+batch 1 on a 2-core machine (``reference/machine-limits.md``): one intra-op and one inter-op
+thread, sequential execution, all graph optimizations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pearl_robot.errors import PearlRobotError
+
+BUNDLE_SCHEMA = "pearl_robot.bundle/1"
+"""Schema string written to and required in ``contract.json``."""
+ACTOR_FILE = "actor.onnx"
+ENCODER_FILE = "encoder.onnx"
+CONTRACT_FILE = "contract.json"
+GOLDEN_FILE = "golden.npz"
+HASHED_FILES = (ACTOR_FILE, ENCODER_FILE, GOLDEN_FILE)
+"""Files whose sha256 the contract records (the contract hashes its own content)."""
+
+ACTOR_INPUTS = ("obs", "z", "eps")
+ACTOR_OUTPUTS = ("action_mean", "action_sample")
+ENCODER_INPUTS = ("transition",)
+ENCODER_OUTPUTS = ("mu", "var")
+CONTEXT_FIELD_NAMES = ("obs", "action", "reward", "next_obs")
+"""Context row fields the runtime knows how to fill (in the order the contract lists them)."""
+POSTERIOR_CONVENTIONS = ("pog-no-prior", "pog-with-prior")
+"""``pog-no-prior``: product of the per-transition factors only, the N(0, I) prior enters the
+training KL only and is the belief when the context is empty (``core.posterior``).
+``pog-with-prior``: the prior is one more factor in the product."""
+
+GOLDEN_KEYS = ("actor_obs", "actor_z", "actor_eps", "actor_action_mean", "actor_action_sample",
+               "encoder_transition", "encoder_mu", "encoder_var")
+
+
+class BundleError(PearlRobotError):
+    """A model bundle cannot be used; the message names the file and the problem."""
+
+
+class BundleNotFoundError(BundleError):
+    """The bundle directory does not exist or is not a directory."""
+
+
+class BundleFileMissingError(BundleError):
+    """A file the bundle must contain is missing."""
+
+
+class BundleHashError(BundleError):
+    """A file's sha256 (or the contract's own content hash) differs from the recorded one:
+    the file was corrupted or edited after export."""
+
+
+class BundleContractError(BundleError):
+    """``contract.json`` is unreadable, of another schema, or has a missing or invalid field."""
+
+
+class BundleShapeError(BundleError):
+    """An ONNX graph's input/output names, element types or shapes disagree with the contract."""
+
+
+class BundleGraphError(BundleError):
+    """onnxruntime cannot load or run a graph."""
+
+
+class BundleGoldenError(BundleError):
+    """The graphs do not reproduce the golden vectors recorded at export."""
+
+
+class BundleRobotMismatchError(BundleError):
+    """The contract does not fit the robot it is meant to drive (joint names or order, command
+    limits, control period, observation names)."""
+
+
+class BundleCompatibilityError(BundleError):
+    """A hot-swap candidate does not speak the same interface as the running bundle."""
+
+
+# --------------------------------------------------------------------------- hashing helpers
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def contract_content_sha256(contract: dict[str, Any]) -> str:
+    """sha256 of the contract's canonical JSON without its own ``contract_sha256`` field.
+
+    Hashing parsed content (sorted keys, no whitespace) instead of bytes lets a flipped byte
+    that changes a value (a limit, a name) be detected, while the file stays human-editable
+    for inspection."""
+    body = {k: v for k, v in contract.items() if k != "contract_sha256"}
+    canon = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+
+
+def seal_contract(bundle_dir: str | Path, contract: dict[str, Any]) -> dict[str, Any]:
+    """Fill ``files`` (sha256 of every hashed file present in ``bundle_dir``) and
+    ``contract_sha256``, and write ``contract.json`` (fsynced). Used by the exporter, and by
+    tests that build deliberately altered but consistently hashed bundles."""
+    bundle_dir = Path(bundle_dir)
+    contract = dict(contract)
+    contract["files"] = {name: sha256_file(bundle_dir / name) for name in HASHED_FILES
+                         if (bundle_dir / name).is_file()}
+    contract["contract_sha256"] = contract_content_sha256(contract)
+    path = bundle_dir / CONTRACT_FILE
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(contract, f, indent=2, sort_keys=False, allow_nan=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return contract
+
+
+# --------------------------------------------------------------------------- contract
+
+@dataclass(frozen=True)
+class ContextField:
+    """One field of an encoder input row."""
+
+    name: str
+    """``obs``, ``action``, ``reward`` or ``next_obs``."""
+    size: int
+    """Number of entries of the row this field takes."""
+    units: str
+    """``physical`` (what the robot speaks; the graph normalizes)."""
+
+
+@dataclass(frozen=True)
+class Contract:
+    """The parsed, validated ``contract.json``; ``raw`` keeps the JSON as written."""
+
+    schema: str
+    """Always :data:`BUNDLE_SCHEMA` once parsed."""
+    obs_names: tuple[str, ...]
+    """Observation entries in graph order (what the policy node builds from /joint_states)."""
+    obs_units: tuple[str, ...]
+    """Unit of each observation entry."""
+    action_names: tuple[str, ...]
+    """Command entries in graph order (joint names for the robot arm)."""
+    action_units: tuple[str, ...]
+    """Unit of each command entry (N*m for effort commands)."""
+    action_low: np.ndarray = field(compare=False)
+    """Lower command limit, physical units, float64 [action_dim]."""
+    action_high: np.ndarray = field(compare=False)
+    """Upper command limit, physical units, float64 [action_dim]."""
+    command_interface: str
+    """What a command means on the robot (``effort``, ``displacement``, ...)."""
+    control_period: float
+    """Seconds between control ticks the policy was trained at."""
+    latent_dim: int
+    """Size of z."""
+    context_fields: tuple[ContextField, ...]
+    """Encoder input row layout, in order."""
+    context_reward_key: str | None
+    """When set, the context reward is ``info[key]`` rather than the task reward."""
+    posterior_convention: str
+    """One of :data:`POSTERIOR_CONVENTIONS`."""
+    information_bottleneck: bool
+    """False: the encoder gives point estimates, z is the (weighted) mean over the context."""
+    var_floor: float
+    """Lower clamp the encoder applies to each factor's variance."""
+    recommended_window: int
+    """Context size (transitions) matching training and the evaluation protocol."""
+    golden_atol: float
+    """Absolute tolerance of the load-time golden check."""
+    golden_rtol: float
+    """Relative tolerance of the load-time golden check."""
+    task_family: dict[str, Any] = field(compare=False)
+    """The family's ``describe()``."""
+    provenance: dict[str, Any] = field(compare=False)
+    """Checkpoint hash, training counters, versions, export time."""
+    files: dict[str, str] = field(compare=False)
+    """File name -> sha256."""
+    contract_sha256: str
+    """Content hash of the contract; also the bundle's identity (:attr:`Bundle.sha256`)."""
+    raw: dict[str, Any] = field(compare=False, repr=False)
+    """The JSON object as read."""
+
+    @property
+    def obs_dim(self) -> int:
+        return len(self.obs_names)
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.action_names)
+
+    @property
+    def context_dim(self) -> int:
+        return sum(f.size for f in self.context_fields)
+
+    @property
+    def includes_prior(self) -> bool:
+        return self.posterior_convention == "pog-with-prior"
+
+
+def _need(obj: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...]) -> Any:
+    if not isinstance(obj, dict) or key not in obj:
+        raise BundleContractError(f"{CONTRACT_FILE}: missing field {where}{key}")
+    value = obj[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise BundleContractError(f"{CONTRACT_FILE}: field {where}{key} must be "
+                                  f"{getattr(kind, '__name__', kind)}, got {value!r}")
+    return value
+
+
+def _names(obj: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+    names = _need(obj, key, where, list)
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise BundleContractError(f"{CONTRACT_FILE}: {where}{key} must be a non-empty list of "
+                                  f"non-empty strings, got {names!r}")
+    if len(set(names)) != len(names):
+        raise BundleContractError(f"{CONTRACT_FILE}: {where}{key} has duplicates: {names!r}")
+    return tuple(names)
+
+
+def _floats(obj: dict[str, Any], key: str, where: str, n: int) -> np.ndarray:
+    vals = _need(obj, key, where, list)
+    try:
+        arr = np.asarray(vals, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise BundleContractError(f"{CONTRACT_FILE}: {where}{key} must be numbers, "
+                                  f"got {vals!r}") from exc
+    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
+        raise BundleContractError(f"{CONTRACT_FILE}: {where}{key} must be {n} finite numbers, "
+                                  f"got {vals!r}")
+    return arr
+
+
+def parse_contract(raw: Any) -> Contract:
+    """Validate a contract JSON object (BundleContractError naming the first bad field)."""
+    if not isinstance(raw, dict):
+        raise BundleContractError(f"{CONTRACT_FILE}: top level must be an object")
+    schema = _need(raw, "schema", "", str)
+    if schema != BUNDLE_SCHEMA:
+        raise BundleContractError(f"{CONTRACT_FILE}: schema {schema!r} is not supported by this "
+                                  f"runtime (expects {BUNDLE_SCHEMA!r}); re-export the bundle "
+                                  f"or update pearl_robot on the robot")
+    obs = _need(raw, "observation", "", dict)
+    act = _need(raw, "action", "", dict)
+    obs_names = _names(obs, "names", "observation.")
+    obs_units = tuple(_need(obs, "units", "observation.", list))
+    act_names = _names(act, "names", "action.")
+    act_units = tuple(_need(act, "units", "action.", list))
+    if len(obs_units) != len(obs_names):
+        raise BundleContractError(f"{CONTRACT_FILE}: observation.units has {len(obs_units)} "
+                                  f"entries for {len(obs_names)} names")
+    if len(act_units) != len(act_names):
+        raise BundleContractError(f"{CONTRACT_FILE}: action.units has {len(act_units)} "
+                                  f"entries for {len(act_names)} names")
+    low = _floats(act, "low", "action.", len(act_names))
+    high = _floats(act, "high", "action.", len(act_names))
+    if not np.all(high > low):
+        raise BundleContractError(f"{CONTRACT_FILE}: action.high must exceed action.low "
+                                  f"(low={low.tolist()}, high={high.tolist()})")
+    period = _need(raw, "control_period", "", float)
+    if not (math.isfinite(period) and period > 0):
+        raise BundleContractError(f"{CONTRACT_FILE}: control_period must be > 0, got {period}")
+    latent = _need(raw, "latent_dim", "", int)
+    if latent <= 0:
+        raise BundleContractError(f"{CONTRACT_FILE}: latent_dim must be > 0, got {latent}")
+    ctx = _need(raw, "context", "", dict)
+    fields_raw = _need(ctx, "fields", "context.", list)
+    fields: list[ContextField] = []
+    expected_size = {"obs": len(obs_names), "next_obs": len(obs_names),
+                     "action": len(act_names), "reward": 1}
+    for i, f in enumerate(fields_raw):
+        name = _need(f, "name", f"context.fields[{i}].", str)
+        size = _need(f, "size", f"context.fields[{i}].", int)
+        if name not in CONTEXT_FIELD_NAMES:
+            raise BundleContractError(f"{CONTRACT_FILE}: context.fields[{i}].name {name!r} is "
+                                      f"not one of {CONTEXT_FIELD_NAMES}")
+        if size != expected_size[name]:
+            raise BundleContractError(f"{CONTRACT_FILE}: context field {name!r} has size {size}, "
+                                      f"expected {expected_size[name]}")
+        fields.append(ContextField(name, size, str(f.get("units", "physical"))))
+    names_in_order = [f.name for f in fields]
+    if len(set(names_in_order)) != len(names_in_order) or not {"obs", "action", "reward"} <= \
+            set(names_in_order):
+        raise BundleContractError(f"{CONTRACT_FILE}: context.fields must list obs, action and "
+                                  f"reward once each (next_obs optional), got {names_in_order}")
+    reward_key = ctx.get("reward_key")
+    post = _need(raw, "posterior", "", dict)
+    conv = _need(post, "convention", "posterior.", str)
+    if conv not in POSTERIOR_CONVENTIONS:
+        raise BundleContractError(f"{CONTRACT_FILE}: posterior.convention {conv!r} is not one "
+                                  f"of {POSTERIOR_CONVENTIONS}")
+    ib = _need(post, "information_bottleneck", "posterior.", bool)
+    var_floor = _need(post, "var_floor", "posterior.", float)
+    window = _need(post, "recommended_window", "posterior.", int)
+    if window <= 0:
+        raise BundleContractError(f"{CONTRACT_FILE}: posterior.recommended_window must be > 0")
+    golden = _need(raw, "golden", "", dict)
+    atol = _need(golden, "atol", "golden.", float)
+    rtol = _need(golden, "rtol", "golden.", float)
+    files = _need(raw, "files", "", dict)
+    missing = [n for n in HASHED_FILES if n not in files]
+    if missing:
+        raise BundleContractError(f"{CONTRACT_FILE}: files lacks the sha256 of {missing}")
+    return Contract(
+        schema=schema, obs_names=obs_names, obs_units=tuple(map(str, obs_units)),
+        action_names=act_names, action_units=tuple(map(str, act_units)),
+        action_low=low, action_high=high,
+        command_interface=str(act.get("interface", "unspecified")),
+        control_period=period, latent_dim=latent, context_fields=tuple(fields),
+        context_reward_key=reward_key if isinstance(reward_key, str) else None,
+        posterior_convention=conv, information_bottleneck=ib, var_floor=var_floor,
+        recommended_window=window, golden_atol=atol, golden_rtol=rtol,
+        task_family=dict(raw.get("task_family") or {}),
+        provenance=dict(raw.get("provenance") or {}), files=dict(files),
+        contract_sha256=str(raw.get("contract_sha256", "")), raw=raw)
+
+
+# --------------------------------------------------------------------------- robot expectation
+
+@dataclass(frozen=True)
+class RobotExpectation:
+    """What the robot declares, checked against the contract at load and at every hot-swap."""
+
+    action_names: tuple[str, ...]
+    """Joint names in command order (``RobotSpec.joint_names``)."""
+    action_low: tuple[float, ...] | None = None
+    """The robot's lowest allowed command per joint; the bundle's limits must lie inside."""
+    action_high: tuple[float, ...] | None = None
+    """The robot's highest allowed command per joint."""
+    control_period: float | None = None
+    """The robot loop's period in seconds; must equal the contract's (1e-6 relative)."""
+    obs_names: tuple[str, ...] | None = None
+    """Observation entries the robot side can build, in order (None: not checked)."""
+    command_interface: str | None = None
+    """``effort``, ``position``, ...; None: not checked."""
+
+    @classmethod
+    def from_robot_spec(cls, spec: Any) -> RobotExpectation:
+        """From ``pearl_robot.twin.robot_spec.RobotSpec`` (duck-typed: ``joints`` with
+        ``name`` and ``effort_max``, ``control_period``, ``command_interface``)."""
+        joints = tuple(spec.joints)
+        effort = [float(j.effort_max) for j in joints]
+        return cls(action_names=tuple(j.name for j in joints),
+                   action_low=tuple(-e for e in effort), action_high=tuple(effort),
+                   control_period=float(spec.control_period),
+                   command_interface=str(getattr(spec, "command_interface", None) or "") or None)
+
+
+def check_robot(contract: Contract, robot: RobotExpectation) -> None:
+    """BundleRobotMismatchError naming the first disagreement between bundle and robot."""
+    if tuple(robot.action_names) != contract.action_names:
+        diff = next((i for i, (a, b) in enumerate(zip(robot.action_names,
+                                                       contract.action_names)) if a != b),
+                    min(len(robot.action_names), len(contract.action_names)))
+        raise BundleRobotMismatchError(
+            f"bundle commands joints {list(contract.action_names)} but the robot declares "
+            f"{list(robot.action_names)} (first difference at index {diff}); the bundle was "
+            f"trained for another robot or joint order")
+    if robot.command_interface and contract.command_interface not in ("unspecified",
+                                                                      robot.command_interface):
+        raise BundleRobotMismatchError(
+            f"bundle commands {contract.command_interface!r} but the robot takes "
+            f"{robot.command_interface!r}")
+    for side, lim, mine in (("low", robot.action_low, contract.action_low),
+                            ("high", robot.action_high, contract.action_high)):
+        if lim is None:
+            continue
+        lim_a = np.asarray(lim, dtype=np.float64)
+        if lim_a.shape != mine.shape:
+            raise BundleRobotMismatchError(f"robot action_{side} has {lim_a.size} entries, "
+                                           f"bundle has {mine.size}")
+        tol = 1e-9 * np.maximum(1.0, np.abs(lim_a))
+        bad = (mine < lim_a - tol) if side == "low" else (mine > lim_a + tol)
+        if np.any(bad):
+            i = int(np.flatnonzero(bad)[0])
+            raise BundleRobotMismatchError(
+                f"bundle command limit action.{side}[{contract.action_names[i]}] = {mine[i]:g} "
+                f"is outside the robot's limit {lim_a[i]:g}")
+    if robot.control_period is not None and not math.isclose(
+            robot.control_period, contract.control_period, rel_tol=1e-6):
+        raise BundleRobotMismatchError(
+            f"bundle was trained at a control period of {contract.control_period:g} s but the "
+            f"robot runs at {robot.control_period:g} s")
+    if robot.obs_names is not None and tuple(robot.obs_names) != contract.obs_names:
+        raise BundleRobotMismatchError(
+            f"bundle observes {list(contract.obs_names)} but the robot provides "
+            f"{list(robot.obs_names)}")
+
+
+def check_compatible(running: Contract, candidate: Contract) -> None:
+    """A hot-swap candidate must keep the interface the control loop is wired to."""
+    for attr in ("obs_names", "action_names", "command_interface"):
+        if getattr(running, attr) != getattr(candidate, attr):
+            raise BundleCompatibilityError(
+                f"candidate bundle's {attr} {getattr(candidate, attr)!r} differs from the "
+                f"running bundle's {getattr(running, attr)!r}")
+    if not math.isclose(running.control_period, candidate.control_period, rel_tol=1e-6):
+        raise BundleCompatibilityError(
+            f"candidate bundle's control period {candidate.control_period:g} s differs from "
+            f"the running {running.control_period:g} s")
+
+
+# --------------------------------------------------------------------------- loading
+
+def session_options() -> Any:
+    """The onnxruntime options of the control path (see module docstring)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return so
+
+
+def _session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(str(path), sess_options=session_options(),
+                                    providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own (non-exported) exception classes
+        raise BundleGraphError(f"{path.name}: onnxruntime cannot load the graph "
+                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]})"
+                               ) from exc
+
+
+def _check_io(sess: Any, fname: str, kind: str, expected: dict[str, int]) -> None:
+    """Names, element type (float32) and the fixed trailing dimension of each graph I/O."""
+    got = sess.get_inputs() if kind == "input" else sess.get_outputs()
+    names = [g.name for g in got]
+    if names != list(expected):
+        raise BundleShapeError(f"{fname}: {kind} names {names} differ from the contract's "
+                               f"{list(expected)}")
+    for g in got:
+        if g.type != "tensor(float)":
+            raise BundleShapeError(f"{fname}: {kind} {g.name!r} has type {g.type}, expected "
+                                   f"tensor(float)")
+        shape = list(g.shape)
+        want = expected[g.name]
+        if len(shape) != 2 or not (isinstance(shape[1], int) and shape[1] == want):
+            raise BundleShapeError(f"{fname}: {kind} {g.name!r} has shape {shape}, expected "
+                                   f"[batch, {want}]")
+        if isinstance(shape[0], int) and shape[0] != 1:
+            raise BundleShapeError(f"{fname}: {kind} {g.name!r} has a fixed batch of "
+                                   f"{shape[0]}, expected a dynamic batch or 1")
+
+
+@dataclass
+class Bundle:
+    """A validated bundle: parsed contract and ready onnxruntime sessions."""
+
+    path: Path
+    """The bundle directory."""
+    contract: Contract
+    """The parsed contract."""
+    actor: Any
+    """onnxruntime.InferenceSession of actor.onnx."""
+    encoder: Any
+    """onnxruntime.InferenceSession of encoder.onnx."""
+    golden_max_error: float
+    """Largest |onnx - golden| seen at load (for the log)."""
+
+    @property
+    def sha256(self) -> str:
+        """The bundle's identity: the contract's content hash (it covers every file's hash)."""
+        return self.contract.contract_sha256
+
+
+def read_contract(bundle_dir: str | Path) -> Contract:
+    """Parse and hash-check ``contract.json`` alone (no graphs loaded)."""
+    bundle_dir = Path(bundle_dir)
+    if not bundle_dir.exists():
+        raise BundleNotFoundError(f"bundle directory not found: {bundle_dir}")
+    if not bundle_dir.is_dir():
+        raise BundleNotFoundError(f"bundle path is not a directory: {bundle_dir}")
+    cpath = bundle_dir / CONTRACT_FILE
+    if not cpath.is_file():
+        raise BundleFileMissingError(f"{bundle_dir}: missing {CONTRACT_FILE}")
+    try:
+        raw = json.loads(cpath.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleContractError(f"{CONTRACT_FILE} is not valid JSON ({exc})") from exc
+    contract = parse_contract(raw)
+    want = raw.get("contract_sha256")
+    if not isinstance(want, str):
+        raise BundleContractError(f"{CONTRACT_FILE}: missing field contract_sha256")
+    got = contract_content_sha256(raw)
+    if got != want:
+        raise BundleHashError(f"{CONTRACT_FILE}: content hash {got[:16]}... differs from the "
+                              f"recorded contract_sha256 {want[:16]}... (edited or corrupted)")
+    return contract
+
+
+def check_files(bundle_dir: Path, contract: Contract) -> None:
+    """Every hashed file present and matching its recorded sha256."""
+    for name in HASHED_FILES:
+        p = bundle_dir / name
+        if not p.is_file():
+            raise BundleFileMissingError(f"{bundle_dir}: missing {name}")
+        got = sha256_file(p)
+        if got != contract.files[name]:
+            raise BundleHashError(f"{name}: sha256 {got[:16]}... differs from the contract's "
+                                  f"{str(contract.files[name])[:16]}... (corrupted or "
+                                  f"replaced after export)")
+
+
+def _load_golden(path: Path, contract: Contract) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: np.asarray(z[k]) for k in z.files}
+    except Exception as exc:  # zipfile/ValueError/OSError from a damaged archive
+        raise BundleGoldenError(f"{GOLDEN_FILE} is unreadable ({type(exc).__name__}: "
+                                f"{exc})") from exc
+    missing = [k for k in GOLDEN_KEYS if k not in data]
+    if missing:
+        raise BundleGoldenError(f"{GOLDEN_FILE} lacks arrays {missing}")
+    o, a, L, c = contract.obs_dim, contract.action_dim, contract.latent_dim, contract.context_dim
+    widths = {"actor_obs": o, "actor_z": L, "actor_eps": a, "actor_action_mean": a,
+              "actor_action_sample": a, "encoder_transition": c, "encoder_mu": L,
+              "encoder_var": L}
+    for k, w in widths.items():
+        if data[k].ndim != 2 or data[k].shape[1] != w or data[k].shape[0] == 0:
+            raise BundleGoldenError(f"{GOLDEN_FILE}: array {k} has shape {data[k].shape}, "
+                                    f"expected [rows>0, {w}]")
+    return data
+
+
+def _golden_compare(name: str, got: np.ndarray, want: np.ndarray, atol: float,
+                    rtol: float) -> float:
+    err = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    bound = atol + rtol * np.abs(want.astype(np.float64))
+    if not np.all(np.isfinite(got)) or np.any(err > bound):
+        i = np.unravel_index(int(np.nanargmax(err - bound)), err.shape) if np.all(
+            np.isfinite(got)) else np.unravel_index(int(np.argmin(np.isfinite(got))), got.shape)
+        raise BundleGoldenError(
+            f"golden mismatch on {name}: row {i[0]} entry {i[1]} gives {got[i]:.6g}, the "
+            f"export recorded {want[i]:.6g} (tolerance {atol:g} + {rtol:g}*|x|); the graph or "
+            f"the golden vectors do not belong together")
+    return float(err.max())
+
+
+def run_golden(actor: Any, encoder: Any, golden: dict[str, np.ndarray], contract: Contract
+               ) -> float:
+    """Run the golden inputs through both sessions; the largest error (BundleGoldenError)."""
+    try:
+        mean, sample = actor.run(list(ACTOR_OUTPUTS), {
+            "obs": golden["actor_obs"].astype(np.float32),
+            "z": golden["actor_z"].astype(np.float32),
+            "eps": golden["actor_eps"].astype(np.float32)})
+        mu, var = encoder.run(list(ENCODER_OUTPUTS), {
+            "transition": golden["encoder_transition"].astype(np.float32)})
+    except Exception as exc:
+        raise BundleGraphError(f"running the golden inputs failed ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0][:300]})") from exc
+    atol, rtol = contract.golden_atol, contract.golden_rtol
+    return max(_golden_compare("actor.action_mean", mean, golden["actor_action_mean"], atol,
+                               rtol),
+               _golden_compare("actor.action_sample", sample, golden["actor_action_sample"],
+                               atol, rtol),
+               _golden_compare("encoder.mu", mu, golden["encoder_mu"], atol, rtol),
+               _golden_compare("encoder.var", var, golden["encoder_var"], atol, rtol))
+
+
+def load_bundle(bundle_dir: str | Path, robot: RobotExpectation | None = None) -> Bundle:
+    """Load and fully validate a bundle: contract, file hashes, robot fit, graph I/O, golden.
+
+    The checks run cheapest first, so a wrong robot or a corrupt file is reported before any
+    graph is loaded. Raises a :class:`BundleError` subclass naming the first problem."""
+    bundle_dir = Path(bundle_dir)
+    contract = read_contract(bundle_dir)
+    check_files(bundle_dir, contract)
+    if robot is not None:
+        check_robot(contract, robot)
+    actor = _session(bundle_dir / ACTOR_FILE)
+    encoder = _session(bundle_dir / ENCODER_FILE)
+    o, a, L, c = contract.obs_dim, contract.action_dim, contract.latent_dim, contract.context_dim
+    _check_io(actor, ACTOR_FILE, "input", {"obs": o, "z": L, "eps": a})
+    _check_io(actor, ACTOR_FILE, "output", {"action_mean": a, "action_sample": a})
+    _check_io(encoder, ENCODER_FILE, "input", {"transition": c})
+    _check_io(encoder, ENCODER_FILE, "output", {"mu": L, "var": L})
+    golden = _load_golden(bundle_dir / GOLDEN_FILE, contract)
+    err = run_golden(actor, encoder, golden, contract)
+    return Bundle(bundle_dir, contract, actor, encoder, err)

@@ -1,0 +1,246 @@
+"""PolicyRuntime: safe command on bad input, schedules, belief, episodes, hot-swap."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pearl_robot.core.checkpoint import load_checkpoint, networks_from_checkpoint
+from pearl_robot.core.pearl import PearlAgent
+from pearl_robot.errors import ConfigError
+from pearl_robot.runtime import PolicyRuntime, RuntimeConfig, load_bundle
+from pearl_robot.runtime.bundle import ACTOR_FILE, CONTRACT_FILE, seal_contract
+
+OBS = np.array([0.3, -0.2])
+
+
+def _rt(bundle_dir: Path, **cfg) -> PolicyRuntime:
+    return PolicyRuntime(bundle_dir, RuntimeConfig(**cfg), rng=np.random.default_rng(0))
+
+
+class _NaNActor:
+    """Wraps the real session; returns NaN actions (a diverged network)."""
+
+    def __init__(self, real, mode: str) -> None:
+        self.real, self.mode = real, mode
+
+    def run(self, names, feed):
+        if self.mode == "raise":
+            raise RuntimeError("onnxruntime failure")
+        out = self.real.run(names, feed)
+        return [np.full_like(o, np.nan if self.mode == "nan" else np.inf) for o in out]
+
+
+class TestSafety:
+    @pytest.mark.parametrize("bad", [[np.nan, 0.0], [0.0, np.inf], [-np.inf, 1.0]])
+    def test_nonfinite_obs_gives_safe_command(self, bundle_dir: Path, bad: list) -> None:
+        rt = _rt(bundle_dir)
+        rt.tick(OBS)
+        out = rt.tick(bad, reward=-1.0)
+        assert out.safe and out.fault and out.reason == "obs_nonfinite"
+        np.testing.assert_array_equal(out.command, np.zeros(2))
+        # and the loop recovers on the next good observation
+        nxt = rt.tick(OBS, reward=-1.0)
+        assert not nxt.safe and not nxt.fault
+
+    def test_bad_transition_never_enters_the_belief(self, bundle_dir: Path) -> None:
+        rt = _rt(bundle_dir)
+        rt.tick(OBS)
+        rt.tick([np.nan, 0.0], reward=-1.0)
+        out = rt.tick(OBS, reward=-1.0)  # its start obs was invalid: skipped
+        assert out.context_size == 0
+        out = rt.tick(OBS, reward=-1.0)
+        assert out.context_size == 1 and np.all(np.isfinite(out.belief_mean))
+
+    @pytest.mark.parametrize("obs", [[1.0, 2.0, 3.0], [1.0], "abc", None])
+    def test_wrong_shape_obs(self, bundle_dir: Path, obs) -> None:
+        out = _rt(bundle_dir).tick(obs)
+        assert out.safe and out.reason == "obs_shape"
+
+    def test_stale_obs_gives_safe_command(self, bundle_dir: Path) -> None:
+        rt = _rt(bundle_dir, max_obs_age=0.1)
+        assert not rt.tick(OBS, obs_age=0.05).safe
+        out = rt.tick(OBS, reward=-1.0, obs_age=0.2)
+        assert out.safe and out.reason == "obs_stale"
+        np.testing.assert_array_equal(out.command, rt.safe_command)
+        assert rt.tick(OBS, obs_age=float("nan")).reason == "obs_stale"
+
+    def test_default_staleness_is_two_periods(self, bundle_dir: Path) -> None:
+        rt = _rt(bundle_dir)
+        assert not rt.tick(OBS, obs_age=0.099).safe
+        assert rt.tick(OBS, obs_age=0.101).safe
+
+    @pytest.mark.parametrize("mode,reason", [("nan", "action_nonfinite"),
+                                             ("inf", "action_nonfinite"),
+                                             ("raise", "actor_error")])
+    def test_bad_network_output_gives_safe_command(self, bundle_dir: Path, mode: str,
+                                                   reason: str) -> None:
+        rt = _rt(bundle_dir, safe_action=(0.01, -0.01))
+        rt.bundle.actor = _NaNActor(rt.bundle.actor, mode)
+        out = rt.tick(OBS)
+        assert out.safe and out.reason == reason
+        np.testing.assert_array_equal(out.command, [0.01, -0.01])
+
+    def test_nonfinite_reward_skips_the_update_only(self, bundle_dir: Path) -> None:
+        rt = _rt(bundle_dir)
+        rt.tick(OBS)
+        out = rt.tick(OBS, reward=float("nan"))
+        assert out.fault and not out.safe and out.reason == "reward_nonfinite"
+        assert out.context_size == 0
+
+    def test_commands_within_limits_and_rate_limited(self, bundle_dir: Path) -> None:
+        rt = _rt(bundle_dir, max_rate=0.2, stochastic_actions=True)  # 0.01 per 50 ms tick
+        rt.begin_episode()
+        prev = np.zeros(2)
+        rng = np.random.default_rng(5)
+        for _ in range(50):
+            out = rt.tick(rng.uniform(-3, 3, size=2), reward=-1.0)
+            assert np.all(np.abs(out.command) <= 0.1 + 1e-12)
+            assert np.all(np.abs(out.command - prev) <= 0.01 + 1e-12)
+            prev = out.command
+
+    def test_bad_config_refused(self, bundle_dir: Path) -> None:
+        with pytest.raises(ConfigError, match="safe_action"):
+            _rt(bundle_dir, safe_action=(1.0, 0.0))  # outside the +-0.1 limits
+        with pytest.raises(ConfigError, match="unbounded"):
+            RuntimeConfig(context_window=0)
+        with pytest.raises(ConfigError, match="fixed_z"):
+            _rt(bundle_dir, z_schedule="fixed", fixed_z=(1.0, 2.0))
+
+
+class TestSchedulesAndEpisodes:
+    def test_episode_schedule_keeps_z_within_and_resamples_between(self,
+                                                                   bundle_dir: Path) -> None:
+        rt = _rt(bundle_dir)
+        s0 = rt.begin_episode(task="a")
+        zs = [rt.tick(OBS + 0.01 * i, reward=-1.0).z for i in range(10)]
+        assert all(np.array_equal(z, s0.z) for z in zs)
+        summary = rt.end_episode(OBS, -1.0)
+        assert summary.steps == 10 and summary.context_size == 10
+        s1 = rt.begin_episode(task="a")
+        assert not s1.belief_reset and not np.array_equal(s1.z, s0.z)
+        assert rt.belief.count == 10
+
+    def test_task_change_resets_the_belief(self, bundle_dir: Path) -> None:
+        rt = _rt(bundle_dir)
+        rt.begin_episode(task="a")
+        for _ in range(5):
+            rt.tick(OBS, reward=-1.0)
+        rt.end_episode(OBS, -1.0)
+        assert rt.begin_episode(task="b").belief_reset
+        assert rt.belief.count == 0
+        np.testing.assert_array_equal(rt.belief.var, np.ones(5))
+
+    def test_step_mean_follows_the_belief(self, bundle_dir: Path) -> None:
+        rt = _rt(bundle_dir, z_schedule="step_mean")
+        rt.tick(OBS)
+        for i in range(5):
+            out = rt.tick(OBS + 0.05 * i, reward=-0.5 * i)
+            np.testing.assert_array_equal(out.z, out.belief_mean)
+        assert out.context_size == 5
+
+    def test_fixed_z(self, bundle_dir: Path) -> None:
+        rt = _rt(bundle_dir, z_schedule="fixed", fixed_z=(1, 2, 3, 4, 5))
+        rt.tick(OBS)
+        assert np.array_equal(rt.tick(OBS, reward=-1.0).z, [1, 2, 3, 4, 5])
+
+    def test_belief_equals_torch_posterior_on_the_same_context(self, bundle_dir: Path) -> None:
+        """Encoder graph + running sums == PearlAgent.infer_posterior on the logged rows."""
+        rt = _rt(bundle_dir)
+        rt.begin_episode()
+        rng = np.random.default_rng(7)
+        rows, obs, r = [], rng.uniform(-1, 1, 2), None
+        for _ in range(30):
+            out = rt.tick(obs, r)
+            nxt = obs + out.command
+            r = float(-np.linalg.norm(nxt))
+            rows.append(np.concatenate([obs, out.command / 0.1, [r]]))
+            obs = nxt
+        rt.end_episode(obs, r)
+        ckpt = load_checkpoint(bundle_dir.parent / f"{bundle_dir.name}.ckpt.pt")
+        agent = PearlAgent(networks_from_checkpoint(ckpt))
+        with torch.inference_mode():
+            post = agent.infer_posterior(torch.as_tensor(np.array(rows)[None],
+                                                         dtype=torch.float32))
+        np.testing.assert_allclose(rt.belief.mean, post.mean[0].numpy(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(rt.belief.var, post.var[0].numpy(), rtol=1e-4)
+
+    def test_window_bounds_the_context(self, bundle_dir: Path) -> None:
+        rt = _rt(bundle_dir, context_window=8, z_schedule="step_mean")
+        rt.tick(OBS)
+        sizes = [rt.tick(OBS, reward=-1.0).context_size for _ in range(20)]
+        assert max(sizes) == 8 and sizes[-1] == 8
+
+    def test_tick_results_are_copies(self, bundle_dir: Path) -> None:
+        rt = _rt(bundle_dir, z_schedule="step_mean")
+        a = rt.tick(OBS)
+        cmd, mean = a.command.copy(), a.belief_mean.copy()
+        rt.tick(OBS * 2, reward=-3.0)
+        np.testing.assert_array_equal(a.command, cmd)
+        np.testing.assert_array_equal(a.belief_mean, mean)
+
+
+class TestHotSwap:
+    def test_swap_validates_off_path_and_applies_at_boundary(self, bundle_dir: Path,
+                                                             other_bundle_dir: Path) -> None:
+        rt = _rt(bundle_dir)
+        old = rt.bundle.sha256
+        rt.begin_episode(task=0)
+        assert rt.request_swap(other_bundle_dir)
+        outs = [rt.tick(OBS, reward=-1.0) for _ in range(30)]  # control keeps running
+        st = rt.wait_for_validation(30)
+        assert st.state == "ready", st
+        assert all(not o.safe for o in outs)
+        assert rt.tick(OBS, reward=-1.0).command is not None
+        assert rt.bundle.sha256 == old  # not mid-episode
+        rt.end_episode()
+        start = rt.begin_episode(task=0)
+        assert start.swapped_to == load_bundle(other_bundle_dir).sha256
+        assert rt.bundle.sha256 == start.swapped_to and start.belief_reset
+        assert rt.swap_status().state == "swapped"
+        assert not rt.tick(OBS).safe
+
+    def test_corrupt_candidate_keeps_the_old_bundle(self, bundle_dir: Path,
+                                                    bundle_copy: Path) -> None:
+        data = bytearray((bundle_copy / ACTOR_FILE).read_bytes())
+        data[1000] ^= 0xFF
+        (bundle_copy / ACTOR_FILE).write_bytes(bytes(data))
+        rt = _rt(bundle_dir)
+        old = rt.bundle.sha256
+        rt.begin_episode()
+        rt.request_swap(bundle_copy)
+        for _ in range(10):
+            assert not rt.tick(OBS, reward=-1.0).safe
+        st = rt.wait_for_validation(30)
+        assert st.state == "failed" and "actor.onnx" in st.message
+        start = rt.begin_episode()
+        assert start.swapped_to is None and rt.bundle.sha256 == old
+        assert not rt.tick(OBS).safe
+
+    def test_incompatible_candidate_refused(self, bundle_dir: Path, bundle_copy: Path) -> None:
+        raw = json.loads((bundle_copy / CONTRACT_FILE).read_text())
+        raw["action"]["names"] = ["left", "right"]
+        seal_contract(bundle_copy, raw)
+        rt = _rt(bundle_dir)
+        rt.request_swap(bundle_copy)
+        st = rt.wait_for_validation(30)
+        assert st.state == "failed" and "action_names" in st.message
+        assert rt.begin_episode().swapped_to is None
+
+    def test_missing_candidate(self, bundle_dir: Path, tmp_path: Path) -> None:
+        rt = _rt(bundle_dir)
+        rt.request_swap(tmp_path / "missing")
+        assert rt.wait_for_validation(30).state == "failed"
+
+
+def test_runtime_imports_neither_torch_nor_rclpy_nor_mujoco() -> None:
+    code = ("import sys, pearl_robot.runtime, pearl_robot.runtime.cli; "
+            "bad = [m for m in ('torch', 'rclpy', 'mujoco') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
