@@ -12,3 +12,13 @@ from pearl_robot.tasks.registry import register
 # the default robot twin (sim/arm3.xml): goals x physics, and goals only
 register("twin-arm", "pearl_robot.tasks.twin_arm", "TwinArmFamily", physics=True)
 register("twin-arm-reach", "pearl_robot.tasks.twin_arm", "TwinArmFamily", physics=False)
+
+# PEARL's benchmarks (oyster rlkit/envs, rand_param_envs) on the mujoco package
+_LOCO = "pearl_robot.tasks.locomotion"
+register("cheetah-vel", _LOCO, "CheetahVelFamily")
+register("cheetah-dir", _LOCO, "CheetahDirFamily")
+register("ant-dir", _LOCO, "AntDirFamily")
+register("ant-goal", _LOCO, "AntGoalFamily")
+register("humanoid-dir", _LOCO, "HumanoidDirFamily")
+register("walker-rand-params", _LOCO, "RandParamsFamily", robot="walker")
+register("hopper-rand-params", _LOCO, "RandParamsFamily", robot="hopper")
