@@ -137,6 +137,25 @@ class TwinArmFamily(TaskFamily):
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
         return [Task(-1, sample_twin_arm_task_params(rng, self.physics)) for _ in range(n)]
 
+    def transition_reward(self, task: Task, obs: np.ndarray, action: np.ndarray,
+                          next_obs: np.ndarray) -> tuple[float, float]:
+        """(reward, context reward) of one measured transition, for the robot's policy node:
+        the same number the twin returned. Observations are [positions, velocities] in spec
+        joint order; the action is the effort command (N*m), clipped to the limits."""
+        from pearl_robot.twin.robot_spec import load_robot_spec
+
+        spec = self.__dict__.get("_spec") or load_robot_spec(self.mjcf_path)
+        self.__dict__["_spec"] = spec  # parsed once: the node calls this at 20 Hz
+        n = spec.n_joints
+        next_obs = np.asarray(next_obs, dtype=np.float64)
+        if next_obs.shape != (2 * n,):
+            raise ValueError(f"twin-arm observations hold {2 * n} values, got {next_obs.shape}")
+        emax = np.asarray(spec.effort_limits())
+        a = np.clip(np.asarray(action, dtype=np.float64), -emax, emax)
+        r, _ = twin_arm_reward(next_obs[:n], next_obs[n:], a, np.asarray(task.params["goal_qpos"]),
+                               emax, np.asarray(spec.velocity_limits()))
+        return r, r
+
     def describe(self) -> dict[str, Any]:
         from pearl_robot.twin.randomization import spec_table
 

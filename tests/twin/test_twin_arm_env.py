@@ -61,6 +61,9 @@ def test_env_reward_is_the_function_of_obs_and_action(family: TwinArmFamily) -> 
         assert res.reward == pytest.approx(expect)
         assert res.info["reward_parts"] == pytest.approx(parts)
         assert set(res.info["reward_parts"]) == {"distance", "effort", "overspeed"}
+        # the robot-side hook gives the same number from the logged transition
+        hook = family.transition_reward(family.tasks[3], np.zeros(6), a, res.obs)
+        assert hook == pytest.approx((res.reward, res.reward))
 
 
 def test_observation_is_joint_state_without_goal(family: TwinArmFamily) -> None:
