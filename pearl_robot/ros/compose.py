@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import rclpy
 from rclpy.context import Context
@@ -63,37 +63,63 @@ def create_nodes(specs: Sequence[NodeSpec], context: Context | None = None) -> l
     return nodes
 
 
+class ComposedGraph:
+    """The graph's nodes on one SingleThreadedExecutor in this process (and its context)."""
+
+    def __init__(self, specs: Sequence[NodeSpec], context: Context | None = None) -> None:
+        self.context = context
+        self.nodes = create_nodes(specs, context)
+        self.executor = SingleThreadedExecutor(context=context)
+        for node in self.nodes:
+            self.executor.add_node(node)
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.get_name() == name)
+
+    def spin_until(self, done: Callable[[], bool], timeout_s: float,
+                   step_s: float = 0.02) -> bool:
+        """Spin until ``done()`` or ``timeout_s`` wall seconds; the final ``done()``."""
+        deadline = time.monotonic() + timeout_s
+        while not done() and time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=step_s)
+        return done()
+
+    def shutdown(self, drain_s: float = 0.5) -> None:
+        """Stop in order: the policy first (its destroy sends the safe command), ``drain_s``
+        of spinning so the logger takes the transitions in flight, then the logger (closing
+        the episode log) and the robot node."""
+        ctx_ok = (self.context.ok() if self.context is not None else rclpy.ok())
+        order = sorted(self.nodes, key=lambda n: SHUTDOWN_ORDER.index(n.get_name())
+                       if n.get_name() in SHUTDOWN_ORDER else len(SHUTDOWN_ORDER))
+        for i, node in enumerate(order):
+            self.executor.remove_node(node)
+            node.destroy_node()
+            if i == 0 and ctx_ok and drain_s > 0:
+                deadline = time.monotonic() + drain_s
+                while time.monotonic() < deadline:
+                    self.executor.spin_once(timeout_sec=0.02)
+        self.nodes = []
+        self.executor.shutdown()
+
+
 def spin_graph(specs: Sequence[NodeSpec], stop: threading.Event | None = None,
                args: list[str] | None = None, drain_s: float = 0.5) -> int:
-    """Init rclpy, create the nodes, spin them on one executor until ``stop`` is set (or an
-    external shutdown), then stop in order: the policy first (its destroy sends the safe
-    command), ``drain_s`` more spinning so the logger takes the transitions still in flight,
-    then the logger (closing the episode log) and the robot node. Returns 0.
+    """Init rclpy, run the graph until ``stop`` is set (or an external shutdown), shut it
+    down in order (:meth:`ComposedGraph.shutdown`) and rclpy with it. Returns 0.
 
     rclpy's own SIGINT handler is not installed: it would shut the context down before the
     logger could drain; the caller maps SIGINT/SIGTERM to ``stop``.
     """
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    nodes: list[Node] = []
-    executor = SingleThreadedExecutor()
+    graph_: ComposedGraph | None = None
     try:
-        nodes = create_nodes(specs)
-        for node in nodes:
-            executor.add_node(node)
+        graph_ = ComposedGraph(specs)
         while rclpy.ok() and (stop is None or not stop.is_set()):
-            executor.spin_once(timeout_sec=0.1)
+            graph_.executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        order = sorted(nodes, key=lambda n: SHUTDOWN_ORDER.index(n.get_name())
-                       if n.get_name() in SHUTDOWN_ORDER else len(SHUTDOWN_ORDER))
-        for i, node in enumerate(order):
-            executor.remove_node(node)
-            node.destroy_node()
-            if i == 0 and rclpy.ok():
-                deadline = time.monotonic() + drain_s
-                while time.monotonic() < deadline:
-                    executor.spin_once(timeout_sec=0.02)
-        executor.shutdown()
+        if graph_ is not None:
+            graph_.shutdown(drain_s)
         rclpy.try_shutdown()
     return 0

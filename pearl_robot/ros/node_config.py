@@ -37,8 +37,7 @@ def _non_negative(name: str, value: float) -> None:
 class PolicyNodeConfig:
     """The 20 Hz policy: bundle, belief, episode schedule, safety timing."""
 
-    DYNAMIC: ClassVar[frozenset[str]] = frozenset(
-        {"bundle", "z_mode", "deterministic", "stale_obs_s", "diagnostics_period_s"})
+    DYNAMIC: ClassVar[frozenset[str]] = frozenset({"bundle", "episodes"})
 
     bundle: str = ""
     """Model bundle directory (actor.onnx, encoder.onnx, contract.json, golden.npz). Setting it
@@ -115,7 +114,7 @@ class PolicyNodeConfig:
 class LoggerNodeConfig:
     """The episode logger: where and how durably transitions are written."""
 
-    DYNAMIC: ClassVar[frozenset[str]] = frozenset({"diagnostics_period_s"})
+    DYNAMIC: ClassVar[frozenset[str]] = frozenset()
 
     dataset_dir: str = "data/adapt"
     """Dataset directory (MCAP episode files + manifest.jsonl); created if missing, resumed
@@ -124,7 +123,8 @@ class LoggerNodeConfig:
     """Robot name recorded in the manifest, so datasets of several robots can be merged."""
     queue_size: int = 12000
     """Transitions buffered between the executor and the writer thread (10 min at 20 Hz);
-    when full, the oldest are NOT dropped: the node reports ERROR and counts the loss."""
+    when full, new transitions are dropped and counted (the executor never blocks) and
+    /diagnostics says so."""
     diagnostics_period_s: float = 1.0
     """Period of the /diagnostics status (written, queued, lost, disk space)."""
 
@@ -140,7 +140,7 @@ class LoggerNodeConfig:
 class TwinNodeConfig:
     """The MuJoCo twin acting as the robot."""
 
-    DYNAMIC: ClassVar[frozenset[str]] = frozenset({"diagnostics_period_s"})
+    DYNAMIC: ClassVar[frozenset[str]] = frozenset()
 
     mjcf: str = ""
     """Robot model (MJCF); empty: the package's default twin in sim/."""
@@ -171,7 +171,7 @@ class TwinNodeConfig:
 class BridgeNodeConfig:
     """The serial bridge to the robot's microcontroller."""
 
-    DYNAMIC: ClassVar[frozenset[str]] = frozenset({"diagnostics_period_s"})
+    DYNAMIC: ClassVar[frozenset[str]] = frozenset()
 
     port: str = "/dev/ttyACM0"
     """Serial port or pyserial URL (/dev/ttyACM0, loop://, socket://host:port, a pty path)."""

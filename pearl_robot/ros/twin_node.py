@@ -41,6 +41,7 @@ from pearl_robot.ros.conversions import (
 from pearl_robot.ros.node_config import TwinNodeConfig
 from pearl_robot.ros.node_main import run_node
 from pearl_robot.ros.params import DeclaredConfig
+from pearl_robot.tasks.twin_arm import ARM3_START_NOISE
 from pearl_robot.twin.arm import ArmTwin, TwinError
 from pearl_robot.twin.randomization import ARM3_NOMINAL_PARAMS
 
@@ -58,6 +59,7 @@ class TwinNode(Node):
         self.params = DeclaredConfig(self, TwinNodeConfig)
         cfg: TwinNodeConfig = self.params.value
         self.twin = ArmTwin(seed=cfg.seed, mjcf_path=cfg.mjcf or None)
+        self._rng = np.random.default_rng(cfg.seed)
         self.joint_names = self.twin.spec.joint_names
         self._period = cfg.publish_period
         # Sim time starts at 1 s (0 means "no time yet" to a ROS clock) and never goes back,
@@ -132,7 +134,9 @@ class TwinNode(Node):
         try:
             if physics:
                 self.twin.set_params(physics)
-            self.twin.reset()
+            start = self.twin.home + self._rng.uniform(-ARM3_START_NOISE, ARM3_START_NOISE,
+                                                       len(self.joint_names))
+            self.twin.reset(start)
         except (TwinError, PearlRobotError, TypeError, ValueError) as exc:
             response.success = False
             response.message = json.dumps({"error": str(exc)})

@@ -1,0 +1,546 @@
+"""policy_node: the 20 Hz PEARL policy with online posterior updates and the episode manager.
+
+A thin adapter over :class:`pearl_robot.runtime.policy.PolicyRuntime`: each tick of a timer on
+the node clock (an rcl timer keeps absolute deadlines ``start + k * period``, so there is no
+``sleep(dt)`` drift) it builds the observation from the newest ``/joint_states`` (joint order
+of the bundle contract), scores the previous transition with the task's reward, calls
+``runtime.tick`` once (belief update, z, actor, action safety) and publishes:
+
+- ``/pearl/command``    the effort command (the safe command when the policy is not trusted:
+                        stale or non-finite observation, e-stop, between episodes);
+- ``/pearl/transition`` the finished transition (schema ``pearl_robot.datalog.schema``);
+- ``/pearl/belief``     posterior mean, variance and context size;
+- ``/pearl/task``       (latched) at each episode start and stop: task, episode id, model;
+- ``/diagnostics``      loop period, jitter, late ticks, inference time, obs age, faults.
+
+Episode manager (states ``idle`` -> ``resetting`` -> ``running`` -> ``resetting`` ...): the task
+schedule cycles the configured tasks, ``episodes_per_task`` each; an episode lasts
+``episode_steps`` ticks; between episodes the robot is reset through the robot's reset service
+(retried on timeout) or, without one, held at the safe command for ``reset_hold_s``.
+
+Services: ``/pearl/reset_belief`` (Trigger), ``/pearl/run_episodes`` (SetBool: start/stop the
+schedule), ``/pearl/clear_estop`` (Trigger). A ``true`` on ``/pearl/estop`` latches the stop:
+the safe command is sent until the clear service is called (a ``false`` on the topic does not
+clear it). Setting the ``bundle`` parameter hot-swaps the model at the next episode boundary
+after validation off the control path; a bad bundle is refused and the running one stays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from typing import Any, NamedTuple
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.task import Future
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64MultiArray, String
+from std_srvs.srv import SetBool, Trigger
+
+from pearl_robot.datalog.schema import TransitionLayout
+from pearl_robot.errors import ConfigError, PearlRobotError
+from pearl_robot.ros import graph, qos
+from pearl_robot.ros.conversions import (
+    ERROR,
+    OK,
+    WARN,
+    ConversionError,
+    JointStateReader,
+    belief_msg,
+    command_msg,
+    diagnostic_array,
+    diagnostic_status,
+    stamp_to_sec,
+    transition_msg,
+)
+from pearl_robot.ros.loop_stats import LoopStats
+from pearl_robot.ros.node_config import PolicyNodeConfig
+from pearl_robot.ros.node_main import run_node
+from pearl_robot.ros.params import DeclaredConfig
+from pearl_robot.ros.task_reward import RewardFn, reward_function
+from pearl_robot.runtime.bundle import BundleError, check_compatible, read_contract
+from pearl_robot.runtime.policy import PolicyRuntime, RuntimeConfig
+from pearl_robot.tasks.base import Task, TaskFamily
+from pearl_robot.tasks.registry import make_family
+
+RESET_ATTEMPTS = 3
+Z_SCHEDULES = {"episode": "episode", "step": "step_mean", "mean": "step_mean"}
+
+
+class _Pending(NamedTuple):
+    """The tick whose transition completes at the next tick."""
+
+    obs: np.ndarray
+    obs_stamp: float
+    action: np.ndarray
+    action_stamp: float
+    belief: np.ndarray
+
+
+def _family_from_contract(name: str, described: dict[str, Any]) -> TaskFamily:
+    """The family the bundle was trained on, rebuilt with the same task list."""
+    kwargs = {k: described[k] for k in ("n_tasks", "n_eval", "seed", "horizon")
+              if k in described}
+    if "n_tasks" not in kwargs and "n_tasks" in described.get("describe", {}):
+        kwargs["n_tasks"] = described["describe"]["n_tasks"]
+    try:
+        return make_family(name, **kwargs)
+    except TypeError:
+        return make_family(name)
+
+
+class PolicyNode(Node):
+    """The policy, the belief and the episode manager on one 20 Hz timer."""
+
+    def __init__(self, node_name: str = "policy_node", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self.params = DeclaredConfig(self, PolicyNodeConfig, on_change=self._on_params)
+        cfg: PolicyNodeConfig = self.params.value
+        if not cfg.bundle:
+            raise ConfigError("no model bundle: set the policy_node 'bundle' parameter "
+                              "(launch argument bundle:=DIR)")
+        self.rng = np.random.default_rng(cfg.seed)
+        self.runtime = PolicyRuntime(cfg.bundle, self._runtime_config(cfg), rng=self.rng)
+        contract = self.runtime.bundle.contract
+        self.contract = contract
+        self.period = contract.control_period
+        self.reader = JointStateReader.from_obs_names(contract.obs_names)
+        self.layout = TransitionLayout(contract.obs_dim, contract.action_dim,
+                                       contract.latent_dim)
+        family_info = dict(contract.task_family)
+        family_name = cfg.task_family or str(family_info.get("name", ""))
+        if not family_name:
+            raise ConfigError("the bundle contract names no task family; set 'task_family'")
+        self.family = _family_from_contract(family_name, family_info)
+        self.schedule = self._task_schedule(cfg)
+        self.episode_steps = cfg.episode_steps or int(
+            family_info.get("horizon") or getattr(self.family, "horizon", 0) or 0)
+        if self.episode_steps < 1:
+            raise ConfigError(f"family {family_name!r} has no horizon; set 'episode_steps'")
+        self._effort_max = np.maximum(np.abs(contract.action_low),
+                                      np.abs(contract.action_high))
+        self._velocity_max = self._robot_velocity_limits()
+
+        # state
+        self.state = "idle"
+        self.running = cfg.autostart
+        self.estop = False
+        self.episodes_started = 0
+        self.episode_id = -1
+        self.task: Task | None = None
+        self.reward_fn: RewardFn | None = None
+        self.step = 0          # transitions published in this episode
+        self.episode_ticks = 0
+        self.episode_return = 0.0
+        self.returns: list[tuple[int, int, float]] = []  # (episode, task, return)
+        self._pending: _Pending | None = None
+        self._obs: np.ndarray | None = None
+        self._obs_stamp = 0.0
+        self._obs_received: float | None = None
+        self._obs_errors = 0
+        self._reset_future: Future | None = None
+        self._reset_started = 0.0
+        self._reset_attempts = 0
+        self._reset_done_at: float | None = None
+        self._last_send = -math.inf
+        self._swap_reported: str | None = None
+        self.published_transitions = 0
+        self.safe_ticks = 0
+        self.faults: dict[str, int] = {}
+        self.stats = LoopStats(self.period)
+        self._last_work = 0.0
+        self._zero = np.zeros(contract.action_dim)
+
+        # graph
+        stream = qos.stream_publisher(self.period)
+        self.command_pub = self.create_publisher(Float64MultiArray, graph.COMMAND, stream)
+        self.transition_pub = self.create_publisher(Float64MultiArray, graph.TRANSITION,
+                                                    qos.transitions())
+        self.belief_pub = self.create_publisher(Float64MultiArray, graph.BELIEF, qos.status())
+        self.task_pub = self.create_publisher(String, graph.TASK, qos.latched())
+        self.estop_pub = self.create_publisher(Bool, graph.ESTOP, qos.latched())
+        self.diag_pub = self.create_publisher(DiagnosticArray, graph.DIAGNOSTICS, qos.status())
+        self.create_subscription(JointState, graph.JOINT_STATES, self._on_joint_state,
+                                 qos.stream_subscription())
+        self.create_subscription(Bool, graph.ESTOP, self._on_estop, qos.latched())
+        self.create_service(Trigger, "/pearl/reset_belief", self._srv_reset_belief)
+        self.create_service(SetBool, "/pearl/run_episodes", self._srv_run_episodes)
+        self.create_service(Trigger, "/pearl/clear_estop", self._srv_clear_estop)
+        self.reset_client = (self.create_client(Trigger, cfg.reset_service)
+                             if cfg.reset_service else None)
+        self.timer = self.create_timer(self.period, self._tick)
+        self.diag_timer = self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics)
+        self.get_logger().info(
+            f"bundle {self.runtime.bundle.sha256[:12]} ({family_name}, latent "
+            f"{contract.latent_dim}), {1 / self.period:.0f} Hz, {self.episode_steps} steps per "
+            f"episode, tasks {self._schedule_text()}")
+
+    # ------------------------------------------------------------------ configuration
+    @staticmethod
+    def _runtime_config(cfg: PolicyNodeConfig) -> RuntimeConfig:
+        return RuntimeConfig(z_schedule=Z_SCHEDULES[cfg.z_mode],  # type: ignore[arg-type]
+                             exploration_episodes=0 if cfg.z_mode == "mean" else 1,
+                             stochastic_actions=not cfg.deterministic,
+                             context_window=cfg.context_window or None,
+                             max_obs_age=cfg.stale_obs_s)
+
+    def _robot_velocity_limits(self) -> np.ndarray | None:
+        try:
+            from pearl_robot.twin.robot_spec import load_robot_spec
+
+            spec = load_robot_spec()
+        except PearlRobotError:
+            return None
+        names = [n.rpartition(".")[0] or n for n in self.contract.action_names]
+        if list(spec.joint_names) != names:
+            return None
+        return np.array(spec.velocity_limits())
+
+    def _task_schedule(self, cfg: PolicyNodeConfig) -> list[Task]:
+        sel = cfg.task_selection()
+        if sel == "held-out":
+            tasks = self.family.eval_tasks
+        elif sel == "train":
+            tasks = self.family.train_tasks
+        else:
+            n = len(self.family.tasks)
+            bad = [i for i in sel if i >= n]
+            if bad:
+                raise ConfigError(f"parameter 'tasks': indices {bad} are outside the family's "
+                                  f"{n} tasks")
+            tasks = [self.family.tasks[i] for i in sel]
+        if not tasks:
+            raise ConfigError("the task schedule is empty")
+        return tasks
+
+    def _schedule_text(self) -> str:
+        idx = [t.index for t in self.schedule]
+        return f"{idx[:6]}{'...' if len(idx) > 6 else ''} x{self.params.value.episodes_per_task}"
+
+    def _on_params(self, old: PolicyNodeConfig, new: PolicyNodeConfig) -> None:
+        """Validate a parameter change; a new bundle is checked here (contract, hashes,
+        interface) and validated in full off the control path by the runtime."""
+        if new.bundle != old.bundle:
+            try:
+                candidate = read_contract(new.bundle)
+                check_compatible(self.runtime.bundle.contract, candidate)
+            except BundleError as exc:
+                self.get_logger().error(f"hot-swap refused: {exc}")
+                raise
+            if not self.runtime.request_swap(new.bundle):
+                raise ConfigError("a bundle validation is already running; retry in a moment")
+            self.get_logger().info(f"validating bundle {new.bundle} for a hot-swap")
+
+    # ------------------------------------------------------------------ inputs
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        try:
+            self._obs = self.reader.read(msg)
+        except ConversionError as exc:
+            self._obs_errors += 1
+            self.get_logger().warning(str(exc), throttle_duration_sec=2.0)
+            return
+        self._obs_received = self._now()
+        self._obs_stamp = stamp_to_sec(msg.header.stamp)
+
+    def _on_estop(self, msg: Bool) -> None:
+        if msg.data and not self.estop:
+            self.estop = True
+            self.get_logger().error("e-stop: holding the safe command until "
+                                    "/pearl/clear_estop is called")
+            self._abort_episode("estop")
+            self.command_pub.publish(command_msg(self.runtime.safe_command))
+
+    # ------------------------------------------------------------------ services
+    def _srv_reset_belief(self, request: Trigger.Request, response: Trigger.Response
+                          ) -> Trigger.Response:
+        self.runtime.reset_belief()
+        response.success, response.message = True, "belief reset to the prior"
+        return response
+
+    def _srv_run_episodes(self, request: SetBool.Request, response: SetBool.Response
+                          ) -> SetBool.Response:
+        if request.data:
+            if self.estop:
+                response.success = False
+                response.message = "e-stop is latched; call /pearl/clear_estop first"
+                return response
+            self.running = True
+            response.message = "episodes started"
+        else:
+            self.running = False
+            self._abort_episode("stopped")
+            response.message = "episodes stopped; holding the safe command"
+        response.success = True
+        return response
+
+    def _srv_clear_estop(self, request: Trigger.Request, response: Trigger.Response
+                         ) -> Trigger.Response:
+        was = self.estop
+        self.estop = False
+        self.estop_pub.publish(Bool(data=False))
+        response.success = True
+        response.message = "e-stop cleared" if was else "e-stop was not latched"
+        if was:
+            self.get_logger().warning("e-stop cleared")
+        return response
+
+    # ------------------------------------------------------------------ episodes
+    def _publish_task(self, state: str) -> None:
+        task = self.task
+        info = {"episode": self.episode_id, "task": task.index if task else None,
+                "family": self.family.name, "params": task.params if task else {},
+                "state": state, "model_sha": self.runtime.bundle.sha256}
+        self.task_pub.publish(String(data=json.dumps(info, sort_keys=True)))
+
+    def _next_task(self) -> Task:
+        per = self.params.value.episodes_per_task
+        return self.schedule[(self.episodes_started // per) % len(self.schedule)]
+
+    def _begin_reset(self) -> None:
+        """Choose the next episode's task, announce it, and reset the robot."""
+        cfg = self.params.value
+        if cfg.episodes and self.episodes_started >= cfg.episodes:
+            self.state = "idle"
+            self.running = False
+            self.get_logger().info(f"all {cfg.episodes} episodes done; holding the safe "
+                                   "command")
+            return
+        self.task = self._next_task()
+        self.episode_id = self.episodes_started
+        self._publish_task("resetting")
+        self.state = "resetting"
+        self._reset_attempts = 0
+        self._reset_done_at = None
+        self._send_reset()
+
+    def _send_reset(self) -> None:
+        """One reset attempt: call the robot's reset service (when it is there yet)."""
+        now = self._now()
+        self._reset_started = now
+        self._reset_attempts += 1
+        self._reset_future = None
+        self._last_send = -math.inf
+        self._resend(now)
+
+    def _resend(self, now: float) -> None:
+        if self.reset_client is not None and self.reset_client.service_is_ready():
+            self._reset_future = self.reset_client.call_async(Trigger.Request())
+            self._last_send = now
+
+    def _poll_reset(self, now: float) -> None:
+        cfg = self.params.value
+        if self.reset_client is None:
+            if now - self._reset_started >= cfg.reset_hold_s:
+                self._start_episode()
+            return
+        if self._reset_done_at is not None:
+            # Start on the first /joint_states taken after the reset.
+            if self._obs_received is not None and self._obs_received > self._reset_done_at:
+                self._start_episode()
+            return
+        fut = self._reset_future
+        if fut is not None and fut.done():
+            result = fut.result()
+            try:
+                applied = json.loads(result.message) if result is not None else {}
+            except ValueError:
+                applied = {}
+            if result is not None and result.success and isinstance(applied, dict) and \
+                    applied.get("episode") == self.episode_id:
+                self._reset_done_at = now
+                return
+            # The robot had not seen this episode's task yet (or refused): ask again.
+            self._reset_future = None
+        if self._reset_future is None and now - self._last_send >= self.period:
+            self._resend(now)
+        if now - self._reset_started >= cfg.reset_timeout_s:
+            if self._reset_attempts >= RESET_ATTEMPTS:
+                self.state = "idle"
+                self.running = False
+                self.get_logger().error(
+                    f"robot reset through {cfg.reset_service} failed {RESET_ATTEMPTS} times; "
+                    "episodes stopped (call /pearl/run_episodes to retry)")
+                return
+            self.get_logger().warning(f"robot reset timed out after {cfg.reset_timeout_s} s; "
+                                      "retrying")
+            self._send_reset()
+
+    def _start_episode(self) -> None:
+        assert self.task is not None
+        start = self.runtime.begin_episode(task=self.task.index)
+        if start.swapped_to:
+            self.get_logger().info(f"hot-swapped to bundle {start.swapped_to[:12]}")
+        self.reward_fn = reward_function(self.family, self.task, self.contract.obs_names,
+                                         self._effort_max, self._velocity_max)
+        self.episodes_started += 1
+        self.step = 0
+        self.episode_ticks = 0
+        self.episode_return = 0.0
+        self._pending = None
+        self.state = "running"
+        self._publish_task("running")
+
+    def _finish_episode(self, reason: str) -> None:
+        self.returns.append((self.episode_id, self.task.index if self.task else -1,
+                             self.episode_return))
+        self.get_logger().info(
+            f"episode {self.episode_id} (task {self.task.index if self.task else '-'}) "
+            f"{reason}: {self.step} transitions, return {self.episode_return:.3f}")
+        self._pending = None
+
+    def _abort_episode(self, reason: str) -> None:
+        if self.state == "running":
+            self.runtime.end_episode()
+            self._finish_episode(reason)
+            self._publish_task(reason)
+        self.state = "idle"
+        self._reset_future = None
+
+    # ------------------------------------------------------------------ the tick
+    def _publish_safe(self) -> None:
+        self.command_pub.publish(command_msg(self.runtime.safe_command))
+        self.safe_ticks += 1
+
+    def _tick(self) -> None:
+        t0 = time.perf_counter()
+        now = self._now()
+        self.stats.tick_started(now)
+        age = None if self._obs_received is None else now - self._obs_received
+        try:
+            self._tick_state(now, age)
+        finally:
+            self._last_work = time.perf_counter() - t0
+            self.stats.tick_finished(self._last_work, age)
+        self._check_swap()
+
+    def _tick_state(self, now: float, age: float | None) -> None:
+        if self.estop:
+            self._publish_safe()
+            return
+        if self.state == "idle":
+            self._publish_safe()
+            if self.running and self._obs is not None:
+                self._begin_reset()
+            return
+        if self.state == "resetting":
+            self._publish_safe()
+            self._poll_reset(now)
+            return
+        self._tick_running(now, age)
+
+    def _tick_running(self, now: float, age: float | None) -> None:
+        obs = self._obs
+        obs_ok = (obs is not None and age is not None and age <= self.params.value.stale_obs_s
+                  and bool(np.all(np.isfinite(obs))))
+        reward = None
+        last = self.episode_ticks >= self.episode_steps
+        pending = self._pending
+        if pending is not None and obs_ok:
+            assert obs is not None and self.reward_fn is not None
+            r = self.reward_fn(pending.obs, pending.action, obs)
+            reward = r.context
+            vec = self.layout.pack(
+                pending.obs, pending.action, r.reward, obs, terminated=False, truncated=last,
+                episode=self.episode_id, step=self.step,
+                task=self.task.index if self.task else -1,
+                stamps=(pending.obs_stamp, pending.action_stamp, self._obs_stamp),
+                belief=pending.belief if self.layout.belief_dim else None)
+            self.transition_pub.publish(transition_msg(self.layout, vec))
+            self.published_transitions += 1
+            self.step += 1
+            self.episode_return += r.reward
+        if last:
+            self.runtime.end_episode(obs if obs_ok else None, reward)
+            self._finish_episode("finished")
+            self._publish_safe()
+            self.state = "idle"
+            if self.running:
+                self._begin_reset()
+            return
+        result = self.runtime.tick(obs if obs is not None else np.full(
+            self.contract.obs_dim, np.nan), reward, obs_age=age if age is not None else math.inf)
+        self.episode_ticks += 1
+        self.command_pub.publish(command_msg(result.command))
+        self.belief_pub.publish(belief_msg(result.belief_mean, result.belief_var,
+                                           result.context_size))
+        if result.safe:
+            self.safe_ticks += 1
+        for reason in filter(None, result.reason.split(",")):
+            self.faults[reason] = self.faults.get(reason, 0) + 1
+        if obs_ok and not result.safe:
+            assert obs is not None
+            belief = np.concatenate([result.belief_mean, result.belief_var,
+                                     [float(result.context_size)]])
+            self._pending = _Pending(obs.copy(), self._obs_stamp, result.command, now, belief)
+        else:
+            # No trusted action: the chain of transitions restarts at the next good tick.
+            self._pending = None
+
+    # ------------------------------------------------------------------ hot-swap, diagnostics
+    def _check_swap(self) -> None:
+        status = self.runtime.swap_status()
+        if status.state != "failed" or self._swap_reported == status.path:
+            return
+        self._swap_reported = status.path
+        running = self.runtime.bundle
+        self.get_logger().error(f"hot-swap to {status.path} refused: {status.message}; "
+                                f"bundle {running.sha256[:12]} stays")
+        # Put the parameter back to the bundle that runs (config first, so the set is no swap).
+        current = str(running.path)
+        self.params.value = dataclasses.replace(self.params.value, bundle=current)
+        self.set_parameters([Parameter("bundle", value=current)])
+
+    def _publish_diagnostics(self) -> None:
+        s = self.stats.summary()
+        swap = self.runtime.swap_status()
+        now = self._now()
+        age = None if self._obs_received is None else now - self._obs_received
+        if self.estop:
+            level, message = WARN, "e-stop latched: safe command until /pearl/clear_estop"
+        elif age is None or age > 1.0:
+            level, message = ERROR, "no /joint_states" if age is None else \
+                f"/joint_states silent for {age:.1f} s: safe command"
+        elif swap.state == "failed":
+            level, message = WARN, f"hot-swap refused: {swap.message}"
+        else:
+            level, message = OK, self.state
+        values = {
+            "state": self.state, "episode": self.episode_id,
+            "task": self.task.index if self.task else -1, "step": self.step,
+            "episodes_started": self.episodes_started,
+            "period_mean_ms": s.period_mean * 1e3, "jitter_p99_ms": s.jitter_p99 * 1e3,
+            "jitter_max_ms": s.jitter_max * 1e3, "ticks": s.ticks, "late_ticks": s.late,
+            "tick_work_p50_ms": s.work_p50 * 1e3, "tick_work_max_ms": s.work_max * 1e3,
+            "obs_age_p50_ms": s.obs_age_p50 * 1e3, "obs_age_max_ms": s.obs_age_max * 1e3,
+            "safe_ticks": self.safe_ticks, "obs_errors": self._obs_errors,
+            "transitions_published": self.published_transitions,
+            "context_size": self.runtime.belief.count,
+            "bundle_sha256": self.runtime.bundle.sha256[:16], "swap": swap.state,
+        }
+        values.update({f"fault_{k}": v for k, v in sorted(self.faults.items())})
+        status = diagnostic_status(f"{self.get_name()}: control loop", "pearl_policy", level,
+                                   message, values)
+        self.diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), [status]))
+
+    def destroy_node(self) -> None:
+        """Stop: send the safe command, announce the stop, release the runtime."""
+        try:
+            if self.context.ok():
+                if self.state == "running":
+                    self._abort_episode("shutdown")
+                self.command_pub.publish(command_msg(self.runtime.safe_command))
+        finally:
+            self.runtime.close()
+            super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(PolicyNode, args)
