@@ -59,6 +59,9 @@ class PearlConfig:
     """Weight of the KL(q(z|c) || N(0, I)) term, summed over tasks and latent dims."""
     var_floor: float = 1e-7
     """Lower clamp on each per-transition variance softplus(raw) (reference: 1e-7)."""
+    task_inference: bool = True
+    """False fixes z = 0 for acting and learning (no task inference): the "same SAC without
+    PEARL" baseline the benchmarks compare against. The encoder is then unused."""
     use_next_obs_in_context: bool = False
     """Context rows are (s, a, r, s') instead of (s, a, r); needed when dynamics vary."""
     sac_variant: SacVariant = "reference"

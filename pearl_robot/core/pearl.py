@@ -105,6 +105,8 @@ class PearlAgent:
         return product_of_gaussians(factors)
 
     def sample_z(self, post: Posterior) -> torch.Tensor:
+        if not self.cfg.task_inference:
+            return torch.zeros_like(post.mean)
         if not self.cfg.use_information_bottleneck:
             return post.mean
         return rsample(post, self.generator)
@@ -176,7 +178,8 @@ class PearlLearner:
         z = self.agent.sample_z(post)
         z_rep = z.unsqueeze(1).expand(T, B, -1).reshape(T * B, -1)
         z_det = z_rep.detach()
-        kl = kl_to_standard_normal(post).sum() if cfg.use_information_bottleneck \
+        kl = kl_to_standard_normal(post).sum() \
+            if cfg.use_information_bottleneck and cfg.task_inference \
             else torch.zeros((), device=self.device)
         kl_loss = cfg.kl_lambda * kl
 

@@ -98,3 +98,14 @@ def test_same_seed_same_weights_and_updates():
     assert l1.update(b, c) == l2.update(b, c)
     for (k, v), (_, w) in zip(n1.state_dict().items(), n2.state_dict().items()):
         assert torch.equal(v, w), k
+
+
+def test_no_task_inference_baseline_fixes_z_to_zero():
+    nets, learner = build(_small(task_inference=False), SPEC, seed=0)
+    enc = [p.clone() for p in nets.encoder.parameters()]
+    batch, ctx = _batch()
+    m = learner.update(batch, ctx)
+    assert m["losses/kl"] == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(enc, nets.encoder.parameters()))
+    post = learner.agent.infer_posterior(ctx)
+    assert torch.count_nonzero(learner.agent.sample_z(post)) == 0
