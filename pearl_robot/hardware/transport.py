@@ -1,0 +1,103 @@
+"""Byte transport for the host: pyserial's ``serial_for_url`` behind a small interface.
+
+One URL string selects the link: a device path (``/dev/ttyACM0``, a udev symlink, a
+pseudo-terminal such as ``/dev/pts/5``), ``loop://`` (loopback, for codec tests),
+``socket://host:port`` (a device simulator behind TCP) or any other pyserial URL. The bridge
+takes a *factory* returning a :class:`Transport`, so tests and other links can be injected.
+
+Every failure becomes :class:`~pearl_robot.hardware.errors.TransportError`, which the bridge
+treats as "the port vanished": close, back off, reopen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import serial
+
+from pearl_robot.hardware.errors import TransportError
+
+
+class Transport(Protocol):
+    """What the bridge needs from a byte link."""
+
+    def read(self, max_bytes: int) -> bytes:
+        """Bytes available now, waiting at most the transport's read timeout for the first."""
+        ...
+
+    def write(self, data: bytes) -> None:
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+@dataclass(frozen=True)
+class SerialConfig:
+    """How to open the port."""
+
+    url: str
+    """Device path or pyserial URL (``loop://``, ``socket://host:port``, ``/dev/pts/N``)."""
+    baudrate: int = 921_600
+    """Line rate; ignored by USB CDC-ACM, pseudo-terminals and sockets."""
+    read_timeout_s: float = 0.005
+    """Longest a read blocks waiting for the first byte: bounds how late the bridge's timers
+    (heartbeat, watchdog) can run."""
+    write_timeout_s: float = 0.05
+    """A write blocked longer than this (device not draining) is a transport failure."""
+    exclusive: bool = True
+    """Lock the port (POSIX flock) so a second process cannot interleave frames."""
+
+
+class PySerialTransport:
+    """A pyserial port opened with ``serial_for_url``."""
+
+    def __init__(self, config: SerialConfig) -> None:
+        self.config = config
+        kwargs: dict[str, object] = {"baudrate": config.baudrate,
+                                     "timeout": config.read_timeout_s,
+                                     "write_timeout": config.write_timeout_s}
+        if config.exclusive and "://" not in config.url:
+            kwargs["exclusive"] = True
+        try:
+            self._port = serial.serial_for_url(config.url, **kwargs)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise TransportError(f"cannot open {config.url!r}: {exc}") from None
+        try:
+            self._port.reset_input_buffer()
+        except (serial.SerialException, OSError, NotImplementedError):
+            pass
+
+    def read(self, max_bytes: int = 4096) -> bytes:
+        try:
+            waiting = self._port.in_waiting
+            return self._port.read(min(max(waiting, 1), max_bytes))
+        except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
+            # TypeError/AttributeError: pyserial's posix read after a concurrent close
+            raise TransportError(f"read from {self.config.url!r} failed: {exc}") from None
+
+    def write(self, data: bytes) -> None:
+        try:
+            n = self._port.write(data)
+        except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
+            raise TransportError(f"write to {self.config.url!r} failed: {exc}") from None
+        if n is not None and n != len(data):
+            raise TransportError(f"short write to {self.config.url!r}: {n} of {len(data)}")
+
+    def close(self) -> None:
+        try:
+            self._port.close()
+        except (serial.SerialException, OSError):
+            pass
+
+    @property
+    def port(self) -> serial.SerialBase:
+        """The underlying pyserial object (tests inject bytes into ``loop://`` through it)."""
+        return self._port
+
+
+def serial_factory(config: SerialConfig) -> Callable[[], Transport]:
+    """A factory that opens ``config`` anew on each call (each reconnect)."""
+    return lambda: PySerialTransport(config)
