@@ -43,7 +43,7 @@ from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 
 from pearl_robot.datalog.schema import TransitionLayout
-from pearl_robot.errors import ConfigError, PearlRobotError
+from pearl_robot.errors import ConfigError
 from pearl_robot.ros import graph, qos
 from pearl_robot.ros.conversions import (
     ERROR,
@@ -122,9 +122,6 @@ class PolicyNode(Node):
             family_info.get("horizon") or getattr(self.family, "horizon", 0) or 0)
         if self.episode_steps < 1:
             raise ConfigError(f"family {family_name!r} has no horizon; set 'episode_steps'")
-        self._effort_max = np.maximum(np.abs(contract.action_low),
-                                      np.abs(contract.action_high))
-        self._velocity_max = self._robot_velocity_limits()
 
         # state
         self.state = "idle"
@@ -188,18 +185,6 @@ class PolicyNode(Node):
                              stochastic_actions=not cfg.deterministic,
                              context_window=cfg.context_window or None,
                              max_obs_age=cfg.stale_obs_s)
-
-    def _robot_velocity_limits(self) -> np.ndarray | None:
-        try:
-            from pearl_robot.twin.robot_spec import load_robot_spec
-
-            spec = load_robot_spec()
-        except PearlRobotError:
-            return None
-        names = [n.rpartition(".")[0] or n for n in self.contract.action_names]
-        if list(spec.joint_names) != names:
-            return None
-        return np.array(spec.velocity_limits())
 
     def _task_schedule(self, cfg: PolicyNodeConfig) -> list[Task]:
         sel = cfg.task_selection()
@@ -378,8 +363,7 @@ class PolicyNode(Node):
         start = self.runtime.begin_episode(task=self.task.index)
         if start.swapped_to:
             self.get_logger().info(f"hot-swapped to bundle {start.swapped_to[:12]}")
-        self.reward_fn = reward_function(self.family, self.task, self.contract.obs_names,
-                                         self._effort_max, self._velocity_max)
+        self.reward_fn = reward_function(self.family, self.task)
         self.episodes_started += 1
         self.step = 0
         self.episode_ticks = 0
@@ -416,6 +400,12 @@ class PolicyNode(Node):
         age = None if self._obs_received is None else now - self._obs_received
         try:
             self._tick_state(now, age)
+        except Exception as exc:  # noqa: BLE001 - the control loop must never die
+            self.faults["tick_error"] = self.faults.get("tick_error", 0) + 1
+            self._pending = None
+            self.get_logger().error(f"tick failed ({type(exc).__name__}: {exc}); safe command",
+                                    throttle_duration_sec=1.0)
+            self._publish_safe()
         finally:
             self._last_work = time.perf_counter() - t0
             self.stats.tick_finished(self._last_work, age)
