@@ -289,13 +289,18 @@ def _onnx_outputs(actor_path: Path, encoder_path: Path, inputs: _Inputs, eps: np
     import onnxruntime as ort
 
     so = session_options()
-    actor = ort.InferenceSession(str(actor_path), so, providers=["CPUExecutionProvider"])
-    enc = ort.InferenceSession(str(encoder_path), so, providers=["CPUExecutionProvider"])
-    mean, sample = actor.run(list(ACTOR_OUTPUTS), {
-        ACTOR_INPUTS[0]: inputs.obs.astype(np.float32), ACTOR_INPUTS[1]:
-        inputs.z.astype(np.float32), ACTOR_INPUTS[2]: eps.astype(np.float32)})
-    mu, var = enc.run(list(ENCODER_OUTPUTS),
-                      {ENCODER_INPUTS[0]: inputs.transition.astype(np.float32)})
+    try:
+        actor = ort.InferenceSession(str(actor_path), so, providers=["CPUExecutionProvider"])
+        enc = ort.InferenceSession(str(encoder_path), so, providers=["CPUExecutionProvider"])
+        mean, sample = actor.run(list(ACTOR_OUTPUTS), {
+            ACTOR_INPUTS[0]: inputs.obs.astype(np.float32), ACTOR_INPUTS[1]:
+            inputs.z.astype(np.float32), ACTOR_INPUTS[2]: eps.astype(np.float32)})
+        mu, var = enc.run(list(ENCODER_OUTPUTS),
+                          {ENCODER_INPUTS[0]: inputs.transition.astype(np.float32)})
+    except Exception as exc:  # onnxruntime's own exception classes
+        raise ExportError(f"onnxruntime cannot load or run the exported graphs "
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
+                          f"bundle not written") from exc
     return {"actor_action_mean": mean, "actor_action_sample": sample, "encoder_mu": mu,
             "encoder_var": var}
 
@@ -378,7 +383,10 @@ def build_contract(nets: PearlNetworks, env_meta: Mapping[str, Any],
         "observation": {"names": obs_names, "units": obs_units,
                         "low": _jsonable(obs_low) if obs_low is not None else None,
                         "high": _jsonable(obs_high) if obs_high is not None else None},
-        "action": {"names": act_names, "units": act_units,
+        "action": {"names": act_names,
+                   "joints": list(env_meta.get("action_joints")
+                                  or [n.rpartition(".")[0] or n for n in act_names]),
+                   "units": act_units,
                    "low": [float(x) for x in nets.spec.action_low],
                    "high": [float(x) for x in nets.spec.action_high],
                    "interface": str(env_meta.get("command_interface") or "unspecified")},

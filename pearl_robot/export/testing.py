@@ -12,6 +12,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from pearl_robot.core.checkpoint import env_spec_to_dict, save_checkpoint
 from pearl_robot.core.config import ExperimentConfig, TrainConfig, reference_config
 from pearl_robot.core.networks import EnvSpec
@@ -21,10 +23,16 @@ from pearl_robot.tasks.registry import make_family
 
 
 def write_test_checkpoint(path: str | Path, family: str = "point-robot", seed: int = 0,
-                          env_meta: dict[str, Any] | None = None, **pearl: Any) -> Path:
+                          env_meta: dict[str, Any] | None = None, output_gain: float = 1.0,
+                          **pearl: Any) -> Path:
     """An untrained checkpoint for ``family`` (reference preset when one exists, with
     ``pearl`` overrides, e.g. ``hidden_sizes=(64, 64)`` or ``use_next_obs_in_context=True``).
-    ``env_meta`` entries (units, command interface, ...) are merged into the env spec."""
+    ``env_meta`` entries (units, command interface, ...) are merged into the env spec.
+
+    ``output_gain`` multiplies the output layers of the actor's mean head and the encoder:
+    the reference initialisation makes them ~1e-3, so an untrained policy barely moves and
+    ignores z. A gain of a few hundred gives actions and factors of order one, which makes
+    equivalence tests able to see a wrong z, normalization or context row."""
     try:
         cfg = reference_config(family)
     except Exception:  # noqa: BLE001 - families without a preset use the defaults
@@ -41,6 +49,10 @@ def write_test_checkpoint(path: str | Path, family: str = "point-robot", seed: i
         env.close()
     meta.update(env_meta or {})
     nets, _ = build(cfg.pearl, spec, seed=seed)
+    if output_gain != 1.0:
+        with torch.no_grad():
+            nets.actor.mean_head.weight.mul_(output_gain)
+            nets.encoder.net[-1].weight.mul_(output_gain)
     payload = {"config": dataclasses.asdict(cfg), "env_spec": meta,
                "family": fam.describe(), "networks": nets.state_dict(),
                "trainer": {"iteration": 0, "gradient_steps": 0},
@@ -51,12 +63,14 @@ def write_test_checkpoint(path: str | Path, family: str = "point-robot", seed: i
 def write_test_bundle(out_dir: str | Path, family: str = "point-robot", seed: int = 0,
                       checkpoint_path: str | Path | None = None,
                       config: ExportConfig | None = None,
-                      env_meta: dict[str, Any] | None = None, **pearl: Any) -> ExportResult:
+                      env_meta: dict[str, Any] | None = None, output_gain: float = 1.0,
+                      **pearl: Any) -> ExportResult:
     """Checkpoint (next to ``out_dir`` unless given) + parity-checked bundle in ``out_dir``."""
     out_dir = Path(out_dir)
     ckpt = Path(checkpoint_path) if checkpoint_path else \
         out_dir.parent / f"{out_dir.name}.ckpt.pt"
-    write_test_checkpoint(ckpt, family, seed, env_meta=env_meta, **pearl)
+    write_test_checkpoint(ckpt, family, seed, env_meta=env_meta, output_gain=output_gain,
+                          **pearl)
     return export_checkpoint(ckpt, out_dir, config or ExportConfig(random_rows=128,
                                                                    record_steps=60))
 

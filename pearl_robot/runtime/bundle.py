@@ -167,7 +167,10 @@ class Contract:
     obs_units: tuple[str, ...]
     """Unit of each observation entry."""
     action_names: tuple[str, ...]
-    """Command entries in graph order (joint names for the robot arm)."""
+    """Command entries in graph order (``<joint>.effort`` for the robot arm)."""
+    action_joints: tuple[str, ...]
+    """The joint each command entry drives (``action.joints``; when absent, the name up to its
+    last ``.``, e.g. ``shoulder.effort`` -> ``shoulder``)."""
     action_units: tuple[str, ...]
     """Unit of each command entry (N*m for effort commands)."""
     action_low: np.ndarray = field(compare=False)
@@ -280,6 +283,13 @@ def parse_contract(raw: Any) -> Contract:
     if len(act_units) != len(act_names):
         raise BundleContractError(f"{CONTRACT_FILE}: action.units has {len(act_units)} "
                                   f"entries for {len(act_names)} names")
+    joints = act.get("joints")
+    if joints is None:
+        joints = [n.rpartition(".")[0] or n for n in act_names]
+    if not isinstance(joints, list) or len(joints) != len(act_names) or not all(
+            isinstance(j, str) and j for j in joints):
+        raise BundleContractError(f"{CONTRACT_FILE}: action.joints must name one joint per "
+                                  f"command entry, got {joints!r}")
     low = _floats(act, "low", "action.", len(act_names))
     high = _floats(act, "high", "action.", len(act_names))
     if not np.all(high > low):
@@ -331,7 +341,8 @@ def parse_contract(raw: Any) -> Contract:
         raise BundleContractError(f"{CONTRACT_FILE}: files lacks the sha256 of {missing}")
     return Contract(
         schema=schema, obs_names=obs_names, obs_units=tuple(map(str, obs_units)),
-        action_names=act_names, action_units=tuple(map(str, act_units)),
+        action_names=act_names, action_joints=tuple(joints),
+        action_units=tuple(map(str, act_units)),
         action_low=low, action_high=high,
         command_interface=str(act.get("interface", "unspecified")),
         control_period=period, latent_dim=latent, context_fields=tuple(fields),
@@ -350,7 +361,8 @@ class RobotExpectation:
     """What the robot declares, checked against the contract at load and at every hot-swap."""
 
     action_names: tuple[str, ...]
-    """Joint names in command order (``RobotSpec.joint_names``)."""
+    """Joint names in command order (``RobotSpec.joint_names``); compared with the contract's
+    ``action.joints`` (or, failing that, its command names)."""
     action_low: tuple[float, ...] | None = None
     """The robot's lowest allowed command per joint; the bundle's limits must lie inside."""
     action_high: tuple[float, ...] | None = None
@@ -376,12 +388,12 @@ class RobotExpectation:
 
 def check_robot(contract: Contract, robot: RobotExpectation) -> None:
     """BundleRobotMismatchError naming the first disagreement between bundle and robot."""
-    if tuple(robot.action_names) != contract.action_names:
+    if tuple(robot.action_names) not in (contract.action_joints, contract.action_names):
         diff = next((i for i, (a, b) in enumerate(zip(robot.action_names,
-                                                       contract.action_names)) if a != b),
-                    min(len(robot.action_names), len(contract.action_names)))
+                                                       contract.action_joints)) if a != b),
+                    min(len(robot.action_names), len(contract.action_joints)))
         raise BundleRobotMismatchError(
-            f"bundle commands joints {list(contract.action_names)} but the robot declares "
+            f"bundle commands joints {list(contract.action_joints)} but the robot declares "
             f"{list(robot.action_names)} (first difference at index {diff}); the bundle was "
             f"trained for another robot or joint order")
     if robot.command_interface and contract.command_interface not in ("unspecified",

@@ -33,3 +33,11 @@ def bundle_copy(bundle_dir: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "bundle"
     shutil.copytree(bundle_dir, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def twin_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small twin-arm bundle (effort commands, joint-state observations)."""
+    out = tmp_path_factory.mktemp("twin") / "arm"
+    write_test_bundle(out, "twin-arm", env_meta={"command_interface": "effort"}, **SMALL)
+    return out

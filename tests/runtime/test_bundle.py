@@ -199,3 +199,46 @@ class TestRobotFit:
         load_bundle(bundle_dir, exp)  # bundle says "unspecified": not refused on interface
         raw_contract = read_contract(bundle_dir)
         assert raw_contract.command_interface == "unspecified"
+
+
+class TestTwinRobot:
+    """A twin-arm bundle against the robot description parsed from sim/arm3.xml."""
+
+    def test_twin_bundle_fits_the_robot_spec(self, twin_bundle: Path) -> None:
+        from pearl_robot.twin.robot_spec import load_robot_spec
+
+        spec = load_robot_spec()
+        b = load_bundle(twin_bundle, RobotExpectation.from_robot_spec(spec))
+        assert b.contract.action_joints == tuple(spec.joint_names)
+        assert b.contract.action_names == tuple(f"{j}.effort" for j in spec.joint_names)
+
+    def test_reordered_joints_refused(self, twin_bundle: Path) -> None:
+        from pearl_robot.twin.robot_spec import load_robot_spec
+
+        exp = RobotExpectation.from_robot_spec(load_robot_spec())
+        names = exp.action_names
+        swapped = RobotExpectation((names[1], names[0], *names[2:]), exp.action_low,
+                                   exp.action_high, exp.control_period)
+        with pytest.raises(BundleRobotMismatchError, match="first difference at index 0"):
+            load_bundle(twin_bundle, swapped)
+
+    def test_weaker_motors_refused(self, twin_bundle: Path) -> None:
+        from pearl_robot.twin.robot_spec import load_robot_spec
+
+        exp = RobotExpectation.from_robot_spec(load_robot_spec())
+        weak = RobotExpectation(exp.action_names, tuple(0.5 * x for x in exp.action_low),
+                                tuple(0.5 * x for x in exp.action_high), exp.control_period)
+        with pytest.raises(BundleRobotMismatchError, match="outside the robot's limit"):
+            load_bundle(twin_bundle, weak)
+
+    def test_position_controlled_robot_refused(self, twin_bundle: Path) -> None:
+        with pytest.raises(BundleRobotMismatchError, match="'position'"):
+            load_bundle(twin_bundle, RobotExpectation(
+                read_contract(twin_bundle).action_joints, command_interface="position"))
+
+    def test_cli_check_against_the_twin(self, twin_bundle: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+        from pearl_robot.cli import main
+
+        assert main(["bundle", "check", str(twin_bundle), "--robot", "--ticks", "20"]) == 0
+        assert "robot fit (joint names, limits, period)" in capsys.readouterr().out
