@@ -513,6 +513,10 @@ class SerialBridge:
         with self._tx_lock:
             self._transport = transport
             self._tx_broken = False
+            try:  # end any partial frame the device was receiving (spec section 2)
+                transport.write(b"\x00")
+            except TransportError:
+                self._tx_broken = True
         self._splitter.reset()
         self.events["port_opens"] += 1
         self._begin_handshake(now, "port opened")

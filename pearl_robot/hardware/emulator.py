@@ -366,6 +366,7 @@ class FirmwareEmulator:
         self._plant_debt = 0.0
         self._delayed: list[tuple[float, int, bytes]] = []
         self._apply(np.zeros(len(self.joints)))
+        self.endpoint.write(b"\x00")  # end any frame the host was receiving when we reset
         self._emit(Fault(FaultCode.BOOT, Severity.INFO,
                          f"{self.config.device_name} booted (boot id {self.boot_id:08x})"))
 
