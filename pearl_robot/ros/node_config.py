@@ -175,10 +175,16 @@ class BridgeNodeConfig:
 
     port: str = "/dev/ttyACM0"
     """Serial port or pyserial URL (/dev/ttyACM0, loop://, socket://host:port, a pty path)."""
-    baudrate: int = 1_000_000
+    baudrate: int = 921_600
     """Baud rate (ignored by USB CDC devices and pseudo-terminals)."""
-    poll_period: float = 0.002
-    """How often the bridge reads the port and runs its watchdog, seconds."""
+    arm_on_start: bool = True
+    """Arm the device once the link is up, so the graph runs unattended; false: wait for the
+    /pearl/robot/arm service."""
+    rearm_after_reconnect: bool = False
+    """Re-arm by itself after a reconnect or a device reset; off: stay disarmed until
+    /pearl/robot/arm is called (a person checks the robot first)."""
+    check_joints: bool = True
+    """Refuse a device whose joint names differ from the robot model's (sim/ MJCF)."""
     diagnostics_period_s: float = 1.0
     """Period of the /diagnostics status (link state, frame and CRC errors, reconnects)."""
 
@@ -187,7 +193,6 @@ class BridgeNodeConfig:
             raise ConfigError("parameter 'port' must not be empty")
         if self.baudrate <= 0:
             raise ConfigError(f"parameter 'baudrate' must be > 0, got {self.baudrate}")
-        _positive("poll_period", self.poll_period)
         _positive("diagnostics_period_s", self.diagnostics_period_s)
 
 

@@ -1,0 +1,145 @@
+"""bridge_node: the robot's microcontroller on the graph, through the serial bridge.
+
+A thin adapter over :class:`pearl_robot.hardware.bridge.SerialBridge`, which owns the port on
+its own thread and makes every safety decision (handshake, watchdogs, e-stop latch, reconnect
+with backoff). This node only converts:
+
+- device STATE frames -> ``/joint_states`` (published from the bridge's reader thread the
+  moment a frame is decoded: no executor hop between the wire and DDS);
+- ``/pearl/command`` -> :meth:`SerialBridge.send_command` (device joint order);
+- ``/pearl/estop`` true -> :meth:`SerialBridge.estop`; false (what the policy publishes when
+  its clear service runs) -> :meth:`SerialBridge.clear_estop`;
+- ``/pearl/robot/arm`` and ``/pearl/robot/disarm`` (std_srvs/Trigger);
+- :meth:`SerialBridge.diagnostics` -> ``/diagnostics`` (link state, frame/CRC errors,
+  reconnects, round-trip time, device faults).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64MultiArray
+from std_srvs.srv import Trigger
+
+from pearl_robot.hardware.bridge import BridgeConfig, JointStateSample, LinkState, SerialBridge
+from pearl_robot.hardware.errors import CommandError
+from pearl_robot.hardware.transport import SerialConfig, serial_factory
+from pearl_robot.ros import graph, qos
+from pearl_robot.ros.conversions import (
+    ConversionError,
+    command_from_msg,
+    diagnostic_array,
+    diagnostic_status,
+    joint_state_msg,
+)
+from pearl_robot.ros.node_config import BridgeNodeConfig
+from pearl_robot.ros.node_main import run_node
+from pearl_robot.ros.params import DeclaredConfig
+
+
+class BridgeNode(Node):
+    """SerialBridge <-> topics; the bridge's thread does all serial I/O."""
+
+    def __init__(self, node_name: str = "bridge_node", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self.params = DeclaredConfig(self, BridgeNodeConfig)
+        cfg: BridgeNodeConfig = self.params.value
+        expected = None
+        if cfg.check_joints:
+            from pearl_robot.twin.robot_spec import load_robot_spec
+
+            expected = load_robot_spec().joint_names
+        self.joint_pub = self.create_publisher(JointState, graph.JOINT_STATES,
+                                               qos.stream_publisher(0.05))
+        self.diag_pub = self.create_publisher(DiagnosticArray, graph.DIAGNOSTICS, qos.status())
+        self.bad_commands = 0
+        self.bridge = SerialBridge(
+            serial_factory(SerialConfig(url=cfg.port, baudrate=cfg.baudrate)),
+            BridgeConfig(expected_joints=expected,
+                         rearm_after_reconnect=cfg.rearm_after_reconnect),
+            on_state=self._on_state)
+        self._want_arm = cfg.arm_on_start
+        self.create_subscription(Float64MultiArray, graph.COMMAND, self._on_command,
+                                 qos.stream_subscription())
+        self.create_subscription(Bool, graph.ESTOP, self._on_estop, qos.latched())
+        self.create_service(Trigger, "/pearl/robot/arm", self._srv_arm)
+        self.create_service(Trigger, "/pearl/robot/disarm", self._srv_disarm)
+        self.create_timer(0.1, self._arm_when_ready)
+        self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics)
+        self.bridge.start()
+        self.get_logger().info(f"serial bridge on {cfg.port}")
+
+    # -- bridge thread -----------------------------------------------------------------------
+    def _on_state(self, sample: JointStateSample) -> None:
+        self.joint_pub.publish(joint_state_msg(sample.names, sample.position, sample.velocity,
+                                               sample.effort,
+                                               self.get_clock().now().to_msg()))
+
+    # -- executor callbacks ------------------------------------------------------------------
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        info = self.bridge.device_info
+        if info is None:
+            return
+        try:
+            effort = command_from_msg(msg, len(info.joint_names))
+            self.bridge.send_command(effort)
+        except (ConversionError, CommandError) as exc:
+            # The bridge has already sent the safe command for a CommandError.
+            self.bad_commands += 1
+            self.get_logger().warning(f"command refused: {exc}", throttle_duration_sec=1.0)
+
+    def _on_estop(self, msg: Bool) -> None:
+        if msg.data:
+            self.bridge.estop()
+            self.get_logger().error("e-stop latched on the device")
+        elif self.bridge.status().estop:
+            self.bridge.clear_estop()
+            self.get_logger().warning("e-stop cleared; the robot stays disarmed until armed")
+            self._want_arm = self.params.value.arm_on_start
+
+    def _arm_when_ready(self) -> None:
+        st = self.bridge.status()
+        if self._want_arm and st.link is LinkState.READY and not st.armed and not st.estop:
+            try:
+                self.bridge.arm()
+                self._want_arm = False
+            except CommandError as exc:
+                self.get_logger().warning(f"cannot arm: {exc}", throttle_duration_sec=5.0)
+
+    def _srv_arm(self, request: Trigger.Request, response: Trigger.Response
+                 ) -> Trigger.Response:
+        try:
+            self.bridge.arm()
+            response.success, response.message = True, "arming"
+        except CommandError as exc:
+            response.success, response.message = False, str(exc)
+        return response
+
+    def _srv_disarm(self, request: Trigger.Request, response: Trigger.Response
+                    ) -> Trigger.Response:
+        self._want_arm = False
+        self.bridge.disarm()
+        response.success, response.message = True, "disarmed"
+        return response
+
+    def _publish_diagnostics(self) -> None:
+        d = self.bridge.diagnostics()
+        values = dict(d.values)
+        values["bad_commands"] = str(self.bad_commands)
+        status = diagnostic_status(f"{self.get_name()}: serial link", self.params.value.port,
+                                   d.level, d.message, values)
+        self.diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), [status]))
+
+    def destroy_node(self) -> None:
+        """Safe command, disarm, close the port."""
+        try:
+            self.bridge.stop()
+        finally:
+            super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(BridgeNode, args)
