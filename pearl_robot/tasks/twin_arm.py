@@ -21,6 +21,7 @@ robot's computer; :meth:`TwinArmFamily.make_env` imports the twin lazily.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -56,12 +57,15 @@ def twin_arm_reward(position: np.ndarray, velocity: np.ndarray, effort: np.ndarr
                     goal_qpos: np.ndarray, effort_max: np.ndarray,
                     velocity_max: np.ndarray) -> tuple[float, dict[str, float]]:
     """Reward and its parts from one measured joint state and the command that led to it."""
-    distance = float(np.linalg.norm(np.asarray(position) - np.asarray(goal_qpos)))
-    effort_cost = float(np.sum((np.asarray(effort) / effort_max) ** 2))
-    overspeed = float(np.sum(np.maximum(0.0, np.abs(velocity) - velocity_max)))
+    diff = np.asarray(position, dtype=np.float64) - goal_qpos
+    distance = math.sqrt(float(diff @ diff))
+    e = np.asarray(effort, dtype=np.float64) / effort_max
+    effort_cost = float(e @ e)
+    over = np.abs(velocity) - velocity_max
+    overspeed = float(over[over > 0.0].sum())
     parts = {"distance": -DISTANCE_WEIGHT * distance, "effort": -EFFORT_WEIGHT * effort_cost,
              "overspeed": -OVERSPEED_WEIGHT * overspeed}
-    return float(sum(parts.values())), parts
+    return parts["distance"] + parts["effort"] + parts["overspeed"], parts
 
 
 def twin_arm_reward_batch(position: np.ndarray, velocity: np.ndarray, effort: np.ndarray,

@@ -240,13 +240,15 @@ class ArmTwin:
         return self.data.site_xpos[self._ee_site].copy()
 
     def _measure(self) -> JointSample:
-        s = self.true_state()
+        d, dof = self.data, self.nominal.dof_ids
         n = self.spec.n_joints
+        pos = d.qpos[self.nominal.joint_ids]  # fancy indexing copies
+        vel = d.qvel[dof]
         if self._pos_std > 0:
-            s = s._replace(position=s.position + self._rng.normal(0.0, self._pos_std, n))
+            pos += self._rng.normal(0.0, self._pos_std, n)
         if self._vel_std > 0:
-            s = s._replace(velocity=s.velocity + self._rng.normal(0.0, self._vel_std, n))
-        return s
+            vel += self._rng.normal(0.0, self._vel_std, n)
+        return JointSample(pos, vel, d.qfrc_actuator[dof])
 
     def _vector(self, v: Any, what: str) -> np.ndarray:
         a = np.asarray(v, dtype=np.float64).reshape(-1)

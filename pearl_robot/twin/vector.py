@@ -38,12 +38,16 @@ class VectorStep(NamedTuple):
 
 
 def default_threads() -> int:
-    """One thread per core the process may use, at most 8."""
+    """1 on machines with fewer than 4 cores, else one per core (at most 8).
+
+    Measured (bench/bench_twin.py, docs/performance.md): on 2 shared cores a second thread
+    does not pay for the arm or cheetah (a control step is 40-100 us of physics, and the
+    GIL hand-offs eat the overlap); it pays for physics-heavy models on free cores."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
         cores = os.cpu_count() or 1
-    return max(1, min(8, cores))
+    return 1 if cores < 4 else min(8, cores)
 
 
 class VectorMetaEnv:
