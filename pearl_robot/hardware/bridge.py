@@ -225,6 +225,8 @@ class SerialBridge:
         self._stale_since: float | None = None
         self._backoff = self.config.backoff_initial_s
         self._reopen_at = now
+        self.last_command_seq: int | None = None
+        """Sequence number of the newest caller command sent (STATE.command_seq echoes it)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -352,6 +354,7 @@ class SerialBridge:
         if seq is None:
             return False
         self.rtt.sent(seq, now)
+        self.last_command_seq = seq
         return True
 
     def arm(self) -> None:
@@ -734,6 +737,12 @@ class SerialBridge:
             return
         if st.position.shape[0] != len(info.joints):
             self.counters.frames_bad["joint_count"] += 1
+            return
+        if not (np.all(np.isfinite(st.position)) and np.all(np.isfinite(st.velocity))
+                and np.all(np.isfinite(st.effort))):
+            # A sensor fault: never hand NaN joint states to the policy. Persisting, it
+            # starves the host watchdog, which then sends the safe command.
+            self.counters.frames_bad["non_finite_state"] += 1
             return
         if st.command_seq != NO_COMMAND:
             self.rtt.acked(st.command_seq, now)

@@ -311,7 +311,9 @@ def unpack_payload(msg_type: int, payload: bytes) -> Message:
         n, flags, cseq = _STATE_HEAD.unpack_from(payload)
         _joint_count(n, "state")
         _exact(payload, _STATE_HEAD.size + 12 * n, f"state ({n} joints)")
-        vals = np.frombuffer(payload, dtype=_F32, offset=_STATE_HEAD.size).astype(np.float64)
+        with np.errstate(invalid="ignore"):  # a signalling NaN stays NaN; callers check
+            vals = np.frombuffer(payload, dtype=_F32, offset=_STATE_HEAD.size).astype(
+                np.float64)
         return State(flags, cseq, vals[:n], vals[n:2 * n], vals[2 * n:])
     if msg_type == MsgType.COMMAND:
         if len(payload) < _COMMAND_HEAD.size:
@@ -321,8 +323,9 @@ def unpack_payload(msg_type: int, payload: bytes) -> Message:
         if mode != COMMAND_INTERFACE_EFFORT:
             raise MalformedPayloadError(f"command mode {mode} is not 0 (effort)")
         _exact(payload, _COMMAND_HEAD.size + 4 * n, f"command ({n} joints)")
-        return Command(np.frombuffer(payload, dtype=_F32, offset=_COMMAND_HEAD.size)
-                       .astype(np.float64))
+        with np.errstate(invalid="ignore"):
+            return Command(np.frombuffer(payload, dtype=_F32, offset=_COMMAND_HEAD.size)
+                           .astype(np.float64))
     if msg_type == MsgType.HEARTBEAT:
         _exact(payload, _HEARTBEAT.size, "heartbeat")
         ident, flags, _, _ = _HEARTBEAT.unpack(payload)

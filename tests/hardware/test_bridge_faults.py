@@ -105,6 +105,14 @@ def test_frames_split_at_every_byte_boundary_through_the_pty(scripted) -> None:
     _no_internal_errors(bridge)
 
 
+def test_non_finite_states_are_counted_and_never_delivered(scripted) -> None:
+    dev, bridge, rec = scripted
+    dev.write(dev.state(float("nan")) + dev.state(0.5) + dev.state(float("inf")))
+    assert wait_until(lambda: bridge.counters.frames_bad["non_finite_state"] == 2)
+    assert rec.positions() == [0.5]
+    _no_internal_errors(bridge)
+
+
 def test_duplicated_and_reordered_sequence_numbers_are_never_applied(scripted) -> None:
     dev, bridge, rec = scripted
     base = dev.seq
