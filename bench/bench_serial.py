@@ -4,12 +4,16 @@ Everything runs through real pseudo-terminals, with the device in a separate pro
 microcontroller is), and every latency is reported next to its floor measured in the same run:
 
 1. ``rtt``: command -> state round trip. Floor: a bare pty echo of the same command bytes (a
-   child process reads the pty master and writes the bytes back; the host writes and reads
-   with pyserial, nothing else). Measured: (a) ``SerialBridge.send_command`` until the STATE
-   whose ``command_seq`` is that command arrives through the bridge's reader thread, with
-   ``pearl-robot emulate`` (the MuJoCo twin) as the device; (b) the same exchange with the
-   host doing the codec synchronously in one thread (no bridge), which separates protocol
-   cost from the bridge's thread hand-off. Goal: (a) median <= 2x the echo median.
+   child process reads the pty master and writes the bytes back; the host writes and reads,
+   nothing else). Measured, each against two devices in a child process -- ``pearl-robot
+   emulate`` (the MuJoCo twin, Python) and a minimal "reflector" (answers each COMMAND with a
+   STATE, standing in for a microcontroller's microsecond processing):
+   (a) ``bridge``: ``SerialBridge.send_command`` until the STATE naming that command reaches
+   the ``on_state`` callback in the bridge's reader thread (where the ROS node publishes it);
+   ``(caller woken)`` adds waking the calling thread; (b) ``sync``: the host does the codec
+   in one thread, no bridge, which separates protocol cost from thread hand-offs. All cases
+   run interleaved in blocks so load changes on the shared machine hit them alike. Goal:
+   bridge median <= 2x the echo median.
 2. ``rate_1khz``: commands at 1 kHz on absolute deadlines through the bridge to the emulator
    for ``--seconds``; reports achieved rate, lost commands (sent but never echoed in a STATE),
    device -> host sequence gaps, bad frames on both ends.
@@ -247,9 +251,13 @@ class BridgeCase:
         self.bridge.start()
         self.bridge.wait_ready(20.0)
         self.effort = np.array([0.2, -0.3, 0.1])
+        self.t_state = 0.0
+        self.woken: list[float] = []
+        """Round trips until the calling thread is awake again (adds one thread hand-off)."""
 
     def _on_state(self, sample) -> None:
         if sample.command_seq == self.want:
+            self.t_state = time.perf_counter()
             self.done.set()
 
     def begin_block(self) -> None:
@@ -264,7 +272,8 @@ class BridgeCase:
         self.bridge.send_command(self.effort)
         if not self.done.wait(1.0):
             return None
-        return time.perf_counter() - t0
+        self.woken.append(time.perf_counter() - t0)
+        return self.t_state - t0
 
     def close(self) -> None:
         self.bridge.stop()
@@ -336,6 +345,9 @@ def bench_rtt(n: int, payload: bytes, block: int = 25) -> dict[str, list[float]]
     finally:
         for case in cases.values():
             case.close()
+    for name, case in cases.items():
+        if isinstance(case, BridgeCase):
+            out[f"{name} (caller woken)"] = case.woken[2 * block:]
     out["_missing"] = dict(missing)  # type: ignore[assignment]
     return out
 
