@@ -1,9 +1,13 @@
-"""Control-loop quality: what a node reports on /diagnostics about its own timer (no rclpy).
+"""Control-loop quality: what the policy reports on /diagnostics about its own schedule.
 
-A tick is *late* when it starts more than one period after its deadline (the k-th deadline is
-``start + k * period``, the absolute schedule an rcl timer keeps): that tick's command left a
-whole period late, which is what the bench counts against a goal of zero. *Jitter* is the
-deviation of the interval between two ticks from the nominal period.
+The schedule is a grid of control periods ``[origin + w*P, origin + (w+1)*P)`` fixed when the
+node starts (absolute: nothing accumulates drift). Each period gets exactly one tick: the
+first fresh state in it triggers the tick, or the timer at the period's end does. A tick is
+*late* when it happens more than one period after its period ended, and a period that got no
+tick at all (the executor was stalled through it) counts as late too: "ticks later than one
+period" in the benchmark. *Jitter* is the deviation of the interval between two ticks from P.
+
+No rclpy: plain numbers in seconds, so it is tested without ROS.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ class LoopSummary(NamedTuple):
     ticks: int
     """Ticks since start."""
     late: int
-    """Ticks since start that began more than one period after their deadline."""
+    """Periods since start whose tick came more than a period after the period ended, or
+    never came."""
     period_mean: float
     """Mean interval between ticks in the window."""
     jitter_p99: float
@@ -43,45 +48,58 @@ def _pct(values: collections.deque[float], q: float) -> float:
 
 
 class LoopStats:
-    """Per-tick bookkeeping over a sliding window (O(1) per tick; summaries cost O(window))."""
+    """The period grid plus per-tick bookkeeping over a sliding window of ticks."""
 
     def __init__(self, period: float, window: int = 200) -> None:
         self.period = period
+        self.origin = 0.0
         self.ticks = 0
         self.late = 0
-        self._origin: float | None = None
-        self._last_start: float | None = None
+        self.last_period: int | None = None
+        self._last_time: float | None = None
         self._intervals: collections.deque[float] = collections.deque(maxlen=window)
         self._work: collections.deque[float] = collections.deque(maxlen=window)
         self._obs_age: collections.deque[float] = collections.deque(maxlen=window)
 
-    def restart(self, now: float) -> None:
-        """A new schedule begins at ``now`` (timer recreated, sim time jumped back)."""
-        self._origin = now
-        self._last_start = None
+    def start(self, origin: float) -> None:
+        """The grid starts at ``origin`` (the timer's creation time on the node clock)."""
+        self.origin = origin
+        self.last_period = None
+        self._last_time = None
 
-    def tick_started(self, now: float) -> bool:
-        """Record a tick start; True when it is late by more than a period, i.e. a deadline
-        passed without a tick (two or more deadlines since the previous tick)."""
-        if self._origin is None or (self._last_start is not None and now < self._last_start):
-            self.restart(now)
-        assert self._origin is not None
-        late = False
-        if self._last_start is not None:
-            self._intervals.append(now - self._last_start)
-            eps = 1e-4 * self.period
-            passed = (math.floor((now - self._origin + eps) / self.period)
-                      - math.floor((self._last_start - self._origin + eps) / self.period))
-            late = passed >= 2
+    def period_of(self, now: float) -> int:
+        """Index of the control period that contains ``now``."""
+        return math.floor((now - self.origin) / self.period + 1e-6)
+
+    def period_ended_at(self, now: float) -> int:
+        """Index of the period whose end is nearest ``now`` (what a timer firing closes)."""
+        return round((now - self.origin) / self.period) - 1
+
+    def due(self, index: int) -> bool:
+        """Whether period ``index`` has not had its tick yet."""
+        return self.last_period is None or index > self.last_period
+
+    def tick(self, now: float, index: int) -> int:
+        """Record the tick of period ``index`` at ``now``; returns how many periods became
+        late with it (skipped periods plus this one if it is late)."""
+        if self._last_time is not None and now < self._last_time:  # clock went back
+            self.start(self.origin)
+        late = 0
+        if self.last_period is not None:
+            late += max(0, index - self.last_period - 1)
+        if now > self.origin + (index + 2) * self.period + 1e-9:
+            late += 1
+        if self._last_time is not None:
+            self._intervals.append(now - self._last_time)
         self.ticks += 1
-        if late:
-            self.late += 1
-        self._last_start = now
+        self.late += late
+        self.last_period = index
+        self._last_time = now
         return late
 
     def tick_finished(self, work_s: float, obs_age_s: float | None) -> None:
         self._work.append(work_s)
-        if obs_age_s is not None:
+        if obs_age_s is not None and math.isfinite(obs_age_s):
             self._obs_age.append(obs_age_s)
 
     def summary(self) -> LoopSummary:

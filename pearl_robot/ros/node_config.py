@@ -67,6 +67,10 @@ class PolicyNodeConfig:
     """Transitions kept in the online belief (bounded context); 0: the bundle's default."""
     seed: int = 0
     """Seed of the node's random generator (z samples, stochastic actions)."""
+    tick_on_state: bool = True
+    """Tick as soon as a fresh /joint_states arrives in the control period (command latency:
+    one DDS hop plus inference); the timer ticks at the period's end when none came. False:
+    tick only on the timer, at each period's end (obs age up to a period)."""
     stale_obs_s: float = 0.1
     """A /joint_states older than this at a tick gives the safe command (zero effort)."""
     reset_service: str = "/pearl/robot/reset"

@@ -105,6 +105,7 @@ class PolicyNode(Node):
             raise ConfigError("no model bundle: set the policy_node 'bundle' parameter "
                               "(launch argument bundle:=DIR)")
         self.rng = np.random.default_rng(cfg.seed)
+        self._tick_on_state = cfg.tick_on_state
         self.runtime = PolicyRuntime(cfg.bundle, self._runtime_config(cfg), rng=self.rng)
         contract = self.runtime.bundle.contract
         self.contract = contract
@@ -147,6 +148,8 @@ class PolicyNode(Node):
         self._last_send = -math.inf
         self._swap_reported: str | None = None
         self.published_transitions = 0
+        self.commands_sent = 0
+        self.timer_at = -math.inf
         self.safe_ticks = 0
         self.faults: dict[str, int] = {}
         self.stats = LoopStats(self.period)
@@ -170,7 +173,9 @@ class PolicyNode(Node):
         self.create_service(Trigger, "/pearl/clear_estop", self._srv_clear_estop)
         self.reset_client = (self.create_client(Trigger, cfg.reset_service)
                              if cfg.reset_service else None)
-        self.timer = self.create_timer(self.period, self._tick)
+        # The period grid starts now; the timer fires at every period's end.
+        self.stats.start(self._now())
+        self.timer = self.create_timer(self.period, self._on_timer)
         self.diag_timer = self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics)
         self.get_logger().info(
             f"bundle {self.runtime.bundle.sha256[:12]} ({family_name}, latent "
@@ -232,8 +237,21 @@ class PolicyNode(Node):
             self._obs_errors += 1
             self.get_logger().warning(str(exc), throttle_duration_sec=2.0)
             return
-        self._obs_received = self._now()
+        now = self._now()
+        self._obs_received = now
         self._obs_stamp = stamp_to_sec(msg.header.stamp)
+        if self._tick_on_state:
+            index = self.stats.period_of(now)
+            if self.stats.due(index):
+                self._tick(now, index)
+
+    def _on_timer(self) -> None:
+        """End of a control period: tick now if no fresh state came during it."""
+        now = self._now()
+        self.timer_at = now
+        index = self.stats.period_ended_at(now)
+        if self.stats.due(index):
+            self._tick(now, index)
 
     def _on_estop(self, msg: Bool) -> None:
         if msg.data and not self.estop:
@@ -241,7 +259,7 @@ class PolicyNode(Node):
             self.get_logger().error("e-stop: holding the safe command until "
                                     "/pearl/clear_estop is called")
             self._abort_episode("estop")
-            self.command_pub.publish(command_msg(self.runtime.safe_command))
+            self._send(self.runtime.safe_command)
 
     # ------------------------------------------------------------------ services
     def _srv_reset_belief(self, request: Trigger.Request, response: Trigger.Response
@@ -389,14 +407,18 @@ class PolicyNode(Node):
         self._reset_future = None
 
     # ------------------------------------------------------------------ the tick
+    def _send(self, command: np.ndarray) -> None:
+        self.command_pub.publish(command_msg(command))
+        self.commands_sent += 1
+
     def _publish_safe(self) -> None:
-        self.command_pub.publish(command_msg(self.runtime.safe_command))
+        self._send(self.runtime.safe_command)
         self.safe_ticks += 1
 
-    def _tick(self) -> None:
+    def _tick(self, now: float, index: int) -> None:
+        """The one tick of control period ``index``."""
         t0 = time.perf_counter()
-        now = self._now()
-        self.stats.tick_started(now)
+        self.stats.tick(now, index)
         age = None if self._obs_received is None else now - self._obs_received
         try:
             self._tick_state(now, age)
@@ -458,7 +480,7 @@ class PolicyNode(Node):
         result = self.runtime.tick(obs if obs is not None else np.full(
             self.contract.obs_dim, np.nan), reward, obs_age=age if age is not None else math.inf)
         self.episode_ticks += 1
-        self.command_pub.publish(command_msg(result.command))
+        self._send(result.command)
         self.belief_pub.publish(belief_msg(result.belief_mean, result.belief_var,
                                            result.context_size))
         if result.safe:
@@ -526,7 +548,7 @@ class PolicyNode(Node):
             if self.context.ok():
                 if self.state == "running":
                     self._abort_episode("shutdown")
-                self.command_pub.publish(command_msg(self.runtime.safe_command))
+                self._send(self.runtime.safe_command)
         finally:
             self.runtime.close()
             super().destroy_node()

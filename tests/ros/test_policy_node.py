@@ -69,7 +69,7 @@ class ScriptedRobot:
 @pytest.fixture
 def policy_setup(ros_context, untrained_bundle: Path, tmp_path: Path):  # noqa: ANN001, ANN201
     pf = params_file(tmp_path, {"policy_node": {
-        "episode_steps": 1000, "reset_hold_s": 0.0, "stale_obs_s": 0.1, "tasks": "100",
+        "episode_steps": 1000, "reset_hold_s": 0.0, "stale_obs_s": 0.12, "tasks": "100",
         "use_sim_time": True}})
     specs = build_graph({"robot": "serial", "bundle": str(untrained_bundle),
                          "params_file": pf, "dataset_dir": str(tmp_path / "ds")})
@@ -80,19 +80,27 @@ def policy_setup(ros_context, untrained_bundle: Path, tmp_path: Path):  # noqa: 
     policy = g.node("policy_node")
     assert g.spin_until(lambda: robot.js_pub.get_subscription_count() > 0
                         and robot.clock_pub.get_subscription_count() > 0
-                        and robot.node.count_publishers(graph.COMMAND) > 0, 10.0)
+                        and policy.command_pub.get_subscription_count() > 0
+                        and policy.transition_pub.get_subscription_count() > 0, 10.0)
+    assert policy.commands_sent == 0  # no tick before sim time starts
 
-    def step(msg: JointState | None = "default", timeout: float = 5.0) -> np.ndarray:  # noqa: ANN001
-        """Advance sim time one period (publishing ``msg`` unless None) -> that tick's
-        command."""
+    def step(msg: JointState | None | str = "default", timeout: float = 5.0
+             ) -> list[np.ndarray]:
+        """Advance sim time one period, publishing ``msg`` (None: no state this period);
+        the commands the policy sent during it (the period-end timer's tick, if the previous
+        period had no state, then the state's tick)."""
         robot.t_ns += PERIOD_NS
+        t = robot.t_ns * 1e-9 - 1e-9
         n = len(robot.commands)
         robot.publish_clock()
+        assert g.spin_until(lambda: policy.timer_at >= t, timeout), "timer did not fire"
         if msg is not None:
+            errors = policy._obs_errors
             robot.js_pub.publish(robot.joint_state() if isinstance(msg, str) else msg)
-            # let the state arrive before the timer of this instant fires
-        assert g.spin_until(lambda: len(robot.commands) > n, timeout), "no command this tick"
-        return robot.commands[-1]
+            assert g.spin_until(lambda: (policy._obs_received or 0.0) >= t
+                                or policy._obs_errors > errors, timeout), "state not taken"
+        assert g.spin_until(lambda: len(robot.commands) == policy.commands_sent, timeout)
+        return robot.commands[n:]
 
     yield g, policy, robot, step
     robot.node.destroy_node()
@@ -108,36 +116,46 @@ def _start(policy, step) -> None:  # noqa: ANN001
     raise AssertionError(f"policy did not start an episode (state {policy.state})")
 
 
+def _flat(steps: list[list[np.ndarray]]) -> list[np.ndarray]:
+    return [c for cmds in steps for c in cmds]
+
+
 def test_stale_joint_states_give_the_safe_command_within_one_tick(policy_setup) -> None:  # noqa: ANN001
     g, policy, robot, step = policy_setup
     _start(policy, step)
     active = [step() for _ in range(5)]
-    assert any(np.any(c != 0.0) for c in active), "untrained policy should command non-zero"
-    # /joint_states stops. Ages at the next ticks: 0.05, 0.10 (<= stale_obs_s), 0.15 (stale).
+    assert all(len(c) == 1 for c in active), "one state-triggered tick per period"
+    assert any(np.any(c != 0.0) for c in _flat(active)), "untrained policy commands non-zero"
+    # /joint_states stops. The period of the last state already ticked; the next periods
+    # tick at their end with the newest state, aged 0.10 (<= stale_obs_s 0.12: trusted),
+    # then 0.15, 0.20, ... (stale: the safe command from that tick on).
     after = [step(msg=None) for _ in range(6)]
-    assert np.any(after[0] != 0.0) or np.any(after[1] != 0.0)
-    for c in after[2:]:
+    assert [len(c) for c in after] == [0, 1, 1, 1, 1, 1]
+    assert np.any(after[1][0] != 0.0)
+    for c in _flat(after[2:]):
         np.testing.assert_array_equal(c, np.zeros(3))
     assert policy.faults.get("obs_stale", 0) >= 4
-    # fresh states: control resumes on the next tick
+    # fresh states: control resumes at once (the state's own tick)
     resumed = step()
-    assert np.any(resumed != 0.0)
+    assert np.any(resumed[-1] != 0.0)
 
 
 def test_nan_and_malformed_observations_do_not_kill_the_node(policy_setup) -> None:  # noqa: ANN001
     g, policy, robot, step = policy_setup
     _start(policy, step)
     bad = robot.joint_state(np.array([np.nan, 0.3, -0.2]))
-    np.testing.assert_array_equal(step(bad), np.zeros(3))
+    (cmd,) = step(bad)
+    np.testing.assert_array_equal(cmd, np.zeros(3))
     assert policy.faults.get("obs_nonfinite", 0) == 1
     n_transitions = len(robot.transitions)
     missing = robot.joint_state(names=("base_yaw", "shoulder"))  # elbow missing
-    step(missing)  # refused by the reader; the previous (NaN) sample is still the newest
+    assert step(missing) == []  # refused by the reader: no state-triggered tick
     assert policy._obs_errors == 1
-    good = [step() for _ in range(4)]
+    good = _flat([step() for _ in range(4)])
+    np.testing.assert_array_equal(good[0], np.zeros(3))  # the period with only the bad msg
     assert np.any(good[-1] != 0.0)
     g.spin_until(lambda: False, 0.2)
-    # no transition with a non-finite observation was published
+    # transitions went on, and none carries a non-finite observation
     assert len(robot.transitions) > n_transitions
     assert all(np.all(np.isfinite(t[:6])) for t in robot.transitions)
 
@@ -147,11 +165,12 @@ def test_estop_holds_until_cleared_by_the_service(policy_setup) -> None:  # noqa
     _start(policy, step)
     robot.estop_pub.publish(Bool(data=True))
     assert g.spin_until(lambda: policy.estop, 5.0)
-    for _ in range(5):
-        np.testing.assert_array_equal(step(), np.zeros(3))
+    for c in _flat([step() for _ in range(5)]):
+        np.testing.assert_array_equal(c, np.zeros(3))
     robot.estop_pub.publish(Bool(data=False))  # a false on the topic does not clear it
-    for _ in range(5):
-        np.testing.assert_array_equal(step(), np.zeros(3))
+    g.spin_until(lambda: False, 0.2)
+    for c in _flat([step() for _ in range(5)]):
+        np.testing.assert_array_equal(c, np.zeros(3))
     assert policy.estop
     run = robot.node.create_client(SetBool, "/pearl/run_episodes")
     clear = robot.node.create_client(Trigger, "/pearl/clear_estop")
@@ -161,7 +180,7 @@ def test_estop_holds_until_cleared_by_the_service(policy_setup) -> None:  # noqa
     fut = clear.call_async(Trigger.Request())
     assert g.spin_until(fut.done, 5.0) and fut.result().success
     assert not policy.estop
-    commands = [step() for _ in range(10)]
+    commands = _flat([step() for _ in range(10)])
     assert any(np.any(c != 0.0) for c in commands), "control did not resume after clearing"
 
 
@@ -181,13 +200,13 @@ def test_bad_bundle_on_hot_swap_is_refused_and_control_continues(
     assert result.successful
     commands = []
     for _ in range(40):
-        commands.append(step())
+        commands += step()
         if policy.runtime.swap_status().state == "failed" and \
                 policy.get_parameter("bundle").value == original:
             break
     status = policy.runtime.swap_status()
     assert status.state == "failed" and "actor.onnx" in status.message
     assert policy.get_parameter("bundle").value == original
-    commands += [step() for _ in range(5)]
-    assert len(commands) >= 5 and any(np.any(c != 0.0) for c in commands[-5:])
+    commands += _flat([step() for _ in range(5)])
+    assert any(np.any(c != 0.0) for c in commands[-5:])
     assert policy.runtime.bundle.sha256 == running
