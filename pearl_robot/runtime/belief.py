@@ -26,6 +26,8 @@ import numpy as np
 class OnlineBelief:
     """Running product-of-Gaussians posterior with a bounded context (see module doc).
 
+    Each factor is kept in natural parameters ``[precision, precision * mean]`` (a [2, latent]
+    array), so adding, decaying and removing one are a handful of in-place vector operations.
     Arrays returned by :attr:`mean` and :attr:`var` are owned by this object and updated in
     place by :meth:`add`; copy them to keep a value.
     """
@@ -44,20 +46,20 @@ class OnlineBelief:
         self.latent_dim = latent_dim
         self.window = window
         self.forgetting = float(forgetting)
+        self._decay = self.forgetting < 1.0
         self.include_prior = include_prior
-        self._prec_sum = np.zeros(latent_dim)
-        self._wmean_sum = np.zeros(latent_dim)
+        self._sums = np.zeros((2, latent_dim))  # [sum w/var, sum w*mu/var]
+        self._nat = np.zeros((2, latent_dim))  # scratch: the factor being added
+        self._old = np.zeros((2, latent_dim))  # scratch: the weighted factor leaving
         self._mean = np.zeros(latent_dim)
         self._var = np.ones(latent_dim)
         self._tmp = np.empty(latent_dim)
         self._count = 0  # factors currently in the context (<= window)
-        self._added = 0  # factors added since the last reset
         if window is not None:
-            self._ring_prec = np.zeros((window, latent_dim))
-            self._ring_wmean = np.zeros((window, latent_dim))
+            self._ring = np.zeros((window, 2, latent_dim))
             self._head = 0  # slot the next factor goes to (= the oldest when full)
             self._since_resum = 0
-            # weight of a factor that is k steps old is lam**k; oldest in a full window: W-1
+            # weight of a factor that is k steps old is lam**k; the one leaving has lam**W
             self._lam_w = self.forgetting ** window
             self._age_weights = self.forgetting ** np.arange(window, dtype=np.float64)
         self.reset()
@@ -65,13 +67,10 @@ class OnlineBelief:
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
         """Forget every factor: the belief is the prior again (a task change, a new model)."""
-        self._prec_sum[:] = 0.0
-        self._wmean_sum[:] = 0.0
+        self._sums[:] = 0.0
         self._count = 0
-        self._added = 0
         if self.window is not None:
-            self._ring_prec[:] = 0.0
-            self._ring_wmean[:] = 0.0
+            self._ring[:] = 0.0
             self._head = 0
             self._since_resum = 0
         self._refresh()
@@ -103,39 +102,44 @@ class OnlineBelief:
     @property
     def precision_sum(self) -> np.ndarray:
         """sum_i w_i / var_i (read-only use)."""
-        return self._prec_sum
+        return self._sums[0]
 
     # ------------------------------------------------------------------ update
     def add(self, mu: np.ndarray, var: np.ndarray) -> None:
         """Multiply one factor N(mu, var) into the belief. ``var`` must be finite and > 0
         (the caller checks; the encoder clamps it at the contract's var_floor)."""
-        tmp = self._tmp
-        np.reciprocal(var, out=tmp)  # precision of the new factor
-        lam = self.forgetting
-        if lam < 1.0:
-            self._prec_sum *= lam
-            self._wmean_sum *= lam
+        nat = self._nat
+        np.reciprocal(var, out=nat[0])
+        np.multiply(nat[0], mu, out=nat[1])
+        self.add_natural(nat)
+
+    def add_natural(self, nat: np.ndarray) -> None:
+        """Multiply in one factor given as ``[1/var, mu/var]`` ([2, latent], finite, first
+        row > 0). The control path computes these in place and calls this directly."""
+        sums = self._sums
+        if self._decay:
+            sums *= self.forgetting
         if self.window is None:
-            self._prec_sum += tmp
-            self._wmean_sum += tmp * mu
+            sums += nat
             self._count += 1
         else:
             h = self._head
-            full = self._count == self.window
-            if full:  # the oldest factor (weight lam**W after the decay above) leaves
-                self._prec_sum -= self._lam_w * self._ring_prec[h]
-                self._wmean_sum -= self._lam_w * self._ring_wmean[h]
-            self._ring_prec[h] = tmp
-            np.multiply(tmp, mu, out=self._ring_wmean[h])
-            self._prec_sum += tmp
-            self._wmean_sum += self._ring_wmean[h]
-            self._head = (h + 1) % self.window
-            if not full:
+            slot = self._ring[h]
+            if self._count == self.window:  # the oldest factor leaves
+                if self._decay:
+                    np.multiply(slot, self._lam_w, out=self._old)
+                    sums -= self._old
+                else:
+                    sums -= slot
+            else:
                 self._count += 1
+            slot[...] = nat
+            sums += nat
+            h += 1
+            self._head = 0 if h == self.window else h
             self._since_resum += 1
             if self._since_resum >= self.window:
                 self._resum()
-        self._added += 1
         self._refresh()
 
     def _resum(self) -> None:
@@ -144,9 +148,8 @@ class OnlineBelief:
         assert W is not None
         # slot of the factor that is k steps old: (head - 1 - k) mod W
         idx = (self._head - 1 - np.arange(n)) % W
-        w = self._age_weights[:n, None]
-        self._prec_sum[:] = (w * self._ring_prec[idx]).sum(axis=0)
-        self._wmean_sum[:] = (w * self._ring_wmean[idx]).sum(axis=0)
+        w = self._age_weights[:n, None, None]
+        self._sums[:] = (w * self._ring[idx]).sum(axis=0)
         self._since_resum = 0
 
     def _refresh(self) -> None:
@@ -154,6 +157,9 @@ class OnlineBelief:
             self._mean[:] = 0.0  # empty context: the prior N(0, I)
             self._var[:] = 1.0
             return
-        np.add(self._prec_sum, 1.0 if self.include_prior else 0.0, out=self._tmp)
-        np.reciprocal(self._tmp, out=self._var)
-        np.multiply(self._var, self._wmean_sum, out=self._mean)
+        if self.include_prior:
+            np.add(self._sums[0], 1.0, out=self._tmp)
+            np.reciprocal(self._tmp, out=self._var)
+        else:
+            np.reciprocal(self._sums[0], out=self._var)
+        np.multiply(self._var, self._sums[1], out=self._mean)

@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -604,23 +605,33 @@ def run_golden(actor: Any, encoder: Any, golden: dict[str, np.ndarray], contract
                _golden_compare("encoder.var", var, golden["encoder_var"], atol, rtol))
 
 
-def load_bundle(bundle_dir: str | Path, robot: RobotExpectation | None = None) -> Bundle:
+def load_bundle(bundle_dir: str | Path, robot: RobotExpectation | None = None,
+                yield_point: Callable[[], None] | None = None) -> Bundle:
     """Load and fully validate a bundle: contract, file hashes, robot fit, graph I/O, golden.
 
     The checks run cheapest first, so a wrong robot or a corrupt file is reported before any
-    graph is loaded. Raises a :class:`BundleError` subclass naming the first problem."""
+    graph is loaded. Raises a :class:`BundleError` subclass naming the first problem.
+
+    ``yield_point`` is called before each step that holds the GIL for milliseconds (creating
+    an onnxruntime session does): a hot-swap validation thread uses it to wait until a control
+    tick has just finished, so the step runs in the idle part of the control period."""
+    step = yield_point or (lambda: None)
     bundle_dir = Path(bundle_dir)
+    step()
     contract = read_contract(bundle_dir)
     check_files(bundle_dir, contract)
     if robot is not None:
         check_robot(contract, robot)
+    step()
     actor = _session(bundle_dir / ACTOR_FILE)
+    step()
     encoder = _session(bundle_dir / ENCODER_FILE)
     o, a, L, c = contract.obs_dim, contract.action_dim, contract.latent_dim, contract.context_dim
     _check_io(actor, ACTOR_FILE, "input", {"obs": o, "z": L, "eps": a})
     _check_io(actor, ACTOR_FILE, "output", {"action_mean": a, "action_sample": a})
     _check_io(encoder, ENCODER_FILE, "input", {"transition": c})
     _check_io(encoder, ENCODER_FILE, "output", {"mu": L, "var": L})
+    step()
     golden = _load_golden(bundle_dir / GOLDEN_FILE, contract)
     err = run_golden(actor, encoder, golden, contract)
     return Bundle(bundle_dir, contract, actor, encoder, err)

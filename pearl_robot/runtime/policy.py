@@ -62,8 +62,17 @@ from pearl_robot.runtime.bundle import (
     load_bundle,
 )
 from pearl_robot.runtime.safety import ActionSafety
+from pearl_robot.runtime.session import BoundGraph
 
 ZSchedule = Literal["episode", "step_mean", "fixed"]
+_isfinite = math.isfinite
+
+
+def _to_float(x: Any) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
 
 # fault reasons (TickResult.reason is a comma-joined list of these)
 OBS_SHAPE = "obs_shape"
@@ -242,15 +251,27 @@ class _Model:
         self.z32 = np.zeros((1, L), dtype=np.float32)
         self.eps32 = np.zeros((1, a), dtype=np.float32)
         self.row32 = np.zeros((1, c.context_dim), dtype=np.float32)
-        self.actor_feed = {"obs": self.obs32, "z": self.z32, "eps": self.eps32}
-        self.encoder_feed = {"transition": self.row32}
-        self.actor_outputs = [ACTOR_OUTPUTS[1] if cfg.stochastic_actions else ACTOR_OUTPUTS[0]]
-        self.encoder_outputs = list(ENCODER_OUTPUTS)
+        self.action_out = np.zeros((1, a), dtype=np.float32)
+        self.mu_out = np.zeros((1, L), dtype=np.float32)
+        self.var_out = np.ones((1, L), dtype=np.float32)
+        self.nat = np.zeros((2, L))  # the newest factor as [1/var, mu/var]
+        self.actor = BoundGraph(bundle.actor, {"obs": self.obs32, "z": self.z32,
+                                               "eps": self.eps32},
+                                {ACTOR_OUTPUTS[1] if cfg.stochastic_actions
+                                 else ACTOR_OUTPUTS[0]: self.action_out})
+        self.encoder = BoundGraph(bundle.encoder, {"transition": self.row32},
+                                  {ENCODER_OUTPUTS[0]: self.mu_out,
+                                   ENCODER_OUTPUTS[1]: self.var_out})
         self.slices: dict[str, slice] = {}
         start = 0
         for f in c.context_fields:
             self.slices[f.name] = slice(start, start + f.size)
             start += f.size
+        self.s_obs, self.s_action = self.slices["obs"], self.slices["action"]
+        self.i_reward = self.slices["reward"].start
+        self.s_next = self.slices.get("next_obs")
+        self.latent_dim = L
+        self.action_dim = a
         window = c.recommended_window if cfg.context_window is None else cfg.context_window
         self.belief = OnlineBelief(L, window or None, cfg.forgetting, c.includes_prior)
         md = None
@@ -304,6 +325,8 @@ class PolicyRuntime:
 
             check_robot(bundle.contract, robot)
         self._m = _Model(bundle, self.config)
+        self._step_mean = self.config.z_schedule == "step_mean"
+        self._stochastic = self.config.stochastic_actions
         self._episode = -1
         self._step = 0
         self._in_episode = False
@@ -317,6 +340,9 @@ class PolicyRuntime:
         self._pending: _Model | None = None
         self._swap = SwapStatus("idle", None, "", None)
         self._swap_thread: threading.Thread | None = None
+        # set at the end of every tick while a validation runs (see _after_tick)
+        self._tick_done = threading.Event()
+        self._validating = False
 
     # ------------------------------------------------------------------ properties
     @property
@@ -409,9 +435,11 @@ class PolicyRuntime:
         then enters the belief (no command is computed)."""
         m = self._m
         if self._in_episode and final_obs is not None and reward is not None:
-            valid, _ = self._read_obs(final_obs, None)
-            if valid:
-                self._update_belief(reward)
+            r = _to_float(reward)
+            if _isfinite(r):
+                self._ep_return += r
+            if not self._read_obs(final_obs, None):
+                self._update_belief(r)
         self._in_episode = False
         m.prev_valid = False
         return EpisodeSummary(self._episode, self._task if self._have_task else None,
@@ -420,95 +448,99 @@ class PolicyRuntime:
                               m.belief.var.copy(), m.bundle.sha256)
 
     # ------------------------------------------------------------------ the tick
-    def _read_obs(self, obs: Any, obs_age: float | None) -> tuple[bool, str]:
-        """Copy obs into the model's buffer; (valid, fault reason)."""
+    def _read_obs(self, obs: Any, obs_age: float | None) -> str:
+        """Copy a valid obs into the model's buffer; "" or the fault reason."""
         m = self._m
         try:
             arr = np.asarray(obs, dtype=np.float64)
         except (TypeError, ValueError):
-            return False, OBS_SHAPE
+            return OBS_SHAPE
         if arr.shape != m.obs.shape:
             if arr.size != m.obs.size:
-                return False, OBS_SHAPE
+                return OBS_SHAPE
             arr = arr.reshape(m.obs.shape)
-        if not np.isfinite(arr).all():
-            return False, OBS_NONFINITE
+        if not all(map(_isfinite, arr.tolist())):  # fastest check for a few entries
+            return OBS_NONFINITE
         if obs_age is not None and not (obs_age <= m.max_obs_age):  # NaN age is stale too
-            return False, OBS_STALE
+            return OBS_STALE
         m.obs[:] = arr
-        return True, ""
+        return ""
 
-    def _update_belief(self, reward: Any) -> str:
-        """Encode (prev obs, prev command, reward, obs) into the belief; fault reason or ""."""
+    def _update_belief(self, r: float) -> str:
+        """Encode (prev obs, prev command, r, obs) into the belief; "" or the fault."""
         m = self._m
         if not m.prev_valid:
             return ""
-        try:
-            r = float(reward)
-        except (TypeError, ValueError):
-            r = math.nan
-        self._ep_return += r if math.isfinite(r) else 0.0
-        if not math.isfinite(r):
+        if not _isfinite(r):
             return REWARD_NONFINITE
-        row, s = m.row32[0], m.slices
-        row[s["obs"]] = m.prev_obs
-        row[s["action"]] = m.prev_cmd
-        row[s["reward"]] = r
-        if "next_obs" in s:
-            row[s["next_obs"]] = m.obs
+        row = m.row32[0]
+        row[m.s_obs] = m.prev_obs
+        row[m.s_action] = m.prev_cmd
+        row[m.i_reward] = r
+        if m.s_next is not None:
+            row[m.s_next] = m.obs
         try:
-            mu, var = m.bundle.encoder.run(m.encoder_outputs, m.encoder_feed)
+            m.encoder.run()
         except Exception:  # noqa: BLE001 - the control loop must survive any inference error
             return ENCODER_ERROR
-        mu, var = mu[0], var[0]
-        if not (np.isfinite(mu).all() and np.isfinite(var).all() and (var > 0).all()):
+        var_l = m.var_out[0].tolist()
+        # NaN/inf anywhere or a variance <= 0: never multiplied in (checked before dividing)
+        if not (all(map(_isfinite, var_l)) and min(var_l) > 0.0
+                and all(map(_isfinite, m.mu_out[0].tolist()))):
             return ENCODER_NONFINITE
-        m.belief.add(mu, var)
+        nat = m.nat
+        np.reciprocal(m.var_out[0], out=nat[0])
+        np.multiply(nat[0], m.mu_out[0], out=nat[1])
+        if not all(map(_isfinite, nat[1].tolist())):  # |mu| / var overflowed
+            return ENCODER_NONFINITE
+        m.belief.add_natural(nat)
         return ""
 
     def tick(self, obs: Any, reward: float | None = None, obs_age: float | None = None
              ) -> TickResult:
         """One control tick (see module doc). Never raises for bad data."""
-        t0 = time.perf_counter()
+        pc = time.perf_counter
+        t0 = pc()
         if not self._in_episode:
             self.begin_episode()
         m = self._m
         reasons: list[str] = []
-        valid, why = self._read_obs(obs, obs_age)
-        if not valid:
+        why = self._read_obs(obs, obs_age)
+        valid = not why
+        if why:
             reasons.append(why)
         t_enc = 0.0
-        if valid and reward is not None and self._step > 0:
-            t1 = time.perf_counter()
-            why = self._update_belief(reward)
-            t_enc = time.perf_counter() - t1
-            if why:
-                reasons.append(why)
-        elif reward is not None and self._step > 0:
-            try:
-                r = float(reward)
-                self._ep_return += r if math.isfinite(r) else 0.0
-            except (TypeError, ValueError):
-                pass
-        if self.config.z_schedule == "step_mean":
+        if reward is not None and self._step > 0:
+            r = _to_float(reward)
+            if _isfinite(r):
+                self._ep_return += r
+            if valid:
+                t1 = pc()
+                why = self._update_belief(r)
+                t_enc = pc() - t1
+                if why:
+                    reasons.append(why)
+        if self._step_mean:
             m.z[:] = m.belief.mean
             m.z32[0] = m.z
         t_act = 0.0
         limited = False
         safe = True
         if valid:
-            t2 = time.perf_counter()
+            t2 = pc()
             m.obs32[0] = m.obs
-            if self.config.stochastic_actions:
-                m.eps32[0] = self.rng.standard_normal(m.contract.action_dim)
+            if self._stochastic:
+                m.eps32[0] = self.rng.standard_normal(m.action_dim)
             try:
-                action = m.bundle.actor.run(m.actor_outputs, m.actor_feed)[0][0]
+                m.actor.run()
+                ok = True
             except Exception:  # noqa: BLE001 - the control loop must survive any error
-                action = None
+                ok = False
                 reasons.append(ACTOR_ERROR)
-            t_act = time.perf_counter() - t2
-            if action is not None:
-                if np.isfinite(action).all():
+            t_act = pc() - t2
+            if ok:
+                action = m.action_out[0]
+                if all(map(_isfinite, action.tolist())):
                     limited = m.safety.apply(action, m.cmd)
                     safe = False
                 else:
@@ -516,19 +548,22 @@ class PolicyRuntime:
         if safe:
             m.safety.write_safe(m.cmd)
             self._ep_safe += 1
-        for r in reasons:
-            self._ep_faults[r] += 1
+        if reasons:
+            for r_ in reasons:
+                self._ep_faults[r_] += 1
         # the transition that starts here: this obs and the command actually sent
         m.prev_valid = valid
         if valid:
             m.prev_obs[:] = m.obs
             m.prev_cmd[:] = m.cmd
         step = self._step
-        self._step += 1
+        self._step = step + 1
+        if self._validating:
+            self._tick_done.set()
+        belief = m.belief
         return TickResult(m.cmd.copy(), safe, bool(reasons), ",".join(reasons), limited,
-                          m.z.copy(), m.belief.mean.copy(), m.belief.var.copy(),
-                          m.belief.count, self._episode, step,
-                          TickTimings(t_enc, t_act, time.perf_counter() - t0))
+                          m.z.copy(), belief.mean.copy(), belief.var.copy(), belief.count,
+                          self._episode, step, TickTimings(t_enc, t_act, pc() - t0))
 
     # ------------------------------------------------------------------ hot-swap
     def request_swap(self, path: str | Path) -> bool:
@@ -546,10 +581,19 @@ class PolicyRuntime:
         t.start()
         return True
 
+    def _after_tick(self) -> None:
+        """Validation thread: wait (up to one control period) until a tick has just ended,
+        so a GIL-holding step (session creation, ~2 ms) runs in the idle rest of the period
+        instead of delaying a tick. Without ticks (robot idle) it just goes on."""
+        self._tick_done.clear()
+        self._tick_done.wait(self._m.contract.control_period)
+
     def _validate(self, path: Path) -> None:
+        self._validating = True
         try:
-            bundle = load_bundle(path, self.robot)
+            bundle = load_bundle(path, self.robot, yield_point=self._after_tick)
             check_compatible(self._m.contract, bundle.contract)
+            self._after_tick()
             model = _Model(bundle, self.config)
         except (BundleError, ConfigError) as exc:
             with self._lock:
@@ -560,6 +604,8 @@ class PolicyRuntime:
                 self._swap = SwapStatus("failed", str(path),
                                         f"unexpected {type(exc).__name__}: {exc}", None)
             return
+        finally:
+            self._validating = False
         with self._lock:
             self._pending = model
             self._swap = SwapStatus("ready", str(path), "validated; swaps at the next episode",

@@ -24,17 +24,16 @@ def _rt(bundle_dir: Path, **cfg) -> PolicyRuntime:
     return PolicyRuntime(bundle_dir, RuntimeConfig(**cfg), rng=np.random.default_rng(0))
 
 
-class _NaNActor:
-    """Wraps the real session; returns NaN actions (a diverged network)."""
+class _BrokenActor:
+    """Stands in for the bound actor graph: a diverged network (NaN/inf) or a failing run."""
 
-    def __init__(self, real, mode: str) -> None:
-        self.real, self.mode = real, mode
+    def __init__(self, out: np.ndarray, mode: str) -> None:
+        self.out, self.mode = out, mode
 
-    def run(self, names, feed):
+    def run(self) -> None:
         if self.mode == "raise":
             raise RuntimeError("onnxruntime failure")
-        out = self.real.run(names, feed)
-        return [np.full_like(o, np.nan if self.mode == "nan" else np.inf) for o in out]
+        self.out[...] = np.nan if self.mode == "nan" else np.inf
 
 
 class TestSafety:
@@ -82,7 +81,7 @@ class TestSafety:
     def test_bad_network_output_gives_safe_command(self, bundle_dir: Path, mode: str,
                                                    reason: str) -> None:
         rt = _rt(bundle_dir, safe_action=(0.01, -0.01))
-        rt.bundle.actor = _NaNActor(rt.bundle.actor, mode)
+        rt._m.actor = _BrokenActor(rt._m.action_out, mode)
         out = rt.tick(OBS)
         assert out.safe and out.reason == reason
         np.testing.assert_array_equal(out.command, [0.01, -0.01])
@@ -244,3 +243,70 @@ def test_runtime_imports_neither_torch_nor_rclpy_nor_mujoco() -> None:
             "bad = [m for m in ('torch', 'rclpy', 'mujoco') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+class _BrokenEncoder:
+    def __init__(self, mu: np.ndarray, var: np.ndarray, mode: str) -> None:
+        self.mu, self.var, self.mode = mu, var, mode
+
+    def run(self) -> None:
+        if self.mode == "raise":
+            raise RuntimeError("onnxruntime failure")
+        self.mu[...] = 0.5
+        self.var[...] = {"nan": np.nan, "zero": 0.0, "negative": -1.0}[self.mode]
+
+
+@pytest.mark.parametrize("mode,reason", [("raise", "encoder_error"), ("nan", "encoder_nonfinite"),
+                                         ("zero", "encoder_nonfinite"),
+                                         ("negative", "encoder_nonfinite")])
+def test_bad_encoder_output_never_reaches_the_belief(bundle_dir: Path, mode: str,
+                                                     reason: str) -> None:
+    """A broken factor is skipped and flagged; the command itself stays the policy's."""
+    rt = _rt(bundle_dir, z_schedule="step_mean")
+    rt.tick(OBS)
+    rt._m.encoder = _BrokenEncoder(rt._m.mu_out, rt._m.var_out, mode)
+    out = rt.tick(OBS, reward=-1.0)
+    assert out.fault and not out.safe and out.reason == reason
+    assert out.context_size == 0
+    np.testing.assert_array_equal(out.belief_var, np.ones(5))
+
+
+class TestBoundGraph:
+    def test_fast_path_matches_the_public_run(self, bundle_dir: Path) -> None:
+        from pearl_robot.runtime.session import BoundGraph
+
+        b = load_bundle(bundle_dir)
+        rng = np.random.default_rng(0)
+        feed = {"obs": np.zeros((1, 2), np.float32), "z": np.zeros((1, 5), np.float32),
+                "eps": np.zeros((1, 2), np.float32)}
+        out = np.zeros((1, 2), np.float32)
+        g = BoundGraph(b.actor, feed, {"action_sample": out})
+        assert g.fast_path
+        for _ in range(20):
+            for v in feed.values():
+                v[...] = rng.standard_normal(v.shape)
+            g.run()
+            np.testing.assert_array_equal(out, b.actor.run(["action_sample"], feed)[0])
+
+    def test_falls_back_to_the_public_run(self, bundle_dir: Path) -> None:
+        """A session without the private C entry point (another onnxruntime build) still
+        runs, through the public API, into the same buffers."""
+        from pearl_robot.runtime.session import BoundGraph
+
+        real = load_bundle(bundle_dir).encoder
+
+        class PublicOnly:
+            def run(self, names, feed):
+                return real.run(names, feed)
+
+            def io_binding(self):
+                raise AttributeError("no io binding in this build")
+
+        row = np.random.default_rng(1).standard_normal((1, 5)).astype(np.float32)
+        mu, var = np.zeros((1, 5), np.float32), np.zeros((1, 5), np.float32)
+        g = BoundGraph(PublicOnly(), {"transition": row}, {"mu": mu, "var": var})
+        assert not g.fast_path
+        g.run()
+        want = real.run(["mu", "var"], {"transition": row})
+        np.testing.assert_array_equal(mu, want[0])
+        np.testing.assert_array_equal(var, want[1])

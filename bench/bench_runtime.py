@@ -1,0 +1,227 @@
+"""Policy runtime latency: a full control tick against a bare onnxruntime actor call.
+
+The floor is one ``InferenceSession.run`` of the bundle's ``actor.onnx`` (same session
+settings the runtime uses: 1 intra-op / 1 inter-op thread, sequential, all optimizations) on
+preallocated float32 inputs, measured in the same process and interleaved in blocks with the
+tick, so machine noise hits both alike. A *tick* is ``PolicyRuntime.tick``: observation checks,
+encoder on the newest transition, running product-of-Gaussians update, z, actor, command
+safety, result copies. Goal (issue 4): tick median <= 3x the bare actor call, p99 < 1 ms.
+
+Floors, both measured here: ``bare_actor`` is the public ``InferenceSession.run`` on a feed
+dict (what "a bare onnxruntime call" usually means); ``bare_actor_bound`` is the stricter one,
+the same I/O-bound C-level call the runtime itself uses (``runtime/session.py``). Ratios are
+reported against both.
+
+Also measured: the bare encoder call; the tick with z drawn per episode (same work per
+tick); and paced ticks in a 200 Hz loop (4x the robot's rate, for more samples), idle and
+while hot-swap candidates are validated back to back on the background thread (the control
+path's tail under that load; the validation steps that hold the GIL wait for the end of a
+tick, see ``PolicyRuntime._after_tick``).
+
+    python -m bench.run_all --only bench_runtime          # ~1 min
+    python -m bench.bench_runtime --quick                 # ~15 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results" / "runtime.json"
+
+
+def _stats(ns: list[int]) -> dict[str, float]:
+    a = np.asarray(ns, dtype=np.float64) / 1e3
+    return {"n": int(a.size), "median_us": float(np.median(a)),
+            "p90_us": float(np.percentile(a, 90)), "p99_us": float(np.percentile(a, 99)),
+            "p999_us": float(np.percentile(a, 99.9)), "max_us": float(a.max())}
+
+
+def _bench(bundle: Path, calls: int, block: int, family: str, paced_s: float
+           ) -> dict[str, Any]:
+    from pearl_robot.runtime import PolicyRuntime, RuntimeConfig
+    from pearl_robot.runtime.bundle import load_bundle
+
+    b = load_bundle(bundle)
+    c = b.contract
+    rng = np.random.default_rng(0)
+    obs32 = rng.standard_normal((1, c.obs_dim)).astype(np.float32)
+    feed = {"obs": obs32, "z": np.zeros((1, c.latent_dim), np.float32),
+            "eps": np.zeros((1, c.action_dim), np.float32)}
+    enc_feed = {"transition": rng.standard_normal((1, c.context_dim)).astype(np.float32)}
+    actor, encoder = b.actor, b.encoder
+    out_names = ["action_mean"]
+    enc_names = ["mu", "var"]
+
+    runtimes = {
+        "tick_step_mean": PolicyRuntime(bundle, RuntimeConfig(z_schedule="step_mean"),
+                                        rng=np.random.default_rng(1)),
+        "tick_episode_z": PolicyRuntime(bundle, RuntimeConfig(z_schedule="episode"),
+                                        rng=np.random.default_rng(2)),
+    }
+    obs_seq = rng.uniform(-1.0, 1.0, size=(4096, c.obs_dim))
+    rew_seq = rng.uniform(-1.0, 0.0, size=4096)
+    from pearl_robot.runtime.session import BoundGraph
+
+    bound = BoundGraph(actor, feed, {"action_mean": np.zeros((1, c.action_dim), np.float32)})
+    times: dict[str, list[int]] = {"bare_actor": [], "bare_actor_bound": [], "bare_encoder": [],
+                                   **{k: [] for k in runtimes}}
+    pc = time.perf_counter_ns
+
+    def run_block(name: str, n: int, record: bool) -> None:
+        out = times[name] if record else []
+        if name == "bare_actor":
+            for _ in range(n):
+                t0 = pc()
+                actor.run(out_names, feed)
+                out.append(pc() - t0)
+        elif name == "bare_actor_bound":
+            for _ in range(n):
+                t0 = pc()
+                bound.run()
+                out.append(pc() - t0)
+        elif name == "bare_encoder":
+            for _ in range(n):
+                t0 = pc()
+                encoder.run(enc_names, enc_feed)
+                out.append(pc() - t0)
+        else:
+            rt = runtimes[name]
+            for i in range(n):
+                j = (len(out) + i) % 4096
+                if rt.in_episode and rt._step >= 200:  # episodes of 200 ticks (10 s)
+                    rt.end_episode()
+                t0 = pc()
+                rt.tick(obs_seq[j], rew_seq[j])
+                out.append(pc() - t0)
+
+    for name in times:  # warm-up
+        run_block(name, 500, record=False)
+    done = 0
+    while done < calls:
+        n = min(block, calls - done)
+        for name in times:
+            run_block(name, n, record=True)
+        done += n
+
+    # paced ticks (a 200 Hz loop: 4x the robot's rate, for more samples), idle and while a
+    # hot-swap candidate is validated back to back on the background thread
+    rt = runtimes["tick_step_mean"]
+    paced: dict[str, list[int]] = {"bare_actor_paced_200hz": [], "tick_paced_200hz": [],
+                                   "tick_paced_200hz_validating": []}
+    validations = 0
+    period = 0.005
+    for name in paced:
+        validate = name.endswith("validating")
+        deadline = time.perf_counter()
+        t_end = deadline + paced_s
+        while deadline < t_end:
+            if validate and rt.swap_status().state != "validating":
+                rt.request_swap(bundle)
+                validations += 1
+            deadline += period
+            if name.startswith("bare"):
+                t0 = pc()
+                actor.run(out_names, feed)
+            else:
+                t0 = pc()
+                rt.tick(obs_seq[len(paced[name]) % 4096], -0.5)
+            paced[name].append(pc() - t0)
+            if rt._step >= 200:
+                rt.end_episode()
+            rest = deadline - time.perf_counter()
+            if rest > 0:
+                time.sleep(rest)
+        rt.wait_for_validation(60)
+    times.update(paced)
+    res = {k: _stats(v) for k, v in times.items()}
+    res["tick_paced_200hz_validating"]["validations"] = validations
+    bare = res["bare_actor"]["median_us"]
+    for k in ("tick_step_mean", "tick_episode_z"):
+        res[k]["ratio_median_to_bare_actor"] = res[k]["median_us"] / bare
+        res[k]["ratio_p99_to_bare_actor_p99"] = res[k]["p99_us"] / res["bare_actor"]["p99_us"]
+    paced_bare = res["bare_actor_paced_200hz"]
+    for k in ("tick_paced_200hz", "tick_paced_200hz_validating"):
+        # paced cases against the paced floor: both start cold after the sleep
+        res[k]["ratio_median_to_bare_actor"] = res[k]["median_us"] / paced_bare["median_us"]
+        res[k]["ratio_p99_to_bare_actor_p99"] = res[k]["p99_us"] / paced_bare["p99_us"]
+    paced_bare["ratio_median_to_bare_actor"] = 1.0
+    for k in ("bare_encoder", "bare_actor_bound"):
+        res[k]["ratio_median_to_bare_actor"] = res[k]["median_us"] / bare
+    res["tick_step_mean"]["ratio_median_to_bound_actor"] = (
+        res["tick_step_mean"]["median_us"] / res["bare_actor_bound"]["median_us"])
+    res["bare_actor_bound"]["fast_path"] = bound.fast_path
+    res["bundle"] = {"family": family, "obs_dim": c.obs_dim, "action_dim": c.action_dim,
+                     "latent_dim": c.latent_dim, "context_dim": c.context_dim,
+                     "sha256": b.sha256[:16]}
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="5k timed calls per case (else 20k)")
+    p.add_argument("--calls", type=int, default=None, help="timed calls per case")
+    p.add_argument("--families", default="point-robot,twin-arm",
+                   help="comma-separated task families to build bundles for (reference "
+                   "network sizes: actor 3x300, encoder 3x200)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="JSON results path")
+    args = p.parse_args(argv)
+    calls = args.calls or (5000 if args.quick else 20000)
+
+    import onnxruntime
+
+    from pearl_robot.export.exporter import ExportConfig
+    from pearl_robot.export.testing import write_test_bundle
+
+    results: dict[str, Any] = {
+        "benchmark": "runtime", "calls_per_case": calls,
+        "machine": {"python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
+                    "processor": platform.processor() or platform.machine(),
+                    "cpus": __import__("os").cpu_count()},
+        "command": "python -m bench.bench_runtime" + (" --quick" if args.quick else ""),
+        "families": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for family in [f.strip() for f in args.families.split(",") if f.strip()]:
+            bdir = Path(tmp) / family
+            write_test_bundle(bdir, family, seed=0, output_gain=100.0,
+                              config=ExportConfig(random_rows=64, record_steps=40))
+            r = _bench(bdir, calls, 1000, family, 3.0 if args.quick else 10.0)
+            results["families"][family] = r
+            print(f"{family} (obs {r['bundle']['obs_dim']}, action {r['bundle']['action_dim']},"
+                  f" latent {r['bundle']['latent_dim']}):")
+            print(f"  {'case':<30}{'median us':>10}{'p99 us':>10}{'p99.9 us':>10}"
+                  f"{'x bare (median)':>17}")
+            for k in ("bare_actor", "bare_actor_bound", "bare_encoder", "tick_step_mean",
+                      "tick_episode_z", "bare_actor_paced_200hz", "tick_paced_200hz",
+                      "tick_paced_200hz_validating"):
+                s = r[k]
+                ratio = s.get("ratio_median_to_bare_actor", 1.0)
+                print(f"  {k:<30}{s['median_us']:>10.1f}{s['p99_us']:>10.1f}"
+                      f"{s['p999_us']:>10.1f}{ratio:>17.2f}")
+    worst = max(r["tick_step_mean"]["ratio_median_to_bare_actor"]
+                for r in results["families"].values())
+    worst_bound = max(r["tick_step_mean"]["ratio_median_to_bound_actor"]
+                      for r in results["families"].values())
+    worst_p99 = max(r["tick_step_mean"]["p99_us"] for r in results["families"].values())
+    results["goal"] = {"tick_median_le_3x_bare": worst <= 3.0, "tick_p99_lt_1ms":
+                       worst_p99 < 1000.0, "worst_ratio": worst,
+                       "worst_ratio_to_bound_floor": worst_bound, "worst_p99_us": worst_p99}
+    print(f"goal: tick <= 3x bare actor: {worst:.2f}x ({worst_bound:.2f}x the bound floor) "
+          f"({'met' if worst <= 3.0 else 'NOT met'}); p99 < 1 ms: {worst_p99:.0f} us "
+          f"({'met' if worst_p99 < 1000 else 'NOT met'})")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
