@@ -360,3 +360,21 @@ def test_delayed_link_still_works_and_rtt_shows_the_delay(rig_factory) -> None:
         rig.emulator._stop.wait(0.02)
     assert wait_until(lambda: b.rtt.count >= 5, 3.0)
     assert b.rtt.max_s >= 0.03
+
+
+def test_device_going_silent_trips_the_host_watchdog_and_recovers(rig) -> None:
+    b = rig.bridge
+    b.arm()
+    assert b.wait_for(lambda s: s.armed, 2.0)
+    rig.faults.silent = True  # the device's transmitter hangs; it still hears the host
+    assert b.wait_for(lambda s: s.link is LinkState.STALE, 2.0)
+    assert b.events["watchdog_trips"] == 1 and b.latest_state is None
+    assert b.diagnostics().level == 2
+    # the host's safe command and re-HELLO reached the device: it is disarmed, zero effort
+    assert wait_until(lambda: not rig.emulator.status().armed, 2.0)
+    assert np.all(rig.emulator.status().applied_effort == 0.0)
+    rig.faults.silent = False
+    b.wait_ready(5.0)
+    assert wait_until(lambda: b.latest_state is not None, 2.0)
+    assert not b.status().armed
+    _no_internal_errors(b)
