@@ -59,6 +59,7 @@ from pearl_robot.runtime.bundle import (
     BundleError,
     RobotExpectation,
     check_compatible,
+    check_robot,
     load_bundle,
 )
 from pearl_robot.runtime.safety import ActionSafety
@@ -321,8 +322,6 @@ class PolicyRuntime:
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle, robot)
         elif robot is not None:
-            from pearl_robot.runtime.bundle import check_robot
-
             check_robot(bundle.contract, robot)
         self._m = _Model(bundle, self.config)
         self._step_mean = self.config.z_schedule == "step_mean"

@@ -214,6 +214,17 @@ class TestCli:
         assert "encoder.onnx: sha256" in capsys.readouterr().err
         assert cli_main(["bundle", "check", str(tmp_path / "b"), "--joints", "a,b"]) == 1
 
+    def test_info_on_an_edited_contract_warns(self, ckpt: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+        out = tmp_path / "b"
+        export_checkpoint(ckpt, out, FAST)
+        raw = json.loads((out / CONTRACT_FILE).read_text())
+        raw["control_period"] = 0.01
+        (out / CONTRACT_FILE).write_text(json.dumps(raw))
+        assert cli_main(["bundle", "info", str(out)]) == 1
+        cap = capsys.readouterr()
+        assert "0.01 s (100 Hz)" in cap.out and "would be refused" in cap.err
+
     def test_export_of_a_missing_checkpoint(self, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
         assert cli_main(["export", str(tmp_path / "none.pt"), str(tmp_path / "b")]) == 1

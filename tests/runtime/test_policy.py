@@ -126,6 +126,25 @@ class TestSchedulesAndEpisodes:
         assert not s1.belief_reset and not np.array_equal(s1.z, s0.z)
         assert rt.belief.count == 10
 
+    @pytest.mark.parametrize("explore", [1, 2])
+    def test_exploration_episodes_use_the_prior(self, bundle_dir: Path, explore: int) -> None:
+        """After a reset, the first ``exploration_episodes`` draw z from N(0, I) even with
+        context in the belief; then from the posterior (documented rng order: one
+        latent-size draw per begin_episode)."""
+        rt = _rt(bundle_dir, exploration_episodes=explore)
+        draws = np.random.default_rng(0).standard_normal((3, 5))
+        for ep in range(3):
+            start = rt.begin_episode(task="a")
+            if ep < explore:
+                np.testing.assert_array_equal(start.z, draws[ep])
+            else:
+                want = rt.belief.mean + np.sqrt(rt.belief.var) * draws[ep]
+                np.testing.assert_allclose(start.z, want, rtol=1e-12)
+                assert rt.belief.count == 10 * ep
+            for i in range(10):
+                rt.tick(OBS + 0.02 * i, reward=-1.0)
+            rt.end_episode(OBS, -1.0)
+
     def test_task_change_resets_the_belief(self, bundle_dir: Path) -> None:
         rt = _rt(bundle_dir)
         rt.begin_episode(task="a")
