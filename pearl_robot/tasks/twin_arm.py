@@ -160,6 +160,26 @@ class TwinArmFamily(TaskFamily):
                                emax, np.asarray(spec.velocity_limits()))
         return r, r
 
+    def baseline_returns(self, task: Task, start_obs: np.ndarray) -> tuple[float, float]:
+        """(still, oracle) returns from the same start: zero effort, and a PD + exact gravity
+        controller told the goal and physics. Evaluation normalizes returns with them
+        (0 = doing nothing, 1 = the oracle)."""
+        env = self.__dict__.get("_baseline_env")
+        if env is None:
+            env = self.__dict__["_baseline_env"] = self.make_env(seed=0)
+        env.set_task(task)
+        n = len(task.params["goal_qpos"])
+        out = []
+        for policy in ("still", "oracle"):
+            obs = env.reset_to(np.asarray(start_obs)[:n], seed=0)
+            total = 0.0
+            for _ in range(env.max_episode_steps):
+                a = env.oracle_action(obs) if policy == "oracle" else np.zeros(n)
+                res = env.step(a)
+                obs, total = res.obs, total + res.reward
+            out.append(total)
+        return out[0], out[1]
+
     def describe(self) -> dict[str, Any]:
         from pearl_robot.twin.randomization import spec_table
 

@@ -261,8 +261,7 @@ def _builtin_policy(name: str, env: Any, rng: np.random.Generator) -> Policy:
         if not hasattr(env, "twin"):
             raise RenderError("the oracle policy (PD + gravity with the goal known) is for "
                               "twin-arm only")
-        n = env.action_dim
-        return lambda obs: env.twin.data.qfrc_bias + 8.0 * (env.goal - obs[:n]) - 0.5 * obs[n:]
+        return env.oracle_action
     raise RenderError(f"unknown policy {name!r}; use zero, random or oracle")
 
 

@@ -26,6 +26,10 @@ from pearl_robot.twin.arm import ArmTwin, TwinError, resolve_params
 from pearl_robot.twin.randomization import ARM3_NOMINAL_PARAMS
 
 GOAL_KEY = "goal_qpos"
+ORACLE_KP = 8.0
+"""N*m/rad: the oracle's position gain (stable at 20 Hz with the arm's geared dynamics)."""
+ORACLE_KD = 0.5
+"""N*m*s/rad: the oracle's velocity gain."""
 
 
 class TwinArmEnv(MetaEnv):
@@ -92,6 +96,21 @@ class TwinArmEnv(MetaEnv):
         s = self.twin.reset(q0)
         self._t = 0
         return np.concatenate([s.position, s.velocity]), {"task": self._task.index}
+
+    def reset_to(self, qpos: np.ndarray, seed: int | None = None) -> np.ndarray:
+        """Start an episode at rest at ``qpos`` (evaluation baselines replay a start)."""
+        self.reset(seed=seed)
+        s = self.twin.reset(np.asarray(qpos, dtype=np.float64))
+        return np.concatenate([s.position, s.velocity])
+
+    def oracle_action(self, obs: np.ndarray) -> np.ndarray:
+        """A controller that knows the task: PD on the goal plus the model's exact gravity and
+        Coriolis torque (``qfrc_bias``, which includes the payload). The upper reference of the
+        normalized score; a learned policy has to infer what this one is told."""
+        n = self.action_dim
+        tau = self.twin.data.qfrc_bias[self.twin.nominal.dof_ids] \
+            + ORACLE_KP * (self._goal - obs[:n]) - ORACLE_KD * obs[n:]
+        return np.clip(tau, self.action_low, self.action_high)
 
     def step(self, action: np.ndarray) -> StepResult:
         a = np.asarray(action, dtype=np.float64).reshape(-1)
