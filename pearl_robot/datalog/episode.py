@@ -84,6 +84,37 @@ class EpisodeStats:
         self.task_indices.add(int(vec[self._task]))
         self.episode_field.add(int(vec[self._episode]))
 
+    def add_batch(self, mat: np.ndarray) -> None:
+        """The same as :meth:`add` for each row of ``mat`` (N, layout.size), vectorized (the
+        writer folds each commit group in at once)."""
+        n = mat.shape[0]
+        if n == 0:
+            return
+        steps = mat[:, self._step].astype(np.int64)
+        prev = np.empty(n, dtype=np.int64)
+        prev[0] = steps[0] - 1 if self.last_step is None else self.last_step
+        prev[1:] = steps[:-1]
+        self.step_gaps += int(np.count_nonzero(steps != prev + 1))
+        if self.first_step is None:
+            self.first_step = int(steps[0])
+        self.last_step = int(steps[-1])
+        self.transitions += n
+        self.episode_return += float(mat[:, self._reward].sum())
+        t0 = mat[:, self._stamp0]
+        t2 = mat[:, self._stamp2]
+        prev_t = np.empty(n)
+        prev_t[0] = t0[0] if self.stamp_last is None else self.stamp_last
+        prev_t[1:] = t2[:-1]
+        self.stamp_regressions += int(np.count_nonzero(t0 < prev_t - 1e-9))
+        if self.stamp_first is None:
+            self.stamp_first = float(t0[0])
+        self.stamp_last = float(t2[-1])
+        self.nonfinite += int(np.count_nonzero(~np.isfinite(mat[:, : self._finite_end]).all(1)))
+        self.terminated = bool(mat[-1, self._term] != 0.0)
+        self.truncated = bool(mat[-1, self._trunc] != 0.0)
+        self.task_indices.update(np.unique(mat[:, self._task]).astype(np.int64).tolist())
+        self.episode_field.update(np.unique(mat[:, self._episode]).astype(np.int64).tolist())
+
     def to_json(self) -> dict[str, Any]:
         duration = (self.stamp_last - self.stamp_first
                     if self.stamp_first is not None and self.stamp_last is not None else 0.0)

@@ -152,23 +152,22 @@ def read_segment_matrix(path: Path, codec: TransitionCodec) -> tuple[np.ndarray,
 
 
 def _load_segment(ds: _Dataset, f: dict[str, Any], codec: TransitionCodec,
-                  use_cache: bool) -> tuple[np.ndarray, str]:
-    path = ds.root / f["path"]
+                  use_cache: bool, cache_dirs: list[Path] | None = None
+                  ) -> tuple[np.ndarray, str]:
     sha = str(f.get("sha256", ""))
+    cache_dirs = cache_dirs if cache_dirs is not None else _cache_dirs(ds.root)
     if use_cache and sha:
-        for d in _cache_dirs(ds.root):
-            c = d / f"{sha}.npy"
-            if c.exists():
-                try:
-                    mat = np.load(c, allow_pickle=False)
-                except (OSError, ValueError):
-                    continue
-                if mat.ndim == 2 and mat.shape[1] == codec.layout.size and \
-                        mat.shape[0] == int(f.get("transitions", -1)):
-                    return mat, ""
-    mat, err = read_segment_matrix(path, codec)
+        for d in cache_dirs:
+            try:
+                mat = np.load(f"{d}/{sha}.npy", allow_pickle=False)
+            except (OSError, ValueError):
+                continue
+            if mat.ndim == 2 and mat.shape[1] == codec.layout.size and \
+                    mat.shape[0] == int(f.get("transitions", -1)):
+                return mat, ""
+    mat, err = read_segment_matrix(ds.root / f["path"], codec)
     if use_cache and sha and not err:
-        for d in _cache_dirs(ds.root):
+        for d in cache_dirs:
             try:
                 d.mkdir(parents=True, exist_ok=True)
                 tmp = d / f".{sha}.{os.getpid()}.tmp.npy"
@@ -180,12 +179,22 @@ def _load_segment(ds: _Dataset, f: dict[str, Any], codec: TransitionCodec,
     return mat, err
 
 
+_SLICES: dict[TransitionLayout, dict[str, slice]] = {}
+
+
+def _slices(layout: TransitionLayout) -> dict[str, slice]:
+    got = _SLICES.get(layout)
+    if got is None:
+        got = _SLICES[layout] = layout.slices()
+    return got
+
+
 def _validate_episode(ds: str, e: dict[str, Any], mat: np.ndarray, layout: TransitionLayout,
                       problems: list[Problem]) -> bool:
-    """Checks on one episode's matrix; False when it must not be used."""
+    """Checks on one episode's matrix; False when it must not be used. Few numpy calls per
+    episode: loading is dominated by reading, and this runs once per episode per load."""
     ep = int(e["episode"])
     ok = True
-    b = layout.unpack_batch(mat)
     n = mat.shape[0]
     if n != int(e.get("transitions", -1)):
         problems.append(Problem("error", ds, ep, f"{n} transitions in the files, manifest says "
@@ -193,26 +202,34 @@ def _validate_episode(ds: str, e: dict[str, Any], mat: np.ndarray, layout: Trans
         ok = False
     if n == 0:
         return ok
-    if n > 1 and not np.all(np.diff(b.step) == 1):
-        bad = int(np.argmax(np.diff(b.step) != 1))
-        problems.append(Problem("warning", ds, ep, f"steps not contiguous: step {b.step[bad]} "
-                                f"is followed by {b.step[bad + 1]}"))
-    if n > 1 and np.any(np.diff(b.stamps[:, 0]) < 0):
+    sl = _slices(layout)
+    step = mat[:, sl["step"].start]
+    if n > 1 and not (step[-1] - step[0] == n - 1 and np.all(step[1:] > step[:-1])):
+        d = np.diff(step)
+        bad = int(np.argmax(d != 1))
+        problems.append(Problem("warning", ds, ep, f"steps not contiguous: step "
+                                f"{int(step[bad])} is followed by {int(step[bad + 1])}"))
+    t = mat[:, sl["stamps"].start]
+    if n > 1 and np.any(t[1:] < t[:-1]):
         problems.append(Problem("warning", ds, ep, "obs stamps go backwards"))
+    col = mat[:, sl["episode"].start]
+    lo, hi = float(col.min()), float(col.max())
     expected = {ep, int(e.get("source_episode", ep))}
-    if not set(np.unique(b.episode).tolist()) <= expected:
-        problems.append(Problem("error", ds, ep, f"transitions carry episode ids "
-                                f"{sorted(set(np.unique(b.episode).tolist()))}, expected {ep}"))
+    if not {int(lo), int(hi)} <= expected or (lo != hi and len(expected) == 1):
+        problems.append(Problem("error", ds, ep, f"transitions carry episode ids {int(lo)}.."
+                                f"{int(hi)}, expected {ep}"))
         ok = False
-    finite = np.isfinite(mat[:, : layout.slices()["next_obs"].stop]).all(axis=1)
-    if not finite.all():
-        problems.append(Problem("error", ds, ep, f"{int((~finite).sum())} transitions hold "
-                                "NaN/inf in obs, action, reward or next_obs"))
+    head = mat[:, : sl["next_obs"].stop]
+    total = float(head.sum())  # NaN/inf anywhere in obs..next_obs makes the sum non-finite
+    if not np.isfinite(total):
+        bad_rows = int((~np.isfinite(head).all(axis=1)).sum())
+        problems.append(Problem("error", ds, ep, f"{bad_rows} transitions hold NaN/inf in obs, "
+                                "action, reward or next_obs"))
         ok = False
     ret = e.get("return")
-    if ret is not None and not np.isclose(float(b.reward.sum()), float(ret), rtol=1e-9,
-                                          atol=1e-9):
-        problems.append(Problem("error", ds, ep, f"return {b.reward.sum():.6g} differs from the "
+    got = float(mat[:, sl["reward"].start].sum())
+    if ret is not None and abs(got - float(ret)) > 1e-9 * max(1.0, abs(float(ret))):
+        problems.append(Problem("error", ds, ep, f"return {got:.6g} differs from the "
                                 f"manifest's {ret:.6g}"))
         ok = False
     return ok
@@ -245,8 +262,9 @@ def _manifest_problems(ds: _Dataset, entries: list[dict[str, Any]], torn: bytes,
                 problems.append(Problem("warning", name, parsed[0], f"{p.name} is {what} (an "
                                         "episode being written, or a crash: the logger or "
                                         "`pearl-robot data recover` closes it)"))
+    layout_json = ds.layout.to_json()
     for e in entries:
-        if e.get("layout") and TransitionLayout.from_json(e["layout"]) != ds.layout:
+        if e.get("layout") and e["layout"] != layout_json:
             problems.append(Problem("error", name, int(e["episode"]),
                                     "layout differs from the dataset header"))
         if e.get("status") == "recovered":
@@ -281,10 +299,13 @@ def load_datasets(roots: Sequence[Path | str] | Path | str, *,
     statuses = set(statuses)
     problems: list[Problem] = []
     episodes: list[EpisodeInfo] = []
-    per_task: dict[str, list[tuple[int, np.ndarray]]] = {}
-    task_of: dict[str, dict[str, Any]] = {}
     work = []
+    present: dict[Path, set[str]] = {}
+    cache_dirs = {ds.root: _cache_dirs(ds.root) for ds in datasets}
     for ds in datasets:
+        episodes_dir = DatasetPaths(ds.root).episodes
+        present[ds.root] = ({f"episodes/{n}" for n in os.listdir(episodes_dir)}
+                            if episodes_dir.is_dir() else set())
         m = read_manifest(DatasetPaths(ds.root))
         dups = _manifest_problems(ds, m.entries, m.torn_tail, m.bad_lines, problems)
         for e in m.entries:
@@ -295,25 +316,26 @@ def load_datasets(roots: Sequence[Path | str] | Path | str, *,
 
         it = tqdm(work, desc="loading episodes", unit="ep")
     seen_uid: set[tuple[str, int]] = set()
+    # pass 1: read every usable episode's segments (cache or MCAP); no per-episode numpy work
+    cands: list[tuple[_Dataset, dict[str, Any], list[np.ndarray], bool]] = []
     for ds, e, dup in it:
         name, ep = str(ds.root), int(e["episode"])
         usable = e.get("status") in statuses and not dup and (name, ep) not in seen_uid
         seen_uid.add((name, ep))
-        mats = []
+        mats: list[np.ndarray] = []
         if usable:
             for f in e.get("files", []):
-                path = ds.root / f["path"]
-                if not path.exists():
+                if f["path"] not in present[ds.root]:
                     problems.append(Problem("error", name, ep, f"missing file {f['path']}"))
                     usable = False
                     break
-                if verify_sha and sha256_file(path) != f.get("sha256"):
+                if verify_sha and sha256_file(ds.root / f["path"]) != f.get("sha256"):
                     problems.append(Problem("error", name, ep, f"{f['path']}: sha256 differs "
                                             "from the manifest (file changed or corrupt)"))
                     usable = False
                     break
                 try:
-                    mat, err = _load_segment(ds, f, codec, use_cache)
+                    mat, err = _load_segment(ds, f, codec, use_cache, cache_dirs[ds.root])
                 except SchemaError as exc:
                     problems.append(Problem("error", name, ep, f"{f['path']}: {exc}"))
                     usable = False
@@ -323,40 +345,103 @@ def load_datasets(roots: Sequence[Path | str] | Path | str, *,
                     usable = False
                     break
                 mats.append(mat)
-        mat = np.concatenate(mats) if mats else np.empty((0, layout.size))
-        if usable:
-            usable = _validate_episode(name, e, mat, layout, problems) and mat.shape[0] > 0
-        info = EpisodeInfo(
-            uid=len(episodes), dataset=name, episode=ep, status=str(e.get("status")),
-            end_reason=str(e.get("end_reason", "")), task=dict(e.get("task") or {}),
-            task_key=str(e.get("task_key", "")), transitions=int(e.get("transitions", 0)),
+        cands.append((ds, e, mats, usable))
+    # pass 2: one matrix in task order (the only copy), validated in bulk, sliced per task
+    order = sorted((i for i, c in enumerate(cands) if c[3]),
+                   key=lambda i: (str(cands[i][1].get("task_key", "")), i))
+    lengths = np.array([sum(m.shape[0] for m in cands[i][2]) for i in order], dtype=np.int64)
+    flat = [m for i in order for m in cands[i][2]]
+    big = np.concatenate(flat) if flat else np.empty((0, layout.size))
+    bad = _validate_bulk(big, lengths, [(str(cands[i][0].root), cands[i][1]) for i in order],
+                         layout, problems)
+    if bad:
+        keep = np.repeat(~np.isin(np.arange(len(order)), sorted(bad)), lengths)
+        order = [i for k, i in enumerate(order) if k not in bad]
+        lengths = np.array([n for k, n in enumerate(lengths) if k not in bad], dtype=np.int64)
+        big = big[keep]
+    usable_set = set(order)
+    for i, (ds, e, _, _) in enumerate(cands):
+        episodes.append(EpisodeInfo(
+            uid=i, dataset=str(ds.root), episode=int(e["episode"]),
+            status=str(e.get("status")), end_reason=str(e.get("end_reason", "")),
+            task=dict(e.get("task") or {}), task_key=str(e.get("task_key", "")),
+            transitions=int(e.get("transitions", 0)),
             episode_return=float(e["return"]) if e.get("return") is not None else float("nan"),
             duration_s=float(e.get("duration_s") or 0.0), model_sha=str(e.get("model_sha", "")),
-            robot=str(e.get("robot", ds.header.get("robot", ""))), usable=usable)
-        episodes.append(info)
-        if usable:
-            per_task.setdefault(info.task_key, []).append((info.uid, mat))
-            task_of.setdefault(info.task_key, {k: v for k, v in info.task.items()
-                                               if k != "episode"})
+            robot=str(e.get("robot", ds.header.get("robot", ""))), usable=i in usable_set))
     errors = [p for p in problems if p.severity == "error"]
     if strict and errors:
         raise DatasetError("; ".join(str(p) for p in errors[:10])
                            + (f" (+{len(errors) - 10} more)" if len(errors) > 10 else ""))
     for p in errors:
         log.warning("%s", p)
-    tasks = {key: _task_arrays(key, task_of[key], items, layout)
-             for key, items in per_task.items()}
+    tasks: dict[str, TaskData] = {}
+    b = layout.unpack_batch(big)
+    uid_rows = np.repeat(np.asarray(order, dtype=np.int64), lengths)
+    start = 0
+    k = 0
+    while k < len(order):
+        key = episodes[order[k]].task_key
+        j = k
+        while j < len(order) and episodes[order[j]].task_key == key:
+            j += 1
+        stop = start + int(lengths[k:j].sum())
+        rows = slice(start, stop)
+        task = {kk: v for kk, v in episodes[order[k]].task.items() if kk != "episode"}
+        tasks[key] = TaskData(
+            key=key, task=task, obs=b.obs[rows], action=b.action[rows], reward=b.reward[rows],
+            next_obs=b.next_obs[rows], terminated=b.terminated[rows],
+            truncated=b.truncated[rows], episode=uid_rows[rows], step=b.step[rows],
+            stamps=b.stamps[rows], belief=b.belief[rows])
+        start, k = stop, j
     return LoadedDataset(layout, tasks, episodes, problems)
 
 
-def _task_arrays(key: str, task: dict[str, Any], items: list[tuple[int, np.ndarray]],
-                 layout: TransitionLayout) -> TaskData:
-    mat = np.concatenate([m for _, m in items]) if len(items) > 1 else items[0][1]
-    uid = np.concatenate([np.full(m.shape[0], u, dtype=np.int64) for u, m in items])
-    b = layout.unpack_batch(mat)
-    return TaskData(key=key, task=task, obs=b.obs, action=b.action, reward=b.reward,
-                    next_obs=b.next_obs, terminated=b.terminated, truncated=b.truncated,
-                    episode=uid, step=b.step, stamps=b.stamps, belief=b.belief)
+def _validate_bulk(big: np.ndarray, lengths: np.ndarray,
+                   eps: list[tuple[str, dict[str, Any]]], layout: TransitionLayout,
+                   problems: list[Problem]) -> set[int]:
+    """The checks of :func:`_validate_episode` for many episodes stacked in ``big``, with a
+    fixed number of numpy calls; returns positions (in ``eps``) of episodes not to use.
+    Episodes with a finding are re-checked one by one to word the problem."""
+    n_eps = len(eps)
+    if n_eps == 0:
+        return set()
+    sl = _slices(layout)
+    starts = np.zeros(n_eps, dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    flagged = np.zeros(n_eps, dtype=bool)
+    expected_n = np.array([int(e.get("transitions", -1)) for _, e in eps], dtype=np.int64)
+    flagged |= expected_n != lengths
+    flagged |= lengths == 0
+    if big.shape[0]:
+        first = np.zeros(big.shape[0], dtype=bool)
+        first[starts[lengths > 0]] = True
+        step = big[:, sl["step"].start]
+        t0 = big[:, sl["stamps"].start]
+        off = np.zeros(big.shape[0], dtype=bool)
+        off[1:] = (step[1:] != step[:-1] + 1) | (t0[1:] < t0[:-1])
+        off &= ~first
+        ep_of_row = np.repeat(np.arange(n_eps), lengths)
+        ids = np.array([int(e["episode"]) for _, e in eps], dtype=np.float64)
+        src = np.array([float(e.get("source_episode", e["episode"])) for _, e in eps])
+        col = big[:, sl["episode"].start]
+        off |= (col != ids[ep_of_row]) & (col != src[ep_of_row])
+        off |= ~np.isfinite(big[:, : sl["next_obs"].stop].sum(axis=1))
+        flagged[np.unique(ep_of_row[off])] = True
+        nz = lengths > 0
+        sums = np.zeros(n_eps)
+        sums[nz] = np.add.reduceat(big[:, sl["reward"].start], starts[nz])
+        rets = np.array([float(e["return"]) if e.get("return") is not None else np.nan
+                         for _, e in eps])
+        has = ~np.isnan(rets)
+        flagged[has] |= np.abs(sums[has] - rets[has]) > 1e-9 * np.maximum(1.0, np.abs(rets[has]))
+    bad: set[int] = set()
+    for k in np.flatnonzero(flagged).tolist():
+        name, e = eps[k]
+        mat = big[starts[k]: starts[k] + lengths[k]]
+        if not _validate_episode(name, e, mat, layout, problems) or lengths[k] == 0:
+            bad.add(k)
+    return bad
 
 
 def check_datasets(roots: Sequence[Path | str], verify_sha: bool = True) -> list[Problem]:
