@@ -13,10 +13,11 @@ the same I/O-bound C-level call the runtime itself uses (``runtime/session.py``)
 reported against both.
 
 Also measured: the bare encoder call; the tick with z drawn per episode (same work per
-tick); and paced ticks in a 200 Hz loop (4x the robot's rate, for more samples), idle and
-while hot-swap candidates are validated back to back on the background thread (the control
-path's tail under that load; the validation steps that hold the GIL wait for the end of a
-tick, see ``PolicyRuntime._after_tick``).
+tick); and paced loops that sleep to an absolute deadline like the robot's: a 200 Hz loop of
+bare actor calls and of ticks (each call starts cold after the sleep: caches, the vCPU's
+wake-up), and ticks at the robot's 20 Hz, idle and while hot-swap candidates are validated
+back to back on the background thread (the validation steps that hold the GIL wait for the
+end of a tick, see ``PolicyRuntime._after_tick``).
 
     python -m bench.run_all --only bench_runtime          # ~1 min
     python -m bench.bench_runtime --quick                 # ~15 s
@@ -115,14 +116,19 @@ def _bench(bundle: Path, calls: int, block: int, family: str, paced_s: float
     # paced ticks (a 200 Hz loop: 4x the robot's rate, for more samples), idle and while a
     # hot-swap candidate is validated back to back on the background thread
     rt = runtimes["tick_step_mean"]
-    paced: dict[str, list[int]] = {"bare_actor_paced_200hz": [], "tick_paced_200hz": [],
-                                   "tick_paced_200hz_validating": []}
+    # (name, period s, duration s, validate on the background thread?)
+    cases = (("bare_actor_paced_200hz", 0.005, paced_s, False),
+             ("tick_paced_200hz", 0.005, paced_s, False),
+             ("bare_actor_paced_20hz", 0.05, 1.2 * paced_s, False),
+             ("tick_paced_20hz", 0.05, 1.2 * paced_s, False),
+             ("tick_paced_20hz_validating", 0.05, 1.2 * paced_s, True))
+    if paced_s <= 0:
+        cases = ()
+    paced: dict[str, list[int]] = {c[0]: [] for c in cases}
     validations = 0
-    period = 0.005
-    for name in paced:
-        validate = name.endswith("validating")
+    for name, period, duration, validate in cases:
         deadline = time.perf_counter()
-        t_end = deadline + paced_s
+        t_end = deadline + duration
         while deadline < t_end:
             if validate and rt.swap_status().state != "validating":
                 rt.request_swap(bundle)
@@ -143,17 +149,22 @@ def _bench(bundle: Path, calls: int, block: int, family: str, paced_s: float
         rt.wait_for_validation(60)
     times.update(paced)
     res = {k: _stats(v) for k, v in times.items()}
-    res["tick_paced_200hz_validating"]["validations"] = validations
     bare = res["bare_actor"]["median_us"]
     for k in ("tick_step_mean", "tick_episode_z"):
         res[k]["ratio_median_to_bare_actor"] = res[k]["median_us"] / bare
         res[k]["ratio_p99_to_bare_actor_p99"] = res[k]["p99_us"] / res["bare_actor"]["p99_us"]
-    paced_bare = res["bare_actor_paced_200hz"]
-    for k in ("tick_paced_200hz", "tick_paced_200hz_validating"):
-        # paced cases against the paced floor: both start cold after the sleep
-        res[k]["ratio_median_to_bare_actor"] = res[k]["median_us"] / paced_bare["median_us"]
-        res[k]["ratio_p99_to_bare_actor_p99"] = res[k]["p99_us"] / paced_bare["p99_us"]
-    paced_bare["ratio_median_to_bare_actor"] = 1.0
+    for k, floor in (("tick_paced_200hz", "bare_actor_paced_200hz"),
+                     ("tick_paced_20hz", "bare_actor_paced_20hz"),
+                     ("tick_paced_20hz_validating", "bare_actor_paced_20hz")):
+        if k not in res:
+            continue
+        # paced cases against the floor paced the same way: both start cold after the sleep
+        res[k]["ratio_median_to_bare_actor"] = res[k]["median_us"] / res[floor]["median_us"]
+        res[k]["ratio_p99_to_bare_actor_p99"] = res[k]["p99_us"] / res[floor]["p99_us"]
+        res[k]["floor"] = floor
+        res[floor]["ratio_median_to_bare_actor"] = 1.0
+    if "tick_paced_20hz_validating" in res:
+        res["tick_paced_20hz_validating"]["validations"] = validations
     for k in ("bare_encoder", "bare_actor_bound"):
         res[k]["ratio_median_to_bare_actor"] = res[k]["median_us"] / bare
     res["tick_step_mean"]["ratio_median_to_bound_actor"] = (
@@ -163,6 +174,12 @@ def _bench(bundle: Path, calls: int, block: int, family: str, paced_s: float
                      "latent_dim": c.latent_dim, "context_dim": c.context_dim,
                      "sha256": b.sha256[:16]}
     return res
+
+
+def results_first(families: str) -> str:
+    """The paced (slow, real-time) cases run for the first family only: the networks have the
+    reference sizes in every family, so they would measure the same thing again."""
+    return next(f.strip() for f in families.split(",") if f.strip())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,15 +211,20 @@ def main(argv: list[str] | None = None) -> int:
             bdir = Path(tmp) / family
             write_test_bundle(bdir, family, seed=0, output_gain=100.0,
                               config=ExportConfig(random_rows=64, record_steps=40))
-            r = _bench(bdir, calls, 1000, family, 3.0 if args.quick else 10.0)
+            first = family == results_first(args.families)
+            r = _bench(bdir, calls, 1000, family,
+                       (3.0 if args.quick else 10.0) if first else 0.0)
             results["families"][family] = r
             print(f"{family} (obs {r['bundle']['obs_dim']}, action {r['bundle']['action_dim']},"
                   f" latent {r['bundle']['latent_dim']}):")
             print(f"  {'case':<30}{'median us':>10}{'p99 us':>10}{'p99.9 us':>10}"
-                  f"{'x bare (median)':>17}")
+                  f"{'x floor (median)':>17}")
             for k in ("bare_actor", "bare_actor_bound", "bare_encoder", "tick_step_mean",
                       "tick_episode_z", "bare_actor_paced_200hz", "tick_paced_200hz",
-                      "tick_paced_200hz_validating"):
+                      "bare_actor_paced_20hz", "tick_paced_20hz",
+                      "tick_paced_20hz_validating"):
+                if k not in r:
+                    continue
                 s = r[k]
                 ratio = s.get("ratio_median_to_bare_actor", 1.0)
                 print(f"  {k:<30}{s['median_us']:>10.1f}{s['p99_us']:>10.1f}"
@@ -212,12 +234,15 @@ def main(argv: list[str] | None = None) -> int:
     worst_bound = max(r["tick_step_mean"]["ratio_median_to_bound_actor"]
                       for r in results["families"].values())
     worst_p99 = max(r["tick_step_mean"]["p99_us"] for r in results["families"].values())
+    worst_p99_20 = max(r["tick_paced_20hz"]["p99_us"] for r in results["families"].values()
+                       if "tick_paced_20hz" in r)
     results["goal"] = {"tick_median_le_3x_bare": worst <= 3.0, "tick_p99_lt_1ms":
                        worst_p99 < 1000.0, "worst_ratio": worst,
-                       "worst_ratio_to_bound_floor": worst_bound, "worst_p99_us": worst_p99}
+                       "worst_ratio_to_bound_floor": worst_bound, "worst_p99_us": worst_p99,
+                       "worst_p99_us_paced_20hz": worst_p99_20}
     print(f"goal: tick <= 3x bare actor: {worst:.2f}x ({worst_bound:.2f}x the bound floor) "
           f"({'met' if worst <= 3.0 else 'NOT met'}); p99 < 1 ms: {worst_p99:.0f} us "
-          f"({'met' if worst_p99 < 1000 else 'NOT met'})")
+          f"back to back, {worst_p99_20:.0f} us in the 20 Hz loop")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     return 0
