@@ -12,7 +12,9 @@ vector:     ``VectorMetaEnv.step`` over the 16 environments, 1 and 2 threads (an
 rollout2:   the floor's rollout with 2 threads: the parallel physics ceiling on this machine
             (the sampler is closed-loop and cannot use open-loop rollouts directly).
 
-Ratios are to ``floor`` (goal: vectorized >= 0.5). Medians of ``--reps`` repetitions.
+Ratios are to ``floor`` (goal: vectorized >= 0.5): the median over ``--reps`` interleaved
+repetitions of the ratio within each repetition (every variant runs back to back per
+repetition, so a load spike from other processes hits the floor and the env alike).
 
     .venv/bin/python -m bench.run_all --only bench_twin
 """
@@ -31,15 +33,6 @@ import numpy as np
 RESULTS = Path(__file__).parent / "results" / "twin.json"
 FAMILIES = {"twin-arm": 25, "cheetah-vel": 5}
 N_VEC = 16
-
-
-def _median_rate(fn, n: int, reps: int) -> float:
-    rates = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        rates.append(n / (time.perf_counter() - t0))
-    return statistics.median(rates)
 
 
 def bench_family(name: str, frame_skip: int, n_steps: int, reps: int) -> dict[str, float]:
@@ -71,16 +64,6 @@ def bench_family(name: str, frame_skip: int, n_steps: int, reps: int) -> dict[st
     ctrl = np.clip(ctrl, probe.action_low, probe.action_high)
     vec.close()
 
-    out: dict[str, float] = {}
-    with rollout.Rollout(nthread=0) as r0:
-        datas = [mujoco.MjData(models[0])]
-        out["floor"] = _median_rate(lambda: r0.rollout(models, datas, states, ctrl),
-                                    vec_steps * N_VEC, reps)
-    with rollout.Rollout(nthread=2) as r2:
-        datas = [mujoco.MjData(models[0]) for _ in range(2)]
-        out["rollout2"] = _median_rate(lambda: r2.rollout(models, datas, states, ctrl),
-                                       vec_steps * N_VEC, reps)
-
     env = family.make_env(seed=0)
     env.set_task(tasks[0])
     m, d = env.model, env.data
@@ -97,25 +80,46 @@ def bench_family(name: str, frame_skip: int, n_steps: int, reps: int) -> dict[st
             if env.step(actions[k, 0]).truncated:
                 env.reset()
 
-    out["floor_call"] = _median_rate(floor_call, n_steps, reps)
-    out["single"] = _median_rate(single, n_steps, reps)
+    vecs = {}
     for threads in sorted({1, 2, default_threads()}):
-        vec = VectorMetaEnv.from_family(family, N_VEC, seed=0, n_threads=threads)
-        vec.set_tasks(tasks)
+        vecs[threads] = VectorMetaEnv.from_family(family, N_VEC, seed=0, n_threads=threads)
+        vecs[threads].set_tasks(tasks)
 
-        def vector(vec: VectorMetaEnv = vec) -> None:
-            vec.reset(list(range(N_VEC)))
-            for k in range(vec_steps):
-                step = vec.step(actions[k])
-                done = step.truncated | step.terminated
-                if done.any():
-                    vec.reset(mask=done)
+    def vector(vec: VectorMetaEnv) -> None:
+        vec.reset(list(range(N_VEC)))
+        for k in range(vec_steps):
+            step = vec.step(actions[k])
+            done = step.truncated | step.terminated
+            if done.any():
+                vec.reset(mask=done)
 
-        out[f"vector_t{threads}"] = _median_rate(vector, vec_steps * N_VEC, reps)
+    r0 = rollout.Rollout(nthread=0)
+    r2 = rollout.Rollout(nthread=2)
+    d0 = [mujoco.MjData(models[0])]
+    d2 = [mujoco.MjData(models[0]) for _ in range(2)]
+    n_vec = vec_steps * N_VEC
+    runs = {"floor": (lambda: r0.rollout(models, d0, states, ctrl), n_vec),
+            "rollout2": (lambda: r2.rollout(models, d2, states, ctrl), n_vec),
+            "floor_call": (floor_call, n_steps), "single": (single, n_steps)}
+    for threads, vec in vecs.items():
+        runs[f"vector_t{threads}"] = (lambda vec=vec: vector(vec), n_vec)
+    # Interleaved repetitions: each repetition measures every variant back to back, and ratios
+    # are taken within a repetition, so load from other processes hits floor and env alike.
+    rates: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(reps):
+        for k, (fn, n) in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            rates[k].append(n / (time.perf_counter() - t0))
+    r0.close()
+    r2.close()
+    for vec in vecs.values():
         vec.close()
-    for k in list(out):
+    out: dict[str, float] = {k: statistics.median(v) for k, v in rates.items()}
+    for k in runs:
         if k != "floor":
-            out[f"{k}_ratio"] = out[k] / out["floor"]
+            out[f"{k}_ratio"] = statistics.median(
+                a / b for a, b in zip(rates[k], rates["floor"], strict=True))
     return out
 
 
