@@ -76,6 +76,14 @@ from pearl_robot.hardware.transport import Transport
 
 log = logging.getLogger(__name__)
 
+# Plain ints: IntFlag arithmetic costs microseconds per operation in the per-frame path.
+_ARMED = int(DeviceFlags.ARMED)
+_ESTOP = int(DeviceFlags.ESTOP)
+_SAFE = int(DeviceFlags.SAFE)
+_COMMAND_TIMEOUT = int(DeviceFlags.COMMAND_TIMEOUT)
+_FAULT = int(DeviceFlags.FAULT)
+_SESSION = int(DeviceFlags.SESSION)
+
 
 @dataclass(frozen=True)
 class BridgeConfig:
@@ -225,6 +233,9 @@ class SerialBridge:
         self._stale_since: float | None = None
         self._backoff = self.config.backoff_initial_s
         self._reopen_at = now
+        self._joint_names: tuple[str, ...] = ()
+        self._effort_max = np.zeros(0)
+        self._effort_min = np.zeros(0)
         self.last_command_seq: int | None = None
         """Sequence number of the newest caller command sent (STATE.command_seq echoes it)."""
 
@@ -327,7 +338,7 @@ class SerialBridge:
             self.events["commands_not_ready"] += 1
             return False
         arr = np.asarray(effort, dtype=np.float64).reshape(-1)
-        names = info.joint_names
+        names = self._joint_names
         if joint_names is not None:
             idx = {n: i for i, n in enumerate(joint_names)}
             if len(joint_names) != arr.shape[0] or set(idx) != set(names):
@@ -337,17 +348,16 @@ class SerialBridge:
         elif arr.shape[0] != len(names):
             self._reject(f"command has {arr.shape[0]} efforts, the device has {len(names)} "
                          f"joints {list(names)}")
-        bad = [names[i] for i in np.flatnonzero(~np.isfinite(arr))]
-        if bad:
+        if not np.isfinite(arr).all():
+            bad = [names[i] for i in np.flatnonzero(~np.isfinite(arr))]
             self._reject(f"command has non-finite effort for joint(s) {bad}")
         now = self._clock()
         self._last_user_cmd = now
-        if self._host_estop or self._device_flags & DeviceFlags.ESTOP:
+        if self._host_estop or self._device_flags & _ESTOP:
             self._send_safe("e-stop latched")
             return False
-        limits = np.array([j.effort_max for j in info.joints])
-        clipped = np.clip(arr, -limits, limits)
-        if not np.array_equal(clipped, arr):
+        clipped = np.clip(arr, self._effort_min, self._effort_max)
+        if (clipped != arr).any():
             self.events["commands_clipped"] += 1
         self._safe_sent = False
         seq = self._send(Command(clipped), now=now)
@@ -424,7 +434,7 @@ class SerialBridge:
         if st.command_timeout:
             return LinkDiagnostics(1, "device watchdog: no fresh command, safe command "
                                    "applied", values)
-        if st.device_flags & DeviceFlags.FAULT:
+        if st.device_flags & _FAULT:
             return LinkDiagnostics(1, "device fault active", values)
         return LinkDiagnostics(0, "armed" if st.armed else "ready, disarmed", values)
 
@@ -441,10 +451,10 @@ class SerialBridge:
         ready = self._link is LinkState.READY
         age = (self._clock() - self._latest.host_time_s) if self._latest else float("inf")
         return BridgeStatus(
-            link=self._link, armed=ready and bool(flags & DeviceFlags.ARMED),
-            estop=self._host_estop or bool(flags & DeviceFlags.ESTOP),
-            safe=not ready or bool(flags & DeviceFlags.SAFE),
-            command_timeout=ready and bool(flags & DeviceFlags.COMMAND_TIMEOUT),
+            link=self._link, armed=ready and bool(flags & _ARMED),
+            estop=self._host_estop or bool(flags & _ESTOP),
+            safe=not ready or bool(flags & _SAFE),
+            command_timeout=ready and bool(flags & _COMMAND_TIMEOUT),
             device_flags=flags, device_info=self._info, last_error=self._last_error,
             last_fault=self._last_fault, state_age_s=age)
 
@@ -587,6 +597,8 @@ class SerialBridge:
 
     def _lost_port(self, why: str) -> None:
         self._close_transport()
+        if self._link is LinkState.FAILED:  # terminal: never reconnect to that device
+            return
         self.events["reconnects"] += 1
         self._stale_since = None
         self._set_link(LinkState.DISCONNECTED, why)
@@ -679,6 +691,9 @@ class SerialBridge:
         self._boot_id = info.boot_id
         self._rx_seq.reset(seq)
         self.rtt.clear()
+        self._joint_names = info.joint_names
+        self._effort_max = np.array([j.effort_max for j in info.joints])
+        self._effort_min = -self._effort_max
         with self._cond:
             self._info = info
             self._device_flags = 0
@@ -710,7 +725,7 @@ class SerialBridge:
         with self._cond:
             self._device_flags = hb.flags
         self._sync_host_estop(hb.flags)
-        if self._link is LinkState.READY and not hb.flags & DeviceFlags.SESSION:
+        if self._link is LinkState.READY and not hb.flags & _SESSION:
             self._session_lost(now, "device closed the session (its link timeout)")
 
     def _session_lost(self, now: float, why: str) -> None:
@@ -721,7 +736,7 @@ class SerialBridge:
         self._begin_handshake(now, why)
 
     def _sync_host_estop(self, flags: int) -> None:
-        if flags & DeviceFlags.ESTOP:
+        if flags & _ESTOP:
             if not self._host_estop and not self._estop_clear_pending:
                 log.warning("serial: the device latched its e-stop")
                 self._host_estop = True
@@ -738,15 +753,15 @@ class SerialBridge:
         if st.position.shape[0] != len(info.joints):
             self.counters.frames_bad["joint_count"] += 1
             return
-        if not (np.all(np.isfinite(st.position)) and np.all(np.isfinite(st.velocity))
-                and np.all(np.isfinite(st.effort))):
+        if not (np.isfinite(st.position).all() and np.isfinite(st.velocity).all()
+                and np.isfinite(st.effort).all()):
             # A sensor fault: never hand NaN joint states to the policy. Persisting, it
             # starves the host watchdog, which then sends the safe command.
             self.counters.frames_bad["non_finite_state"] += 1
             return
         if st.command_seq != NO_COMMAND:
             self.rtt.acked(st.command_seq, now)
-        sample = JointStateSample(info.joint_names, st.position, st.velocity, st.effort,
+        sample = JointStateSample(self._joint_names, st.position, st.velocity, st.effort,
                                   self._device_time_s(), now, st.flags, st.command_seq)
         with self._cond:
             self._device_flags = st.flags
@@ -793,19 +808,19 @@ class SerialBridge:
                 self._send_hello(now)
         if link is LinkState.READY:
             flags = self._device_flags
-            if (flags & DeviceFlags.ARMED and not self._safe_sent
+            if (flags & _ARMED and not self._safe_sent
                     and now - self._last_user_cmd > cfg.command_timeout_s):
                 self.events["command_timeouts"] += 1
                 self._send_safe("host command watchdog: caller sent no command")
             if now - self._last_control_tx >= cfg.control_retry_s:
-                if self._host_estop and not flags & DeviceFlags.ESTOP:
+                if self._host_estop and not flags & _ESTOP:
                     self._send(EStop(True), now=now)
-                elif self._estop_clear_pending and flags & DeviceFlags.ESTOP:
+                elif self._estop_clear_pending and flags & _ESTOP:
                     self._send(EStop(False), now=now)
-                elif (self._want_armed and not flags & DeviceFlags.ARMED
-                      and not flags & DeviceFlags.ESTOP):
+                elif (self._want_armed and not flags & _ARMED
+                      and not flags & _ESTOP):
                     self._send(Arm(True), now=now)
-                elif not self._want_armed and flags & DeviceFlags.ARMED:
+                elif not self._want_armed and flags & _ARMED:
                     self._send(Arm(False), now=now)
         if self._transport is not None and now - self._last_tx >= cfg.heartbeat_period_s:
             self._send(Heartbeat(self._session, 0), now=now)
