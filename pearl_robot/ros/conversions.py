@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import array
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
@@ -124,7 +125,10 @@ def labelled_array(fields: Mapping[str, np.ndarray | float | Sequence[float]]
 def command_msg(effort: np.ndarray) -> Float64MultiArray:
     """``/pearl/command``: one effort per joint, in the contract's joint order (the shape of a
     ros2_control forward_command_controller input)."""
-    return labelled_array({"effort": effort})
+    msg = Float64MultiArray()
+    msg.layout.dim = [MultiArrayDimension(label="effort", size=len(effort), stride=0)]
+    msg.data = array.array("d", effort)  # the typed fast path: no per-element checks
+    return msg
 
 
 def command_from_msg(msg: Float64MultiArray, n_joints: int) -> np.ndarray:

@@ -449,38 +449,40 @@ class PolicyNode(Node):
         self._tick_running(now, age)
 
     def _tick_running(self, now: float, age: float | None) -> None:
+        """Score the transition that ends at this state, act (command out first: it is the
+        latency-critical message), then publish the transition and the belief."""
         obs = self._obs
         obs_ok = (obs is not None and age is not None and age <= self.params.value.stale_obs_s
                   and bool(np.all(np.isfinite(obs))))
         reward = None
         last = self.episode_ticks >= self.episode_steps
         pending = self._pending
+        transition = None
         if pending is not None and obs_ok:
             assert obs is not None and self.reward_fn is not None
             r = self.reward_fn(pending.obs, pending.action, obs)
             reward = r.context
-            vec = self.layout.pack(
+            transition = self.layout.pack(
                 pending.obs, pending.action, r.reward, obs, terminated=False, truncated=last,
                 episode=self.episode_id, step=self.step,
                 task=self.task.index if self.task else -1,
                 stamps=(pending.obs_stamp, pending.action_stamp, self._obs_stamp),
                 belief=pending.belief if self.layout.belief_dim else None)
-            self.transition_pub.publish(transition_msg(self.layout, vec))
-            self.published_transitions += 1
-            self.step += 1
             self.episode_return += r.reward
         if last:
             self.runtime.end_episode(obs if obs_ok else None, reward)
-            self._finish_episode("finished")
             self._publish_safe()
+            self._publish_transition(transition)
+            self._finish_episode("finished")
             self.state = "idle"
             if self.running:
                 self._begin_reset()
             return
         result = self.runtime.tick(obs if obs is not None else np.full(
             self.contract.obs_dim, np.nan), reward, obs_age=age if age is not None else math.inf)
-        self.episode_ticks += 1
         self._send(result.command)
+        self.episode_ticks += 1
+        self._publish_transition(transition)
         self.belief_pub.publish(belief_msg(result.belief_mean, result.belief_var,
                                            result.context_size))
         if result.safe:
@@ -495,6 +497,13 @@ class PolicyNode(Node):
         else:
             # No trusted action: the chain of transitions restarts at the next good tick.
             self._pending = None
+
+    def _publish_transition(self, vec: np.ndarray | None) -> None:
+        if vec is None:
+            return
+        self.transition_pub.publish(transition_msg(self.layout, vec))
+        self.published_transitions += 1
+        self.step += 1
 
     # ------------------------------------------------------------------ hot-swap, diagnostics
     def _check_swap(self) -> None:
