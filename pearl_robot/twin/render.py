@@ -98,6 +98,7 @@ def _place_goal_marker(env: Any) -> None:
     site = mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_SITE, "goal_marker")
     if site >= 0:
         env.model.site_pos[site] = marker()
+        mujoco.mj_kinematics(env.model, env.data)  # the first frame shows it too
 
 
 def record_episode(env: Any, policy: Policy, seed: int | None = None,
