@@ -520,6 +520,7 @@ class SerialBridge:
         try:
             transport = self._factory()
         except TransportError as exc:
+            self.events["open_failures"] += 1
             self._set_link(LinkState.DISCONNECTED, str(exc))
             self._schedule_reopen(now)
             return

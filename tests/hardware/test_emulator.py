@@ -274,3 +274,21 @@ def test_hardware_package_imports_neither_torch_nor_mujoco() -> None:
             "bad = [m for m in ('torch', 'mujoco', 'rclpy') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--drop", "2"], "not a probability"),
+    (["--reset-every", "0"], "must be > 0"),
+    (["--twin-params", "[1, 2]"], "must be a JSON object"),
+    (["--twin-params", "{bad"], "not valid JSON"),
+])
+def test_emulate_cli_rejects_bad_flags_with_one_line(args, message, capsys) -> None:
+    from pearl_robot.cli import main
+
+    try:
+        rc = main(["emulate", *args, "--duration", "0.1"])
+    except SystemExit as exc:  # argparse errors exit 2
+        rc = exc.code
+    err = capsys.readouterr().err
+    assert rc in (1, 2) and message in err
+    assert "Traceback" not in err

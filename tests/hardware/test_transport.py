@@ -63,3 +63,40 @@ def test_bridge_over_socket_url_reaches_the_emulator() -> None:
         emulator.stop()
         endpoint.close()
         server.close()
+
+
+def test_reopen_backoff_doubles_up_to_the_cap_and_resets_after_a_handshake() -> None:
+    bridge = SerialBridge(lambda: None, BridgeConfig(backoff_initial_s=0.05,
+                                                     backoff_max_s=0.3))
+    waits = []
+    for _ in range(6):
+        bridge._schedule_reopen(100.0)
+        waits.append(round(bridge._reopen_at - 100.0, 6))
+    assert waits == [0.05, 0.1, 0.2, 0.3, 0.3, 0.3]
+
+
+def test_port_missing_at_start_is_retried_until_it_appears(tmp_path) -> None:
+    """The robot is powered after the host starts: opens fail (counted, DISCONNECTED with the
+    reason), then the port appears and the handshake completes."""
+    from pearl_robot.hardware.emulator import PtyEndpoint
+
+    link = tmp_path / "ttyLATE"
+    bridge = SerialBridge(serial_factory(SerialConfig(str(link))),
+                          BridgeConfig(backoff_initial_s=0.01, backoff_max_s=0.05))
+    bridge.start()
+    endpoint = emulator = None
+    try:
+        assert wait_until(lambda: bridge.events["open_failures"] >= 3, 3.0)
+        st = bridge.status()
+        assert st.link is LinkState.DISCONNECTED and "ttyLATE" in st.last_error
+        endpoint = PtyEndpoint(link=link)
+        emulator = FirmwareEmulator(make_twin_plant(seed=0), endpoint,
+                                    rng=np.random.default_rng(0)).start()
+        bridge.wait_ready(5.0)
+        assert bridge.events["port_opens"] == 1
+    finally:
+        bridge.stop()
+        if emulator is not None:
+            emulator.stop()
+        if endpoint is not None:
+            endpoint.close()
