@@ -545,8 +545,8 @@ def export_checkpoint(checkpoint: str | Path | Checkpoint, out_dir: str | Path,
     cfg = config or ExportConfig()
     if recorded is None and ckpt.replay is not None:
         recorded = recorded_from_replay(ckpt.replay, nets)
-    trainer = {k: v for k, v in (ckpt.trainer or {}).items()
-               if isinstance(v, (int, float, str, bool))}
+    trainer = {k: v for k, v in (ckpt.trainer or {}).items()  # counters, not RNG states
+               if isinstance(v, (int, float, bool)) or (isinstance(v, str) and len(v) <= 64)}
     prov = {"checkpoint": str(Path(ckpt.path).resolve()),
             "checkpoint_sha256": sha256_file(ckpt.path), "trainer": trainer,
             "training": dict(ckpt.provenance or {}),
