@@ -71,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="armed and no command this long -> zero effort (default 100)")
     g.add_argument("--link-timeout-ms", type=int, default=250,
                    help="host silent this long -> disarm and close the session (default 250)")
+    g.add_argument("--velocity-fault", action="store_true",
+                   help="fault and disarm when a joint exceeds its velocity limit, as a real "
+                   "drive does (off by default)")
     f = parser.add_argument_group("fault injection")
     f.add_argument("--drop", type=_probability, default=0.0, help="drop outgoing frames")
     f.add_argument("--corrupt", type=_probability, default=0.0, help="flip a bit in frames")
@@ -106,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
                             heartbeat_period_ms=args.heartbeat_ms,
                             command_timeout_ms=args.command_timeout_ms,
                             link_timeout_ms=args.link_timeout_ms,
-                            device_name=args.device_name)
+                            device_name=args.device_name,
+                            velocity_fault=args.velocity_fault)
     faults = FaultSwitches(drop=args.drop, corrupt=args.corrupt, duplicate=args.duplicate,
                            garbage=args.garbage, delay_s=args.delay_ms * 1e-3)
     endpoint = PtyEndpoint(link=args.link)

@@ -238,6 +238,10 @@ class EmulatorConfig:
     max_advance_s: float = 0.1
     """Longest plant advance per loop: after a host-side stall the plant lags wall time
     rather than jumping."""
+    velocity_fault: bool = False
+    """Fault on a joint faster than its ``velocity_max`` (FAULT LIMIT, safe command, disarm;
+    the FAULT flag stays until the next ARM), as a real drive would. Off by default so a demo
+    with an untrained policy is not stopped by it."""
 
 
 @dataclass
@@ -296,6 +300,7 @@ class FirmwareEmulator:
         self.joints = tuple(JointInfo(j.name, j.position_min, j.position_max, j.velocity_max,
                                       j.effort_max) for j in spec.joints)
         self._limits = np.array([j.effort_max for j in self.joints])
+        self._velocity_max = np.array([j.velocity_max for j in self.joints])
         self._physics_dt = float(getattr(plant, "physics_dt", 0.001))
         self.counters = LinkCounters()
         self.events: Counter[str] = Counter()
@@ -409,8 +414,22 @@ class FirmwareEmulator:
         self._plant_t = now
         steps = int(self._plant_debt / self._physics_dt)
         if steps > 0:
-            self.plant.advance(steps * self._physics_dt)
+            sample = self.plant.advance(steps * self._physics_dt)
             self._plant_debt -= steps * self._physics_dt
+            if self.config.velocity_fault and self._armed:
+                self._check_velocity(np.asarray(sample.velocity), now)
+
+    def _check_velocity(self, velocity: np.ndarray, now: float) -> None:
+        over = np.flatnonzero(np.abs(velocity) > self._velocity_max)
+        if over.size == 0:
+            return
+        names = [self.joints[i].name for i in over]
+        self._armed = False
+        self._fault_active = True
+        self._apply_safe()
+        self.events["velocity_faults"] += 1
+        self._emit(Fault(FaultCode.LIMIT, Severity.ERROR,
+                         f"velocity limit exceeded on {', '.join(names)}; disarmed"), now)
 
     # ---------------------------------------------------------------- transmit
 
@@ -548,6 +567,7 @@ class FirmwareEmulator:
                              "arm refused: e-stop latched"), now)
         elif arm and not self._armed:
             self._armed = True
+            self._fault_active = False
             self._last_cmd_t = now  # the command watchdog starts at arming
             self._command_timeout = False
         elif not arm and self._armed:

@@ -102,7 +102,7 @@ class FaultCode(enum.IntEnum):
     ARM_REFUSED = 3  # ARM while the e-stop is latched or a fault is active
     BAD_COMMAND = 4  # wrong joint count or non-finite effort: safe command applied
     BOOT = 5  # the device (re)started
-    LIMIT = 6  # an effort was clipped, or a velocity limit was exceeded
+    LIMIT = 6  # a joint exceeded its velocity limit: safe command, disarmed
     ESTOP_INPUT = 7  # a device-side e-stop input latched the e-stop
     HARDWARE = 8  # driver or sensor fault
 

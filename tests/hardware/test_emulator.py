@@ -292,3 +292,28 @@ def test_emulate_cli_rejects_bad_flags_with_one_line(args, message, capsys) -> N
     err = capsys.readouterr().err
     assert rc in (1, 2) and message in err
     assert "Traceback" not in err
+
+
+def test_velocity_fault_disarms_when_enabled() -> None:
+    endpoint = PtyEndpoint()
+    emu = FirmwareEmulator(make_twin_plant(seed=0), endpoint,
+                           EmulatorConfig(velocity_fault=True, command_timeout_ms=2000),
+                           rng=np.random.default_rng(0)).start()
+    host = ScriptedHost(endpoint.path)
+    try:
+        _session(host)
+        host.send(Arm(True))
+        end = time.monotonic() + 3.0
+        fault = None
+        while fault is None and time.monotonic() < end:  # full torque on the shoulder
+            host.send(Command(np.array([0.0, 6.0, 0.0])))
+            fault = host.wait(Fault, 0.02, where=lambda f: f.code == FaultCode.LIMIT)
+        assert fault is not None and "shoulder" in fault.text
+        st = emu.status()
+        assert not st.armed and np.all(st.applied_effort == 0.0)
+        assert host.wait(State, where=lambda s: s.flags & DeviceFlags.FAULT and
+                         not s.flags & DeviceFlags.ARMED) is not None
+    finally:
+        host.close()
+        emu.stop()
+        endpoint.close()
