@@ -86,18 +86,15 @@ def load_rates(root: Path) -> dict[str, float]:
     cold = load_datasets([root], use_cache=True)  # builds the cache
     t_cold = time.perf_counter() - t0
     n = cold.transitions
-    warm_t = []
-    for _ in range(3):
+    cache_files = sorted((root / ".cache").glob("*.npy"))
+    warm_t, raw_t = [], []
+    for _ in range(7):  # interleaved, so both see the same machine load; best of each
         t0 = time.perf_counter()
         warm = load_datasets([root], use_cache=True)
         warm_t.append(time.perf_counter() - t0)
         assert warm.transitions == n
-    cache_files = sorted((root / ".cache").glob("*.npy"))
-    raw_t = []
-    for _ in range(3):
         t0 = time.perf_counter()
-        mats = [np.load(f, allow_pickle=False) for f in cache_files]
-        allm = np.concatenate(mats)
+        allm = np.concatenate([np.load(f, allow_pickle=False) for f in cache_files])
         raw_t.append(time.perf_counter() - t0)
         assert allm.shape[0] == n
     t_warm, t_raw = min(warm_t), min(raw_t)
@@ -116,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     rng = np.random.default_rng(0)
     n_eps, steps = (25, 200) if args.quick else (100, 200)
-    repeats = args.repeats or (2 if args.quick else 3)
+    repeats = args.repeats or (2 if args.quick else 5)
     base = Path(tempfile.mkdtemp(prefix="bench_datalog_", dir=args.dir))
     results: dict[str, object] = {"layout": LAYOUT.to_json(), "quick": args.quick}
     try:
