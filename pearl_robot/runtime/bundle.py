@@ -23,6 +23,7 @@ thread, sequential execution, all graph optimizations.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -456,14 +457,14 @@ def session_options() -> Any:
     return so
 
 
-def _session(path: Path) -> Any:
+def _session(name: str, model: bytes) -> Any:
     import onnxruntime as ort
 
     try:
-        return ort.InferenceSession(str(path), sess_options=session_options(),
+        return ort.InferenceSession(model, sess_options=session_options(),
                                     providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own (non-exported) exception classes
-        raise BundleGraphError(f"{path.name}: onnxruntime cannot load the graph "
+        raise BundleGraphError(f"{name}: onnxruntime cannot load the graph "
                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]})"
                                ) from exc
 
@@ -535,22 +536,33 @@ def read_contract(bundle_dir: str | Path) -> Contract:
     return contract
 
 
-def check_files(bundle_dir: Path, contract: Contract) -> None:
-    """Every hashed file present and matching its recorded sha256."""
+def check_files(bundle_dir: Path, contract: Contract) -> dict[str, bytes]:
+    """Every hashed file present and matching its recorded sha256; returns their bytes.
+
+    Each file is read once and the *hashed bytes* are what the loader uses (sessions are
+    built from them), so a bundle replaced on disk while it is being validated (an export
+    with ``--force`` to the same path) can never mix checked and unchecked content."""
+    data: dict[str, bytes] = {}
     for name in HASHED_FILES:
         p = bundle_dir / name
-        if not p.is_file():
-            raise BundleFileMissingError(f"{bundle_dir}: missing {name}")
-        got = sha256_file(p)
+        try:
+            blob = p.read_bytes()
+        except FileNotFoundError:
+            raise BundleFileMissingError(f"{bundle_dir}: missing {name}") from None
+        except IsADirectoryError:
+            raise BundleFileMissingError(f"{bundle_dir}: {name} is a directory") from None
+        got = hashlib.sha256(blob).hexdigest()
         if got != contract.files[name]:
             raise BundleHashError(f"{name}: sha256 {got[:16]}... differs from the contract's "
                                   f"{str(contract.files[name])[:16]}... (corrupted or "
                                   f"replaced after export)")
+        data[name] = blob
+    return data
 
 
-def _load_golden(path: Path, contract: Contract) -> dict[str, np.ndarray]:
+def _load_golden(blob: bytes, contract: Contract) -> dict[str, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
             data = {k: np.asarray(z[k]) for k in z.files}
     except Exception as exc:  # zipfile/ValueError/OSError from a damaged archive
         raise BundleGoldenError(f"{GOLDEN_FILE} is unreadable ({type(exc).__name__}: "
@@ -619,19 +631,19 @@ def load_bundle(bundle_dir: str | Path, robot: RobotExpectation | None = None,
     bundle_dir = Path(bundle_dir)
     step()
     contract = read_contract(bundle_dir)
-    check_files(bundle_dir, contract)
+    blobs = check_files(bundle_dir, contract)
     if robot is not None:
         check_robot(contract, robot)
     step()
-    actor = _session(bundle_dir / ACTOR_FILE)
+    actor = _session(ACTOR_FILE, blobs[ACTOR_FILE])
     step()
-    encoder = _session(bundle_dir / ENCODER_FILE)
+    encoder = _session(ENCODER_FILE, blobs[ENCODER_FILE])
     o, a, L, c = contract.obs_dim, contract.action_dim, contract.latent_dim, contract.context_dim
     _check_io(actor, ACTOR_FILE, "input", {"obs": o, "z": L, "eps": a})
     _check_io(actor, ACTOR_FILE, "output", {"action_mean": a, "action_sample": a})
     _check_io(encoder, ENCODER_FILE, "input", {"transition": c})
     _check_io(encoder, ENCODER_FILE, "output", {"mu": L, "var": L})
     step()
-    golden = _load_golden(bundle_dir / GOLDEN_FILE, contract)
+    golden = _load_golden(blobs[GOLDEN_FILE], contract)
     err = run_golden(actor, encoder, golden, contract)
     return Bundle(bundle_dir, contract, actor, encoder, err)

@@ -242,3 +242,21 @@ class TestTwinRobot:
 
         assert main(["bundle", "check", str(twin_bundle), "--robot", "--ticks", "20"]) == 0
         assert "robot fit (joint names, limits, period)" in capsys.readouterr().out
+
+
+def test_bundle_replaced_during_validation_is_never_mixed(bundle_copy: Path,
+                                                          other_bundle_dir: Path) -> None:
+    """An export --force to the same path while the robot validates it: the loader builds
+    the sessions from the bytes it hashed, so it ends with the bundle it checked."""
+    calls = []
+    want = read_contract(bundle_copy).contract_sha256
+
+    def replace_after_hashing() -> None:
+        calls.append(1)
+        if len(calls) == 2:  # hashes checked, sessions not created yet
+            for name in (ACTOR_FILE, ENCODER_FILE, GOLDEN_FILE, CONTRACT_FILE):
+                shutil.copy(other_bundle_dir / name, bundle_copy / name)
+
+    b = load_bundle(bundle_copy, yield_point=replace_after_hashing)
+    assert b.sha256 == want and len(calls) == 4
+    assert load_bundle(bundle_copy).sha256 != want  # the directory now holds the other one
