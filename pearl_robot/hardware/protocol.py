@@ -13,7 +13,8 @@ Layers, each with its own failure type (``pearl_robot.hardware.errors``):
 Encoding is the reverse (:func:`encode_message`). Everything is little-endian; floats are
 IEEE-754 float32 (a microcontroller's native type). CRC-32 is zlib's (ISO-HDLC, also
 Ethernet's; MCU CRC units with bit reversal compute it); COBS comes from the ``cobs``
-package (C extension). Both were measured fast enough for 1 kHz (docs/performance.md, "Serial link").
+package (C extension). Both were measured fast enough for 1 kHz (docs/performance.md,
+"Serial link").
 """
 
 from __future__ import annotations
