@@ -250,6 +250,8 @@ def test_bundle_replaced_during_validation_is_never_mixed(bundle_copy: Path,
     the sessions from the bytes it hashed, so it ends with the bundle it checked."""
     calls = []
     want = read_contract(bundle_copy).contract_sha256
+    with np.load(bundle_copy / GOLDEN_FILE) as z:
+        gold = {k: z[k].copy() for k in z.files}
 
     def replace_after_hashing() -> None:
         calls.append(1)
@@ -259,4 +261,8 @@ def test_bundle_replaced_during_validation_is_never_mixed(bundle_copy: Path,
 
     b = load_bundle(bundle_copy, yield_point=replace_after_hashing)
     assert b.sha256 == want and len(calls) == 4
+    # and its graphs are the checked ones, not the files now on disk
+    mean = b.actor.run(["action_mean"], {"obs": gold["actor_obs"], "z": gold["actor_z"],
+                                         "eps": gold["actor_eps"]})[0]
+    np.testing.assert_allclose(mean, gold["actor_action_mean"], atol=1e-5)
     assert load_bundle(bundle_copy).sha256 != want  # the directory now holds the other one
