@@ -13,6 +13,7 @@ outgoing frame), --delay-ms, --reset-every (reboot the device), --silent-every/-
 
 Examples:
   pearl-robot emulate
+  pearl-robot emulate --tcp 127.0.0.1:5760     # host URL socket://127.0.0.1:5760
   pearl-robot emulate --link /tmp/ttyPEARL --drop 0.01 --corrupt 0.01 --reset-every 30
 """
 
@@ -28,10 +29,13 @@ import numpy as np
 
 from pearl_robot.errors import ConfigError
 from pearl_robot.hardware.emulator import (
+    DeviceEndpoint,
     EmulatorConfig,
     FaultSwitches,
     FirmwareEmulator,
     PtyEndpoint,
+    SocketEndpoint,
+    TcpDeviceServer,
     make_twin_plant,
 )
 
@@ -56,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("device")
     g.add_argument("--link", type=Path, default=None,
                    help="also create this symlink to the pty (a stable path, like a udev rule)")
+    g.add_argument("--tcp", default=None, metavar="HOST:PORT",
+                   help="serve on TCP instead of a pty (hosts connect with "
+                   "socket://HOST:PORT); one host at a time, a new one may connect after the "
+                   "last disconnects")
     g.add_argument("--mjcf", type=Path, default=None,
                    help="robot model (default: sim/arm3.xml); joint names and limits come "
                    "from it")
@@ -113,12 +121,22 @@ def run(args: argparse.Namespace) -> int:
                             velocity_fault=args.velocity_fault)
     faults = FaultSwitches(drop=args.drop, corrupt=args.corrupt, duplicate=args.duplicate,
                            garbage=args.garbage, delay_s=args.delay_ms * 1e-3)
-    endpoint = PtyEndpoint(link=args.link)
+    server = None
+    if args.tcp is not None:
+        host, _, port = args.tcp.rpartition(":")
+        try:
+            server = TcpDeviceServer(host or "127.0.0.1", int(port))
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"--tcp {args.tcp!r}: {exc}") from None
+        endpoint: DeviceEndpoint = SocketEndpoint.unconnected()
+        print(f"device: {server.url}", flush=True)
+    else:
+        endpoint = PtyEndpoint(link=args.link)
+        print(f"device: {endpoint.path}", flush=True)
+        if args.link is not None:
+            print(f"link:   {args.link} -> {endpoint.path}", flush=True)
     emulator = FirmwareEmulator(plant, endpoint, config, faults,
                                 rng=np.random.default_rng(args.seed))
-    print(f"device: {endpoint.path}", flush=True)
-    if args.link is not None:
-        print(f"link:   {args.link} -> {endpoint.path}", flush=True)
     print(f"robot:  {plant.spec.name}, joints {', '.join(plant.spec.joint_names)} "
           f"(effort N*m); Ctrl-C to stop", flush=True)
     emulator.start()
@@ -132,6 +150,14 @@ def run(args: argparse.Namespace) -> int:
         while args.duration is None or time.monotonic() - start < args.duration:
             time.sleep(0.02)
             now = time.monotonic()
+            if server is not None and getattr(emulator.endpoint, "closed", False):
+                try:
+                    conn = server.accept(timeout=0.0)
+                except (BlockingIOError, TimeoutError, OSError):
+                    conn = None
+                if conn is not None:
+                    log.info("host connected over TCP")
+                    emulator.endpoint = conn
             if "reset" in due and now >= due["reset"]:
                 log.info("fault: device reset")
                 emulator.request_reset()
@@ -156,7 +182,9 @@ def run(args: argparse.Namespace) -> int:
         pass
     finally:
         emulator.stop()
-        endpoint.close()
+        emulator.endpoint.close()
+        if server is not None:
+            server.close()
         print(f"stopped: {_summary(emulator)}", flush=True)
     return 0
 

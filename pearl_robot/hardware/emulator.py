@@ -179,11 +179,17 @@ class PtyEndpoint:
 class SocketEndpoint:
     """The device end of a TCP connection (the host uses ``socket://host:port``)."""
 
-    def __init__(self, conn: socket.socket) -> None:
+    def __init__(self, conn: socket.socket | None) -> None:
         self.conn = conn
-        self.conn.setblocking(False)
-        self.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.closed = False
+        self.closed = conn is None
+        if conn is not None:
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    @classmethod
+    def unconnected(cls) -> SocketEndpoint:
+        """A placeholder until a host connects (reads idle, writes go nowhere)."""
+        return cls(None)
 
     def read(self, timeout: float) -> bytes:
         if self.closed:
@@ -215,7 +221,8 @@ class SocketEndpoint:
 
     def close(self) -> None:
         self.closed = True
-        self.conn.close()
+        if self.conn is not None:
+            self.conn.close()
 
 
 # --------------------------------------------------------------------------- configuration

@@ -317,3 +317,26 @@ def test_velocity_fault_disarms_when_enabled() -> None:
         host.close()
         emu.stop()
         endpoint.close()
+
+
+def test_emulate_cli_over_tcp_serves_one_host_after_another() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "pearl_robot.cli", "emulate", "--tcp",
+                             "127.0.0.1:0", "--duration", "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        while not (lines and lines[-1].startswith("device: ")) and len(lines) < 50:
+            lines.append(proc.stdout.readline())
+        url = lines[-1].split()[-1]
+        assert url.startswith("socket://127.0.0.1:"), lines
+        for _ in range(2):  # a second host connects after the first disconnects
+            bridge = SerialBridge(serial_factory(SerialConfig(url))).start()
+            try:
+                bridge.wait_ready(10.0)
+                assert bridge.wait_state(0.0, 3.0) is not None
+            finally:
+                bridge.stop()
+    finally:
+        proc.send_signal(2)
+        out, _ = proc.communicate(timeout=15)
+    assert proc.returncode == 0, out
