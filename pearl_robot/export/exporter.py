@@ -219,6 +219,51 @@ def recorded_from_rollout(nets: PearlNetworks, family_info: Mapping[str, Any], s
                     f"rollout of the policy in {name} ({len(rows)} steps)")
 
 
+def robot_meta(family_info: Mapping[str, Any]) -> dict[str, Any]:
+    """Units, limits and the robot description from the family's env when it drives a robot
+    described by ``twin.robot_spec`` (``env.spec.to_dict()`` with joints and units): observation
+    entries named ``<joint>.<position|velocity|effort>`` and commands ``<joint>.effort`` get
+    their joint's unit and limits. Empty for families without a robot description."""
+    name = family_info.get("name")
+    if not name:
+        return {}
+    try:
+        from pearl_robot.tasks.registry import make_family
+
+        env = make_family(str(name)).make_env(seed=0)
+    except Exception:  # noqa: BLE001 - optional metadata; the rollout logs the failure
+        return {}
+    try:
+        spec = getattr(env, "spec", None)
+        desc = spec.to_dict() if hasattr(spec, "to_dict") else None
+        if not isinstance(desc, dict) or not isinstance(desc.get("joints"), list):
+            return {}
+        joints = {j["name"]: j for j in desc["joints"]}
+        limits = {"position": lambda j: (j["position_min"], j["position_max"]),
+                  "velocity": lambda j: (-j["velocity_max"], j["velocity_max"]),
+                  "effort": lambda j: (-j["effort_max"], j["effort_max"])}
+
+        def describe(entry: str) -> tuple[str, tuple[float, float] | None]:
+            joint, _, field = entry.rpartition(".")
+            if joint in joints and field in limits:
+                return str(joints[joint].get(f"{field}_unit", "unspecified")), \
+                    limits[field](joints[joint])
+            return "unspecified", None
+
+        obs = [describe(n) for n in env.obs_names]
+        act = [describe(n) for n in env.action_names]
+        meta: dict[str, Any] = {"robot": desc, "obs_units": [u for u, _ in obs],
+                                "action_units": [u for u, _ in act]}
+        if all(lim is not None for _, lim in obs):
+            meta["obs_low"] = [lim[0] for _, lim in obs]  # type: ignore[index]
+            meta["obs_high"] = [lim[1] for _, lim in obs]  # type: ignore[index]
+        if isinstance(desc.get("command_interface"), str):
+            meta["command_interface"] = desc["command_interface"]
+        return meta
+    finally:
+        env.close()
+
+
 # --------------------------------------------------------------------------- parity
 
 class _Inputs(NamedTuple):
@@ -410,6 +455,7 @@ def build_contract(nets: PearlNetworks, env_meta: Mapping[str, Any],
         "golden": {"file": GOLDEN_FILE, "rows": golden_rows, "atol": cfg.golden_atol,
                    "rtol": cfg.golden_rtol},
         "task_family": _jsonable(dict(family)),
+        "robot": _jsonable(env_meta.get("robot")) if env_meta.get("robot") else None,
         "provenance": _jsonable(dict(provenance)),
         "files": {},
     }
@@ -442,6 +488,7 @@ def export_networks(nets: PearlNetworks, out_dir: str | Path, *,
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a directory")
     nets = nets.cpu().eval()
+    env_meta = {**robot_meta(family), **dict(env_meta)}  # the checkpoint's own entries win
     if recorded is None:
         recorded = recorded_from_rollout(nets, family, cfg.record_steps, cfg.seed)
     rng = np.random.default_rng(cfg.seed)

@@ -168,6 +168,11 @@ class Contract:
     """Observation entries in graph order (what the policy node builds from /joint_states)."""
     obs_units: tuple[str, ...]
     """Unit of each observation entry."""
+    obs_low: np.ndarray | None = field(compare=False)
+    """Expected range of each observation entry (joint limits), or None when not declared;
+    informative (the runtime does not clip observations)."""
+    obs_high: np.ndarray | None = field(compare=False)
+    """Upper end of that range, or None."""
     action_names: tuple[str, ...]
     """Command entries in graph order (``<joint>.effort`` for the robot arm)."""
     action_joints: tuple[str, ...]
@@ -285,6 +290,10 @@ def parse_contract(raw: Any) -> Contract:
     if len(act_units) != len(act_names):
         raise BundleContractError(f"{CONTRACT_FILE}: action.units has {len(act_units)} "
                                   f"entries for {len(act_names)} names")
+    obs_low = obs_high = None
+    if obs.get("low") is not None or obs.get("high") is not None:
+        obs_low = _floats(obs, "low", "observation.", len(obs_names))
+        obs_high = _floats(obs, "high", "observation.", len(obs_names))
     joints = act.get("joints")
     if joints is None:
         joints = [n.rpartition(".")[0] or n for n in act_names]
@@ -343,6 +352,7 @@ def parse_contract(raw: Any) -> Contract:
         raise BundleContractError(f"{CONTRACT_FILE}: files lacks the sha256 of {missing}")
     return Contract(
         schema=schema, obs_names=obs_names, obs_units=tuple(map(str, obs_units)),
+        obs_low=obs_low, obs_high=obs_high,
         action_names=act_names, action_joints=tuple(joints),
         action_units=tuple(map(str, act_units)),
         action_low=low, action_high=high,

@@ -39,5 +39,5 @@ def bundle_copy(bundle_dir: Path, tmp_path: Path) -> Path:
 def twin_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small twin-arm bundle (effort commands, joint-state observations)."""
     out = tmp_path_factory.mktemp("twin") / "arm"
-    write_test_bundle(out, "twin-arm", env_meta={"command_interface": "effort"}, **SMALL)
+    write_test_bundle(out, "twin-arm", **SMALL)
     return out

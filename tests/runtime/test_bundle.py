@@ -210,6 +210,12 @@ class TestTwinRobot:
         spec = load_robot_spec()
         b = load_bundle(twin_bundle, RobotExpectation.from_robot_spec(spec))
         assert b.contract.action_joints == tuple(spec.joint_names)
+        # units, observation ranges and the interface come from the robot description
+        assert b.contract.action_units == ("N*m",) * spec.n_joints
+        assert b.contract.obs_units[0] == "rad" and b.contract.obs_units[-1] == "rad/s"
+        assert b.contract.obs_low[0] == spec.joints[0].position_min
+        assert b.contract.command_interface == "effort"
+        assert b.contract.raw["robot"]["name"] == spec.name
         assert b.contract.action_names == tuple(f"{j}.effort" for j in spec.joint_names)
 
     def test_reordered_joints_refused(self, twin_bundle: Path) -> None:
