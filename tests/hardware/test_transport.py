@@ -65,7 +65,7 @@ def test_bridge_over_socket_url_reaches_the_emulator() -> None:
         server.close()
 
 
-def test_reopen_backoff_doubles_up_to_the_cap_and_resets_after_a_handshake() -> None:
+def test_reopen_backoff_doubles_up_to_the_cap() -> None:
     bridge = SerialBridge(lambda: None, BridgeConfig(backoff_initial_s=0.05,
                                                      backoff_max_s=0.3))
     waits = []
