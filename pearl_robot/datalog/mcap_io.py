@@ -124,6 +124,29 @@ def decode_string(data: bytes) -> str:
     return str(_decoder(STRING, STRING_MSGDEF)(data).data)
 
 
+def cdr_padding_positions(dims: list[DimSpec]) -> list[int]:
+    """Byte offsets of the alignment padding in a Float64MultiArray's CDR prefix (XCDR1:
+    alignment relative to the byte after the 4-byte encapsulation header). Serializers may
+    leave anything there (Fast DDS leaves uninitialized bytes; mcap-ros2-support writes
+    zeros), so prefix comparisons must ignore these bytes."""
+    pad: list[int] = []
+    pos = 4 + 4  # encapsulation header, dim count
+
+    def align(n: int) -> None:
+        nonlocal pos
+        while (pos - 4) % n:
+            pad.append(pos)
+            pos += 1
+
+    for d in dims:
+        pos += 4 + len(d.label.encode()) + 1  # string length, bytes, NUL
+        align(4)
+        pos += 8  # size, stride
+    pos += 4 + 4  # data_offset, data length
+    align(8)
+    return pad
+
+
 class TransitionCodec:
     """Fast CDR encode/decode of transition vectors for one layout."""
 
@@ -137,6 +160,16 @@ class TransitionCodec:
         self.prefix = full[: len(full) - len(tail)]
         """Constant CDR bytes before the float64 data (header, layout, data length)."""
         self.message_size = len(full)
+        pad = cdr_padding_positions(layout.dims())
+        if pad and max(pad) >= len(self.prefix):  # pragma: no cover - layout arithmetic bug
+            raise SchemaError("CDR padding computation disagrees with the encoder")
+        # the prefix without its padding, as (start, stop) runs to compare slice by slice
+        runs, start = [], 0
+        for p in [*pad, len(self.prefix)]:
+            if p > start:
+                runs.append((start, p))
+            start = p + 1
+        self._runs = [(a, b, self.prefix[a:b]) for a, b in runs]
 
     def encode(self, vec: np.ndarray) -> bytes:
         v = np.asarray(vec, dtype="<f8")
@@ -146,7 +179,12 @@ class TransitionCodec:
         return self.prefix + v.tobytes()
 
     def matches(self, data: bytes | memoryview) -> bool:
-        return len(data) == self.message_size and bytes(data[: len(self.prefix)]) == self.prefix
+        """True when ``data`` is this layout's message (padding bytes ignored)."""
+        if len(data) != self.message_size:
+            return False
+        if data[: len(self.prefix)] == self.prefix:  # our own encoder: exact
+            return True
+        return all(data[a:b] == ref for a, b, ref in self._runs)
 
     def decode(self, data: bytes | memoryview) -> np.ndarray:
         """CDR bytes -> vector; a message with another layout raises SchemaError naming it."""
@@ -154,6 +192,8 @@ class TransitionCodec:
             return np.frombuffer(data, dtype="<f8", offset=len(self.prefix)).astype(np.float64)
         dims, vec = decode_float64_multiarray(bytes(data))
         other = TransitionLayout.from_dims(dims)
+        if other == self.layout:  # same layout, unusual bytes (another serializer's choices)
+            return vec
         raise SchemaError(f"transition layout {other.to_json()} differs from the expected "
                           f"{self.layout.to_json()}")
 

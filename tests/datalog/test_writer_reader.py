@@ -253,3 +253,31 @@ def test_raw_cdr_input_and_foreign_layout_rejected(tmp_path: Path) -> None:
     assert entries[0]["transitions"] == episode_length(0)
     assert json.loads(json.dumps(entries[0]))["task"] == {}
     assert os.path.exists(tmp_path / "episodes" / "ep_000000_s000.mcap")
+
+
+def test_rclpy_serialized_transitions_are_logged_exactly(tmp_path: Path) -> None:
+    """Fast DDS leaves garbage in CDR alignment padding; the writer must accept those bytes
+    (raw subscription) and log the same vectors."""
+    pytest.importorskip("rclpy")
+    from rclpy.serialization import serialize_message
+    from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+    def ros_bytes(vec: np.ndarray) -> bytes:
+        msg = Float64MultiArray()
+        msg.layout.dim = [MultiArrayDimension(label=d.label, size=d.size, stride=d.stride)
+                          for d in LAYOUT.dims()]
+        msg.data = vec.tolist()
+        return serialize_message(msg)
+
+    codec = TransitionCodec(LAYOUT)
+    with DatasetWriter(tmp_path, LAYOUT, FAST) as w:
+        for s in range(episode_length(1)):
+            raw = ros_bytes(transition(1, s))
+            assert codec.matches(raw)
+            assert w.write_cdr(raw)
+        assert w.flush()
+        assert w.status().rejected == 0
+    loaded = load_datasets([tmp_path], verify_sha=True)
+    t = loaded.tasks[loaded.episodes[0].task_key]
+    np.testing.assert_array_equal(t.obs, LAYOUT.unpack_batch(episode_matrix(1)).obs)
+    np.testing.assert_array_equal(t.belief, LAYOUT.unpack_batch(episode_matrix(1)).belief)
