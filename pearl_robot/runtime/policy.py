@@ -230,8 +230,9 @@ class SwapStatus(NamedTuple):
     """State of the last hot-swap request."""
 
     state: str
-    """``idle``, ``validating``, ``ready`` (swaps at the next begin_episode), ``swapped`` or
-    ``failed`` (the running bundle stays)."""
+    """``idle``, ``validating``, ``ready`` (swaps at the next begin_episode), ``swapped``,
+    ``unchanged`` (the candidate is the running bundle) or ``failed`` (the running bundle
+    stays)."""
     path: str | None
     """Candidate bundle directory."""
     message: str
@@ -592,6 +593,11 @@ class PolicyRuntime:
         try:
             bundle = load_bundle(path, self.robot, yield_point=self._after_tick)
             check_compatible(self._m.contract, bundle.contract)
+            if bundle.sha256 == self._m.bundle.sha256:
+                with self._lock:  # same model: nothing to swap, keep the belief
+                    self._swap = SwapStatus("unchanged", str(path), "candidate is the running "
+                                            "bundle; nothing to swap", bundle.sha256)
+                return
             self._after_tick()
             model = _Model(bundle, self.config)
         except (BundleError, ConfigError) as exc:

@@ -251,6 +251,19 @@ class TestHotSwap:
         assert st.state == "failed" and "action_names" in st.message
         assert rt.begin_episode().swapped_to is None
 
+    def test_same_bundle_is_not_swapped(self, bundle_dir: Path, bundle_copy: Path) -> None:
+        """Re-sending the running model (another path, same identity) keeps the belief."""
+        rt = _rt(bundle_dir)
+        rt.begin_episode(task=0)
+        for _ in range(5):
+            rt.tick(OBS, reward=-1.0)
+        rt.request_swap(bundle_copy)
+        assert rt.wait_for_validation(30).state == "unchanged"
+        rt.end_episode(OBS, -1.0)
+        start = rt.begin_episode(task=0)
+        assert start.swapped_to is None and not start.belief_reset
+        assert rt.belief.count == 5
+
     def test_missing_candidate(self, bundle_dir: Path, tmp_path: Path) -> None:
         rt = _rt(bundle_dir)
         rt.request_swap(tmp_path / "missing")
