@@ -135,12 +135,30 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+VOLATILE_TASK_FIELDS = ("episode", "state", "reset_id", "model_sha", "stamp", "time", "step")
+"""/pearl/task fields that change within one task (episode id, episode-manager state, model)."""
+IDENTITY_TASK_FIELDS = ("family", "index", "task", "params")
+"""Fields that identify a task: family, index in its task list (``index``, or ``task`` as the
+policy node publishes it) and parameters."""
+
+
+def task_identity(task: dict[str, Any] | None) -> dict[str, Any]:
+    """The part of a task message that names the task (see IDENTITY_TASK_FIELDS); a message
+    with none of those fields is identified by everything but the volatile fields."""
+    t = dict(task or {})
+    ident = {k: t[k] for k in IDENTITY_TASK_FIELDS if k in t}
+    if ident:
+        if "task" in ident and "index" not in ident:
+            ident["index"] = ident.pop("task")
+        ident.pop("task", None)
+        return ident
+    return {k: v for k, v in t.items() if k not in VOLATILE_TASK_FIELDS}
+
+
 def task_key(task: dict[str, Any] | None) -> str:
-    """Canonical string identifying a task (same parameters -> same key), used to group
-    transitions into per-task buffers. The episode id and stamps in a task message are not
-    part of the task."""
-    t = {k: v for k, v in (task or {}).items() if k not in ("episode", "stamp", "time")}
-    return json.dumps(t, sort_keys=True, separators=(",", ":"))
+    """Canonical string identifying a task (same family, index and parameters -> same key),
+    used to group transitions into per-task buffers across episodes, nights and robots."""
+    return json.dumps(task_identity(task), sort_keys=True, separators=(",", ":"))
 
 
 def manifest_entry(*, episode: int, status: str, end_reason: str, task: dict[str, Any] | None,

@@ -32,7 +32,7 @@ from pearl_robot.datalog.dataset import (
     read_header,
     read_manifest,
 )
-from pearl_robot.datalog.episode import sha256_file
+from pearl_robot.datalog.episode import sha256_file, task_identity
 from pearl_robot.datalog.mcap_io import TRANSITION_TOPIC, TransitionCodec, read_segment
 from pearl_robot.datalog.schema import SchemaError, TransitionLayout
 
@@ -81,7 +81,8 @@ class TaskData(NamedTuple):
     key: str
     """Canonical task JSON (see ``episode.task_key``)."""
     task: dict[str, Any]
-    """Task as logged (family, index, params, ...)."""
+    """What identifies the task: ``family``, ``index``, ``params`` (``episode.task_identity``;
+    the full message of each episode is in ``EpisodeInfo.task``)."""
     obs: np.ndarray
     action: np.ndarray
     reward: np.ndarray
@@ -387,7 +388,7 @@ def load_datasets(roots: Sequence[Path | str] | Path | str, *,
             j += 1
         stop = start + int(lengths[k:j].sum())
         rows = slice(start, stop)
-        task = {kk: v for kk, v in episodes[order[k]].task.items() if kk != "episode"}
+        task = task_identity(episodes[order[k]].task)
         tasks[key] = TaskData(
             key=key, task=task, obs=b.obs[rows], action=b.action[rows], reward=b.reward[rows],
             next_obs=b.next_obs[rows], terminated=b.terminated[rows],

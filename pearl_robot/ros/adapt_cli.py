@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help=f"{arg.description} (launch argument {arg.name}:=...)")
     parser.add_argument("--duration", type=float, default=0.0, metavar="SECONDS",
                         help="stop after this many wall seconds (0: run until Ctrl-C)")
+    parser.add_argument("--exit-when-done", action="store_true",
+                        help="stop once the policy has run its --episodes (default: keep "
+                        "holding the safe command until Ctrl-C, as a robot would)")
     parser.add_argument("--print-graph", action="store_true",
                         help="print the resolved nodes and parameters as JSON and exit")
 
@@ -40,12 +43,24 @@ def graph_values(args: argparse.Namespace) -> dict[str, str]:
     return {a.name: str(getattr(args, a.name)) for a in LAUNCH_ARGUMENTS}
 
 
+def _print_summary(returns: list[tuple[int, int, float]], specs: tuple) -> None:
+    dataset = next((s.parameters["dataset_dir"] for s in specs
+                    if s.executable == "logger_node"), "?")
+    if not returns:
+        print(f"no episode finished; dataset: {dataset}")
+        return
+    print(f"{'episode':>8} {'task':>6} {'return':>10}")
+    for episode, task, ret in returns:
+        print(f"{episode:>8} {task:>6} {ret:>10.3f}")
+    print(f"{len(returns)} episode(s); dataset: {dataset}")
+
+
 def run(args: argparse.Namespace) -> int:
     specs = build_graph(graph_values(args))
     if args.print_graph:
         print(json.dumps([s._asdict() for s in specs], indent=2))
         return 0
-    from pearl_robot.ros.compose import spin_graph
+    from pearl_robot.ros.compose import ComposedGraph, spin_graph
 
     stop = threading.Event()
     if args.duration > 0:
@@ -59,8 +74,19 @@ def run(args: argparse.Namespace) -> int:
 
     for s in previous:
         signal.signal(s, _stop)
+    returns: list[tuple[int, int, float]] = []
+
+    def finished(graph: ComposedGraph) -> bool:
+        return graph.node("policy_node").state == "done"
+
+    def collect(graph: ComposedGraph) -> None:
+        returns.extend(graph.node("policy_node").returns)
+
     try:
-        return spin_graph(specs, stop=stop)
+        rc = spin_graph(specs, stop=stop, done=finished if args.exit_when_done else None,
+                        on_stop=collect)
+        _print_summary(returns, specs)
+        return rc
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -103,12 +103,15 @@ class ComposedGraph:
 
 
 def spin_graph(specs: Sequence[NodeSpec], stop: threading.Event | None = None,
-               args: list[str] | None = None, drain_s: float = 0.5) -> int:
+               args: list[str] | None = None, drain_s: float = 0.5,
+               done: Callable[[ComposedGraph], bool] | None = None,
+               on_stop: Callable[[ComposedGraph], None] | None = None) -> int:
     """Init rclpy, run the graph until ``stop`` is set (or an external shutdown), shut it
     down in order (:meth:`ComposedGraph.shutdown`) and rclpy with it. Returns 0.
 
     rclpy's own SIGINT handler is not installed: it would shut the context down before the
-    logger could drain; the caller maps SIGINT/SIGTERM to ``stop``.
+    logger could drain; the caller maps SIGINT/SIGTERM to ``stop``. ``done(graph)`` ends the
+    run early when true; ``on_stop(graph)`` sees the nodes once more before they go.
     """
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     graph_: ComposedGraph | None = None
@@ -116,10 +119,14 @@ def spin_graph(specs: Sequence[NodeSpec], stop: threading.Event | None = None,
         graph_ = ComposedGraph(specs)
         while rclpy.ok() and (stop is None or not stop.is_set()):
             graph_.executor.spin_once(timeout_sec=0.1)
+            if done is not None and done(graph_):
+                break
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         if graph_ is not None:
+            if on_stop is not None:
+                on_stop(graph_)
             graph_.shutdown(drain_s)
         rclpy.try_shutdown()
     return 0

@@ -221,7 +221,8 @@ def build_graph(values: Mapping[str, str]) -> tuple[NodeSpec, ...]:
         overrides["twin_node"]["real_time_factor"] = rtf
 
     specs = []
-    for name in names:
+    dataset_dir = ""
+    for name in ("logger_node", "policy_node", robot_node):
         cls = NODE_CONFIGS[name]
         merged = {**robot_defaults[name], **from_file.get("**", {}),
                   **from_file.get(name, {}), **overrides[name]}
@@ -232,11 +233,16 @@ def build_graph(values: Mapping[str, str]) -> tuple[NodeSpec, ...]:
             raise ConfigError(f"{name} (parameters file {params_file}): {exc}") from exc
         if name == "policy_node":
             bundle = config.bundle or default_bundle()
-            config = dataclasses.replace(config, bundle=_absolute(bundle))
+            # The schedule's restart state lives with the episode log it numbers.
+            config = dataclasses.replace(config, bundle=_absolute(bundle),
+                                         session_dir=_absolute(config.session_dir)
+                                         or dataset_dir)
         elif name == "logger_node":
             config = dataclasses.replace(config, dataset_dir=_absolute(config.dataset_dir))
+            dataset_dir = config.dataset_dir
         params = config_to_parameters(config)
         sim = rtf != 1.0 if use_sim_time is None else bool(use_sim_time)
         params["use_sim_time"] = sim or rtf != 1.0
         specs.append(NodeSpec(name, name, params, ()))
-    return tuple(specs)
+    order = {n: i for i, n in enumerate(names)}
+    return tuple(sorted(specs, key=lambda s: order[s.name]))

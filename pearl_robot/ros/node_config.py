@@ -77,8 +77,14 @@ class PolicyNodeConfig:
     """std_srvs/Trigger service that resets the robot between episodes (the twin offers it);
     empty: hold the safe command for reset_hold_s and wait until the joints are still."""
     reset_timeout_s: float = 5.0
-    """A reset that has not finished after this long is retried; three failures stop the
-    schedule with an ERROR diagnostic."""
+    """A reset that has not finished after this long is retried; the third failure is a
+    fault (the schedule pauses for fault_pause_s)."""
+    fault_pause_s: float = 30.0
+    """After a fault (reset failed, /joint_states silent) the schedule holds the safe command
+    this long, then tries again; five faults in a row stop it until /pearl/run_episodes."""
+    session_dir: str = ""
+    """Where the schedule keeps its restart state (session.json): the dataset directory, so a
+    restarted graph resumes the plan and the episode numbering; empty: not kept."""
     reset_hold_s: float = 1.0
     """Without a reset service: how long the safe command is held before the next episode."""
     diagnostics_period_s: float = 1.0
@@ -93,7 +99,8 @@ class PolicyNodeConfig:
                 raise ConfigError(f"parameter {name!r} must be >= 1, got {getattr(self, name)}")
         for name in ("episodes", "episode_steps", "context_window"):
             _non_negative(name, getattr(self, name))
-        for name in ("stale_obs_s", "reset_timeout_s", "diagnostics_period_s"):
+        for name in ("stale_obs_s", "reset_timeout_s", "fault_pause_s",
+                     "diagnostics_period_s"):
             _positive(name, getattr(self, name))
         _non_negative("reset_hold_s", self.reset_hold_s)
         self.task_selection()  # raises ConfigError naming the bad entry

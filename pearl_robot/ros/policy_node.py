@@ -30,6 +30,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
+import tempfile
 import time
 from typing import Any, NamedTuple
 
@@ -65,10 +67,19 @@ from pearl_robot.ros.params import DeclaredConfig
 from pearl_robot.ros.task_reward import RewardFn, reward_function
 from pearl_robot.runtime.bundle import BundleError, check_compatible, read_contract
 from pearl_robot.runtime.policy import PolicyRuntime, RuntimeConfig
+from pearl_robot.runtime.schedule import (
+    OvernightSession,
+    Phase,
+    ScheduleConfig,
+    SessionCommand,
+    SessionError,
+)
 from pearl_robot.tasks.base import Task, TaskFamily
 from pearl_robot.tasks.registry import make_family
 
-RESET_ATTEMPTS = 3
+SILENCE_FAULT_S = 1.0
+"""No /joint_states for this long during an episode or a reset is a fault: the episode ends
+and the schedule pauses (``fault_pause_s``) instead of logging a long run of safe commands."""
 Z_SCHEDULES = {"episode": "episode", "step": "step_mean", "mean": "step_mean"}
 
 
@@ -95,7 +106,7 @@ def _family_from_contract(name: str, described: dict[str, Any]) -> TaskFamily:
 
 
 class PolicyNode(Node):
-    """The policy, the belief and the episode manager on one 20 Hz timer."""
+    """The policy, the belief and the episode schedule on one control-period grid."""
 
     def __init__(self, node_name: str = "policy_node", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
@@ -118,22 +129,22 @@ class PolicyNode(Node):
         if not family_name:
             raise ConfigError("the bundle contract names no task family; set 'task_family'")
         self.family = _family_from_contract(family_name, family_info)
-        self.schedule = self._task_schedule(cfg)
         self.episode_steps = cfg.episode_steps or int(
             family_info.get("horizon") or getattr(self.family, "horizon", 0) or 0)
         if self.episode_steps < 1:
             raise ConfigError(f"family {family_name!r} has no horizon; set 'episode_steps'")
+        self._session_tmp: str | None = None
+        self.session = self._make_session(cfg)
 
         # state
         self.state = "idle"
+        """What the node does: idle, resetting, running, paused, stopped, done, estop,
+        halted (episodes stopped by the operator)."""
         self.running = cfg.autostart
         self.estop = False
-        self.episodes_started = 0
         self.episode_id = -1
         self.task: Task | None = None
         self.reward_fn: RewardFn | None = None
-        self.step = 0          # transitions published in this episode
-        self.episode_ticks = 0
         self.episode_return = 0.0
         self.returns: list[tuple[int, int, float]] = []  # (episode, task, return)
         self._pending: _Pending | None = None
@@ -141,20 +152,19 @@ class PolicyNode(Node):
         self._obs_stamp = 0.0
         self._obs_received: float | None = None
         self._obs_errors = 0
+        self._reset_id = 0
         self._reset_future: Future | None = None
         self._reset_started = 0.0
-        self._reset_attempts = 0
         self._reset_done_at: float | None = None
         self._last_send = -math.inf
         self._swap_reported: str | None = None
+        self.session_message = ""
         self.published_transitions = 0
         self.commands_sent = 0
         self.timer_at = -math.inf
         self.safe_ticks = 0
         self.faults: dict[str, int] = {}
         self.stats = LoopStats(self.period)
-        self._last_work = 0.0
-        self._zero = np.zeros(contract.action_dim)
 
         # graph
         stream = qos.stream_publisher(self.period)
@@ -177,10 +187,13 @@ class PolicyNode(Node):
         self.stats.start(self._now())
         self.timer = self.create_timer(self.period, self._on_timer)
         self.diag_timer = self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics)
+        idx = list(self.session.config.task_indices)
         self.get_logger().info(
             f"bundle {self.runtime.bundle.sha256[:12]} ({family_name}, latent "
             f"{contract.latent_dim}), {1 / self.period:.0f} Hz, {self.episode_steps} steps per "
-            f"episode, tasks {self._schedule_text()}")
+            f"episode, tasks {idx[:6]}{'...' if len(idx) > 6 else ''} x"
+            f"{cfg.episodes_per_task}; next episode id {self.session.next_episode}"
+            f"{f' (resumed, {self.session.completed} done)' if self.session.completed else ''}")
 
     # ------------------------------------------------------------------ configuration
     @staticmethod
@@ -191,26 +204,37 @@ class PolicyNode(Node):
                              context_window=cfg.context_window or None,
                              max_obs_age=cfg.stale_obs_s)
 
-    def _task_schedule(self, cfg: PolicyNodeConfig) -> list[Task]:
+    def _task_indices(self, cfg: PolicyNodeConfig) -> tuple[int, ...]:
         sel = cfg.task_selection()
         if sel == "held-out":
-            tasks = self.family.eval_tasks
-        elif sel == "train":
-            tasks = self.family.train_tasks
-        else:
-            n = len(self.family.tasks)
-            bad = [i for i in sel if i >= n]
-            if bad:
-                raise ConfigError(f"parameter 'tasks': indices {bad} are outside the family's "
-                                  f"{n} tasks")
-            tasks = [self.family.tasks[i] for i in sel]
-        if not tasks:
-            raise ConfigError("the task schedule is empty")
-        return tasks
+            return tuple(self.family.eval_indices)
+        if sel == "train":
+            return tuple(self.family.train_indices)
+        n = len(self.family.tasks)
+        bad = [i for i in sel if i >= n]
+        if bad:
+            raise ConfigError(f"parameter 'tasks': indices {bad} are outside the family's "
+                              f"{n} tasks")
+        return tuple(sel)
 
-    def _schedule_text(self) -> str:
-        idx = [t.index for t in self.schedule]
-        return f"{idx[:6]}{'...' if len(idx) > 6 else ''} x{self.params.value.episodes_per_task}"
+    def _schedule_config(self, cfg: PolicyNodeConfig) -> ScheduleConfig:
+        return ScheduleConfig(
+            task_indices=self._task_indices(cfg), episodes_per_task=cfg.episodes_per_task,
+            episode_steps=self.episode_steps, max_episodes=cfg.episodes or None,
+            reset_timeout_s=cfg.reset_timeout_s, fault_pause_s=cfg.fault_pause_s,
+            seed=cfg.seed)
+
+    def _make_session(self, cfg: PolicyNodeConfig) -> OvernightSession:
+        """The restart-safe episode schedule; its state file lives with the dataset, so a
+        restarted graph resumes the plan and continues the episode numbering."""
+        state_dir = cfg.session_dir
+        if not state_dir:
+            self._session_tmp = tempfile.mkdtemp(prefix="pearl-session-")
+            state_dir = self._session_tmp
+        try:
+            return OvernightSession(self._schedule_config(cfg), self.family.tasks, state_dir)
+        except SessionError as exc:
+            raise ConfigError(str(exc)) from exc
 
     def _on_params(self, old: PolicyNodeConfig, new: PolicyNodeConfig) -> None:
         """Validate a parameter change; a new bundle is checked here (contract, hashes,
@@ -225,6 +249,12 @@ class PolicyNode(Node):
             if not self.runtime.request_swap(new.bundle):
                 raise ConfigError("a bundle validation is already running; retry in a moment")
             self.get_logger().info(f"validating bundle {new.bundle} for a hot-swap")
+        if new.episodes != old.episodes:
+            self.session.config = dataclasses.replace(self.session.config,
+                                                      max_episodes=new.episodes or None)
+            if self.session.phase == Phase.DONE and (
+                    not new.episodes or new.episodes > self.session.completed):
+                self.session.phase = Phase.IDLE  # more episodes asked for: go on
 
     # ------------------------------------------------------------------ inputs
     def _now(self) -> float:
@@ -276,6 +306,7 @@ class PolicyNode(Node):
                 response.message = "e-stop is latched; call /pearl/clear_estop first"
                 return response
             self.running = True
+            self.session.clear_stop()  # an operator looked at the robot
             response.message = "episodes started"
         else:
             self.running = False
@@ -297,58 +328,35 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------------ episodes
     def _publish_task(self, state: str) -> None:
+        if not self.context.ok():
+            return
         task = self.task
         info = {"episode": self.episode_id, "task": task.index if task else None,
                 "family": self.family.name, "params": task.params if task else {},
-                "state": state, "model_sha": self.runtime.bundle.sha256}
+                "state": state, "reset_id": self._reset_id,
+                "model_sha": self.runtime.bundle.sha256}
         self.task_pub.publish(String(data=json.dumps(info, sort_keys=True)))
 
-    def _next_task(self) -> Task:
-        per = self.params.value.episodes_per_task
-        return self.schedule[(self.episodes_started // per) % len(self.schedule)]
-
-    def _begin_reset(self) -> None:
-        """Choose the next episode's task, announce it, and reset the robot."""
-        cfg = self.params.value
-        if cfg.episodes and self.episodes_started >= cfg.episodes:
-            self.state = "idle"
-            self.running = False
-            self.get_logger().info(f"all {cfg.episodes} episodes done; holding the safe "
-                                   "command")
-            return
-        self.task = self._next_task()
-        self.episode_id = self.episodes_started
+    def _begin_reset(self, task: Task) -> None:
+        """A new reset for ``task``: announce it, then ask the robot to reset."""
+        self.task = task
+        self.episode_id = -1
+        self._reset_id += 1
         self._publish_task("resetting")
-        self.state = "resetting"
-        self._reset_attempts = 0
+        self._reset_started = self._now()
         self._reset_done_at = None
-        self._send_reset()
-
-    def _send_reset(self) -> None:
-        """One reset attempt: call the robot's reset service (when it is there yet)."""
-        now = self._now()
-        self._reset_started = now
-        self._reset_attempts += 1
         self._reset_future = None
         self._last_send = -math.inf
-        self._resend(now)
+        self.state = "resetting"
 
-    def _resend(self, now: float) -> None:
-        if self.reset_client is not None and self.reset_client.service_is_ready():
-            self._reset_future = self.reset_client.call_async(Trigger.Request())
-            self._last_send = now
-
-    def _poll_reset(self, now: float) -> None:
+    def _reset_done(self, now: float) -> bool:
+        """Drive the reset routine; True once it finished (the robot reports this reset and
+        a state taken after it arrived, or the hold time passed without a reset service)."""
         cfg = self.params.value
         if self.reset_client is None:
-            if now - self._reset_started >= cfg.reset_hold_s:
-                self._start_episode()
-            return
+            return now - self._reset_started >= cfg.reset_hold_s
         if self._reset_done_at is not None:
-            # Start on the first /joint_states taken after the reset.
-            if self._obs_received is not None and self._obs_received > self._reset_done_at:
-                self._start_episode()
-            return
+            return self._obs_received is not None and self._obs_received > self._reset_done_at
         fut = self._reset_future
         if fut is not None and fut.done():
             result = fut.result()
@@ -357,53 +365,47 @@ class PolicyNode(Node):
             except ValueError:
                 applied = {}
             if result is not None and result.success and isinstance(applied, dict) and \
-                    applied.get("episode") == self.episode_id:
+                    applied.get("reset_id") == self._reset_id:
                 self._reset_done_at = now
-                return
-            # The robot had not seen this episode's task yet (or refused): ask again.
-            self._reset_future = None
-        if self._reset_future is None and now - self._last_send >= self.period:
-            self._resend(now)
-        if now - self._reset_started >= cfg.reset_timeout_s:
-            if self._reset_attempts >= RESET_ATTEMPTS:
-                self.state = "idle"
-                self.running = False
-                self.get_logger().error(
-                    f"robot reset through {cfg.reset_service} failed {RESET_ATTEMPTS} times; "
-                    "episodes stopped (call /pearl/run_episodes to retry)")
-                return
-            self.get_logger().warning(f"robot reset timed out after {cfg.reset_timeout_s} s; "
-                                      "retrying")
-            self._send_reset()
+                return False
+            self._reset_future = None  # the robot had not seen this reset's task yet
+        stuck = fut is not None and now - self._last_send > 1.0
+        if (self._reset_future is None or stuck) and now - self._last_send >= self.period \
+                and self.reset_client.service_is_ready():
+            self._reset_future = self.reset_client.call_async(Trigger.Request())
+            self._last_send = now
+        return False
 
-    def _start_episode(self) -> None:
-        assert self.task is not None
-        start = self.runtime.begin_episode(task=self.task.index)
+    def _start_episode(self, cmd: SessionCommand) -> None:
+        assert cmd.task is not None
+        start = self.runtime.begin_episode(task=cmd.task.index)
         if start.swapped_to:
             self.get_logger().info(f"hot-swapped to bundle {start.swapped_to[:12]}")
-        self.reward_fn = reward_function(self.family, self.task)
-        self.episodes_started += 1
-        self.step = 0
-        self.episode_ticks = 0
+        self.task = cmd.task
+        self.episode_id = cmd.episode
+        self.reward_fn = reward_function(self.family, cmd.task)
         self.episode_return = 0.0
         self._pending = None
         self.state = "running"
         self._publish_task("running")
 
-    def _finish_episode(self, reason: str) -> None:
+    def _finish_episode(self, reason: str, steps: int) -> None:
         self.returns.append((self.episode_id, self.task.index if self.task else -1,
                              self.episode_return))
         self.get_logger().info(
             f"episode {self.episode_id} (task {self.task.index if self.task else '-'}) "
-            f"{reason}: {self.step} transitions, return {self.episode_return:.3f}")
+            f"{reason}: {steps} transitions, return {self.episode_return:.3f}")
         self._pending = None
 
     def _abort_episode(self, reason: str) -> None:
-        if self.state == "running":
+        """End a running episode early (e-stop, operator stop, shutdown)."""
+        if self.state == "running" and self.session.phase == Phase.RUNNING:
+            steps = self.session.step
             self.runtime.end_episode()
-            self._finish_episode(reason)
+            self.session.step_done(truncated=True)
+            self._finish_episode(reason, steps)
             self._publish_task(reason)
-        self.state = "idle"
+        self.state = "estop" if self.estop else "halted" if not self.running else "idle"
         self._reset_future = None
 
     # ------------------------------------------------------------------ the tick
@@ -429,24 +431,38 @@ class PolicyNode(Node):
                                     throttle_duration_sec=1.0)
             self._publish_safe()
         finally:
-            self._last_work = time.perf_counter() - t0
-            self.stats.tick_finished(self._last_work, age)
+            self.stats.tick_finished(time.perf_counter() - t0, age)
         self._check_swap()
 
     def _tick_state(self, now: float, age: float | None) -> None:
-        if self.estop:
+        if self.estop or not self.running or self._obs is None:
             self._publish_safe()
             return
-        if self.state == "idle":
+        fault = None
+        if (age is None or age > SILENCE_FAULT_S) and \
+                self.session.phase in (Phase.RUNNING, Phase.RESETTING):
+            fault = f"no /joint_states for {SILENCE_FAULT_S:.0f} s"
+        reset_done = self.state == "resetting" and self._reset_done(now)
+        was_running = self.session.phase == Phase.RUNNING
+        cmd = self.session.tick(now, fault=fault, reset_done=reset_done)
+        self.session_message = cmd.message
+        if was_running and cmd.phase != Phase.RUNNING:  # ended by a fault
+            self.runtime.end_episode()
+            self._finish_episode("fault", self.session.history[-1].steps)
+            self._publish_task("fault")
+        if cmd.phase == Phase.RESETTING:
+            if self.state != "resetting" or cmd.task is not self.task:
+                self._begin_reset(cmd.task)  # type: ignore[arg-type]
+                self._reset_done(now)
             self._publish_safe()
-            if self.running and self._obs is not None:
-                self._begin_reset()
             return
-        if self.state == "resetting":
-            self._publish_safe()
-            self._poll_reset(now)
+        if cmd.phase == Phase.RUNNING:
+            if self.state != "running":
+                self._start_episode(cmd)
+            self._tick_running(now, age)
             return
-        self._tick_running(now, age)
+        self.state = cmd.phase.value
+        self._publish_safe()
 
     def _tick_running(self, now: float, age: float | None) -> None:
         """Score the transition that ends at this state, act (command out first: it is the
@@ -455,33 +471,33 @@ class PolicyNode(Node):
         obs_ok = (obs is not None and age is not None and age <= self.params.value.stale_obs_s
                   and bool(np.all(np.isfinite(obs))))
         reward = None
-        last = self.episode_ticks >= self.episode_steps
         pending = self._pending
         transition = None
+        ended = False
         if pending is not None and obs_ok:
             assert obs is not None and self.reward_fn is not None
             r = self.reward_fn(pending.obs, pending.action, obs)
             reward = r.context
+            step = self.session.step
+            last = self.session.is_last_step()
             transition = self.layout.pack(
                 pending.obs, pending.action, r.reward, obs, terminated=False, truncated=last,
-                episode=self.episode_id, step=self.step,
+                episode=self.episode_id, step=step,
                 task=self.task.index if self.task else -1,
                 stamps=(pending.obs_stamp, pending.action_stamp, self._obs_stamp),
                 belief=pending.belief if self.layout.belief_dim else None)
             self.episode_return += r.reward
-        if last:
-            self.runtime.end_episode(obs if obs_ok else None, reward)
+            ended = self.session.step_done(truncated=last)
+        if ended:
+            self.runtime.end_episode(obs, reward)
             self._publish_safe()
             self._publish_transition(transition)
-            self._finish_episode("finished")
+            self._finish_episode("finished", self.session.history[-1].steps)
             self.state = "idle"
-            if self.running:
-                self._begin_reset()
             return
         result = self.runtime.tick(obs if obs is not None else np.full(
             self.contract.obs_dim, np.nan), reward, obs_age=age if age is not None else math.inf)
         self._send(result.command)
-        self.episode_ticks += 1
         self._publish_transition(transition)
         self.belief_pub.publish(belief_msg(result.belief_mean, result.belief_var,
                                            result.context_size))
@@ -503,7 +519,6 @@ class PolicyNode(Node):
             return
         self.transition_pub.publish(transition_msg(self.layout, vec))
         self.published_transitions += 1
-        self.step += 1
 
     # ------------------------------------------------------------------ hot-swap, diagnostics
     def _check_swap(self) -> None:
@@ -535,8 +550,8 @@ class PolicyNode(Node):
             level, message = OK, self.state
         values = {
             "state": self.state, "episode": self.episode_id,
-            "task": self.task.index if self.task else -1, "step": self.step,
-            "episodes_started": self.episodes_started,
+            "task": self.task.index if self.task else -1, "step": self.session.step,
+            "episodes_done": self.session.completed, "schedule": self.session_message,
             "period_mean_ms": s.period_mean * 1e3, "jitter_p99_ms": s.jitter_p99 * 1e3,
             "jitter_max_ms": s.jitter_max * 1e3, "ticks": s.ticks, "late_ticks": s.late,
             "tick_work_p50_ms": s.work_p50 * 1e3, "tick_work_max_ms": s.work_max * 1e3,
@@ -554,12 +569,14 @@ class PolicyNode(Node):
     def destroy_node(self) -> None:
         """Stop: send the safe command, announce the stop, release the runtime."""
         try:
+            if self.state == "running":
+                self._abort_episode("shutdown")  # closes it in the session state file too
             if self.context.ok():
-                if self.state == "running":
-                    self._abort_episode("shutdown")
                 self._send(self.runtime.safe_command)
         finally:
             self.runtime.close()
+            if self._session_tmp is not None:
+                shutil.rmtree(self._session_tmp, ignore_errors=True)
             super().destroy_node()
 
 

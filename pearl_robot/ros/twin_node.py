@@ -4,9 +4,10 @@ Seen from the graph it is indistinguishable from the serial bridge: it publishes
 ``/joint_states`` every ``publish_period`` of simulated time, applies ``/pearl/command`` efforts
 (the twin models the actuator latency), holds zero effort when commands stop for
 ``command_timeout_s`` or while ``/pearl/estop`` is latched (what the firmware does), and offers
-``/pearl/robot/reset`` (std_srvs/Trigger), which puts the arm at home with the physics of the
-task last announced on ``/pearl/task``. The reset response's message is JSON naming the applied
-episode and task, so the episode manager can tell a reset of the right episode from a stale one.
+``/pearl/robot/reset`` (std_srvs/Trigger), which puts the arm at home (plus the family's start
+noise) with the physics of the task last announced on ``/pearl/task``. The reset response's
+message is JSON naming the applied ``reset_id`` and task, so the episode manager can tell the
+reset it asked for from one made before the robot had seen the new task.
 
 Faster than real time (``real_time_factor`` > 1): the twin steps on a wall-clock timer and
 publishes ``/clock``; the other nodes run on that sim time (``use_sim_time``), so a 20 Hz policy
@@ -144,7 +145,8 @@ class TwinNode(Node):
             return response
         self.resets += 1
         self._last_command_time = -np.inf
-        self._applied = {"episode": task.get("episode"), "task": task.get("task")}
+        self._applied = {"episode": task.get("episode"), "task": task.get("task"),
+                         "reset_id": task.get("reset_id")}
         response.success = True
         response.message = json.dumps(self._applied)
         self._publish_state(self.twin.state())

@@ -109,7 +109,9 @@ class OfflineTrainer(MetaTrainer):
             if key in self.logged_keys:
                 continue
             self.logged_keys.append(key)
-            tasks.append(Task(int(t.task.get("index", -1)), dict(t.task.get("params", {}))))
+            idx = t.task.get("index")
+            tasks.append(Task(idx if isinstance(idx, int) else -1,
+                              dict(t.task.get("params") or {})))
         return tasks
 
     def _slot(self, key: str) -> int:

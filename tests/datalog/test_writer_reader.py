@@ -281,3 +281,29 @@ def test_rclpy_serialized_transitions_are_logged_exactly(tmp_path: Path) -> None
     t = loaded.tasks[loaded.episodes[0].task_key]
     np.testing.assert_array_equal(t.obs, LAYOUT.unpack_batch(episode_matrix(1)).obs)
     np.testing.assert_array_equal(t.belief, LAYOUT.unpack_batch(episode_matrix(1)).belief)
+
+
+def test_policy_node_task_messages_group_by_task_identity(tmp_path: Path) -> None:
+    """/pearl/task as the policy node publishes it (index under "task", plus state, reset id
+    and model) must group episodes by family/index/params only."""
+    from pearl_robot.datalog.episode import task_key
+
+    def msg(ep: int, idx: int, state: str, sha: str) -> dict:
+        return {"episode": ep, "task": idx, "family": "synthetic", "params": {"g": idx},
+                "state": state, "reset_id": ep * 3, "model_sha": sha}
+
+    assert task_key(msg(1, 2, "running", "a")) == task_key(msg(7, 2, "stopped", "b"))
+    assert task_key(msg(1, 2, "running", "a")) != task_key(msg(1, 3, "running", "a"))
+    with DatasetWriter(tmp_path, LAYOUT, FAST) as w:
+        for ep in range(4):
+            idx = ep % 2
+            w.set_task(msg(ep, idx, "resetting", f"sha{ep}"), model_sha=f"sha{ep}")
+            w.set_task(msg(ep, idx, "running", f"sha{ep}"), model_sha=f"sha{ep}")
+            for s in range(episode_length(ep)):
+                w.write(transition(ep, s))
+        assert w.flush()
+    loaded = load_datasets([tmp_path])
+    assert len(loaded.tasks) == 2
+    assert sorted(t.task["index"] for t in loaded.tasks.values()) == [0, 1]
+    assert [e.model_sha for e in loaded.episodes] == ["sha0", "sha1", "sha2", "sha3"]
+    assert loaded.episodes[2].task["state"] == "running"
