@@ -3,8 +3,9 @@ golden vectors).
 
   pearl-robot export runs/point/checkpoint.pt models/point
 
-The ONNX graphs are checked against the torch model on recorded inputs (the checkpoint's
-replay buffers, or a short rollout in the task family's env) and on random inputs; a bundle
+The ONNX graphs are checked against the torch model on recorded inputs (transitions logged on
+the robot with --recorded, else the checkpoint's replay buffers, else a short rollout in the
+task family's env) and on random inputs; a bundle
 that differs beyond the tolerance is not written. The bundle appears under OUT_DIR atomically
 (written to a temporary directory, self-checked with the robot's loader, then renamed).
 Inspect the result with `pearl-robot bundle info OUT_DIR`.
@@ -30,16 +31,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "replay buffers (default 200; 0 to skip)")
     parser.add_argument("--golden-rows", type=int, default=32,
                         help="rows of golden vectors the robot checks at load (default 32)")
+    parser.add_argument("--recorded", action="append", default=[], metavar="DATASET",
+                        help="check parity on transitions logged on the robot (a dataset "
+                        "directory of `pearl-robot data`; repeatable). Default: the "
+                        "checkpoint's replay buffers, else a rollout in the family's env")
     parser.add_argument("--seed", type=int, default=0, help="seed of the parity inputs")
 
 
 def run(args: argparse.Namespace) -> int:
-    from pearl_robot.export.exporter import ExportConfig, export_checkpoint
+    from pearl_robot.core.checkpoint import load_checkpoint, networks_from_checkpoint
+    from pearl_robot.export.exporter import (
+        ExportConfig,
+        export_checkpoint,
+        recorded_from_datasets,
+    )
 
+    ckpt = load_checkpoint(args.checkpoint)
+    recorded = None
+    if args.recorded:
+        recorded = recorded_from_datasets(args.recorded, networks_from_checkpoint(ckpt))
     cfg = ExportConfig(parity_atol=args.atol, random_rows=args.random_rows,
                        record_steps=args.record_steps, golden_rows=args.golden_rows,
                        seed=args.seed, overwrite=args.force)
-    res = export_checkpoint(args.checkpoint, args.out_dir, cfg)
+    res = export_checkpoint(ckpt, args.out_dir, cfg, recorded=recorded)
     p = res.parity
     print(f"wrote bundle {res.path} (identity {res.bundle_sha256[:16]}...)")
     print(f"parity: max |onnx - torch| {max(p.max_abs_error.values()):.2e} over "

@@ -166,6 +166,37 @@ def recorded_from_replay(replay: Any, nets: PearlNetworks) -> Recorded | None:
                     nxt.astype(np.float64), "checkpoint replay buffers")
 
 
+def recorded_from_datasets(roots: list[str | Path], nets: PearlNetworks,
+                           max_rows: int = 2000) -> Recorded:
+    """Transitions logged on the robot (``pearl_robot.datalog`` datasets), evenly subsampled to
+    ``max_rows``: the inputs the bundle will really see. Logged rewards are the task rewards;
+    for parity any realistic value serves, the context reward key does not matter."""
+    from pearl_robot.datalog.reader import load_datasets
+
+    loaded = load_datasets(roots)
+    parts = [t for t in loaded.tasks.values() if len(t)]
+    if not parts:
+        raise ExportError(f"no usable transitions in {', '.join(map(str, roots))}")
+    obs = np.concatenate([t.obs for t in parts])
+    act = np.concatenate([t.action for t in parts])
+    rew = np.concatenate([np.asarray(t.reward).reshape(-1) for t in parts])
+    nxt = np.concatenate([t.next_obs for t in parts])
+    o, a = nets.spec.obs_dim, nets.spec.action_dim
+    if obs.shape[1] != o or act.shape[1] != a:
+        raise ExportError(f"logged transitions have obs {obs.shape[1]} / action {act.shape[1]} "
+                          f"entries but the model takes {o} / {a}: wrong dataset for this "
+                          f"checkpoint")
+    ok = np.isfinite(obs).all(1) & np.isfinite(act).all(1) & np.isfinite(rew) & \
+        np.isfinite(nxt).all(1)
+    idx = np.flatnonzero(ok)
+    if len(idx) > max_rows:
+        idx = idx[np.linspace(0, len(idx) - 1, max_rows).astype(int)]
+    return Recorded(obs[idx].astype(np.float64), act[idx].astype(np.float64),
+                    rew[idx].astype(np.float64), nxt[idx].astype(np.float64),
+                    f"logged datasets ({len(idx)} of {int(ok.sum())} transitions from "
+                    f"{len(roots)} dataset(s))")
+
+
 def recorded_from_rollout(nets: PearlNetworks, family_info: Mapping[str, Any], steps: int,
                           seed: int) -> Recorded | None:
     """Roll the checkpoint's own policy out in its task family's environment (held-out tasks,

@@ -230,3 +230,41 @@ class TestCli:
         assert cli_main(["export", str(tmp_path / "none.pt"), str(tmp_path / "b")]) == 1
         assert "checkpoint not found" in capsys.readouterr().err
         assert not (tmp_path / "b").exists()
+
+
+def test_logged_datasets_as_recorded_inputs(ckpt: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """`pearl-robot export --recorded DATASET`: parity on what the robot logged."""
+    from pearl_robot.datalog.schema import TransitionLayout
+    from pearl_robot.datalog.writer import DatasetWriter, WriterConfig
+
+    layout = TransitionLayout(obs_dim=2, action_dim=2, latent_dim=5)
+    w = DatasetWriter(tmp_path / "night1", layout, WriterConfig(robot="test-bot",
+                                                                commit_every=10))
+    rng = np.random.default_rng(0)
+    for ep in range(3):
+        w.set_task({"family": "point-robot", "index": 80 + ep, "params": {}})
+        obs = rng.uniform(-1, 1, 2)
+        for step in range(20):
+            act = rng.uniform(-0.1, 0.1, 2)
+            nxt = obs + act
+            w.write(layout.pack(obs, act, -float(np.linalg.norm(nxt)), nxt, False, step == 19,
+                                ep, step, 80 + ep))
+            obs = nxt
+    w.close()
+    out = tmp_path / "b"
+    assert cli_main(["export", str(ckpt), str(out), "--recorded", str(tmp_path / "night1"),
+                     "--random-rows", "64"]) == 0
+    assert "60 recorded rows (logged datasets" in capsys.readouterr().out
+    raw = json.loads((out / CONTRACT_FILE).read_text())
+    assert raw["provenance"]["parity_recorded_rows"] == 60
+    # a dataset of another robot is refused with the reason
+    w = DatasetWriter(tmp_path / "other", TransitionLayout(obs_dim=3, action_dim=2,
+                                                           latent_dim=5), WriterConfig())
+    w.set_task({"family": "x", "index": 0, "params": {}})
+    w.write(TransitionLayout(obs_dim=3, action_dim=2, latent_dim=5).pack(
+        np.zeros(3), np.zeros(2), 0.0, np.zeros(3), False, True, 0, 0))
+    w.close()
+    assert cli_main(["export", str(ckpt), str(tmp_path / "c"), "--recorded",
+                     str(tmp_path / "other")]) == 1
+    assert "wrong dataset" in capsys.readouterr().err
