@@ -630,6 +630,8 @@ class DatasetWriter:
         self._ep = None
         self._closed_count += 1
         self._closed_ids.add(ep.episode)
+        if self._level == LogLevel.WARN and self._message.startswith("recovered after a crash"):
+            self._set(LogLevel.OK, "logging")  # the news is in the log; logging works again
         if self._on_closed is not None:
             try:
                 self._on_closed(entry)
