@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from datalog_synthetic import LAYOUT, episode_length, episode_matrix, task_of, transition
 from mcap.reader import make_reader
+from mcap.stream_reader import StreamReader
 from mcap_ros2.decoder import DecoderFactory
 
 from pearl_robot.datalog.dataset import (
@@ -80,6 +81,11 @@ def test_round_trip_per_task_arrays_and_ros2_readable(tmp_path: Path) -> None:
         fh.seek(0)
         msgs = [m for _, c, _, m in reader.iter_decoded_messages() if c.topic ==
                 "/pearl/transition"]
+    with open(f, "rb") as fh:  # every CRC (chunks, summary) checks out; metadata is indexed
+        records = list(StreamReader(fh, validate_crcs=True).records)
+        assert type(records[-1]).__name__ == "Footer"
+        fh.seek(0)
+        assert [m.name for m in make_reader(fh).iter_metadata()] == ["pearl_episode"]
     assert ("/pearl/task", "std_msgs/msg/String") in topics
     assert ("/pearl/transition", "std_msgs/msg/Float64MultiArray") in topics
     assert [d.label for d in msgs[0].layout.dim][1:4] == ["obs", "action", "reward"]
