@@ -7,11 +7,23 @@ Install extras follow the deployment split in docs/architecture.md:
 - dev      tests, benchmarks and lint
 """
 
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
 
 package_name = "pearl_robot"
+
+
+def tree(src: str) -> list[tuple[str, list[str]]]:
+    """data_files entries installing every file under ``src`` to share/pearl_robot/<src>/..."""
+    out = []
+    for root, _dirs, files in os.walk(src):
+        if files:
+            out.append((os.path.join("share", package_name, root),
+                        [os.path.join(root, f) for f in sorted(files)]))
+    return out
+
 
 setup(
     name=package_name,
@@ -24,7 +36,7 @@ setup(
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml")),
         ("share/" + package_name + "/sim", glob("sim/*.xml")),
-        ("share/" + package_name + "/models", glob("models/*.*")),
+        *tree("models"),
     ],
     python_requires=">=3.10",
     install_requires=[

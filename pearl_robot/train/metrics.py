@@ -13,8 +13,9 @@ from typing import Any
 class MetricsWriter:
     """Appends one row per iteration to ``progress.csv`` and mirrors scalars to TensorBoard.
 
-    The CSV header is fixed by the first row; later rows with new keys are written with the
-    known keys only (TensorBoard still gets everything). Resuming appends to the same file.
+    A row with keys the header lacks (evaluation columns appear only on evaluation
+    iterations) rewrites the file once with the extended header; missing cells stay empty.
+    Resuming appends to the same file.
     """
 
     def __init__(self, out_dir: Path, tensorboard: bool = True) -> None:
@@ -39,6 +40,17 @@ class MetricsWriter:
             self._fields = list(row)
             with open(self.csv_path, "w", newline="") as f:
                 csv.writer(f).writerow(self._fields)
+        new = [k for k in row if k not in self._fields]
+        if new:
+            with open(self.csv_path, newline="") as f:
+                old = list(csv.DictReader(f))
+            self._fields += new
+            tmp = self.csv_path.with_suffix(".csv.tmp")
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, self._fields, restval="")
+                w.writeheader()
+                w.writerows(old)
+            tmp.replace(self.csv_path)
         with open(self.csv_path, "a", newline="") as f:
             csv.writer(f).writerow([_fmt(row.get(k, "")) for k in self._fields])
         if self._tb is not None:

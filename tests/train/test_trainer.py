@@ -81,3 +81,15 @@ def test_learning_smoke(tmp_path):
     before = tr.evaluate()["eval/test_normalized"]
     row = tr.run()
     assert row["eval/test_normalized"] > before + 0.15, (before, row["eval/test_normalized"])
+
+
+def test_progress_csv_gains_columns_that_appear_later(tmp_path):
+    from pearl_robot.train.metrics import MetricsWriter, read_progress
+
+    w = MetricsWriter(tmp_path, tensorboard=False)
+    w.write(0, {"a": 1.0})
+    w.write(1, {"a": 2.0, "eval/x": 5.0})
+    w.write(2, {"a": 3.0})
+    cols = read_progress(tmp_path / "progress.csv")
+    assert cols["a"] == [1.0, 2.0, 3.0]
+    assert cols["eval/x"][1] == 5.0 and math.isnan(cols["eval/x"][0])
