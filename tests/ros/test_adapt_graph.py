@@ -56,7 +56,7 @@ def test_full_graph_runs_episodes_and_logs_every_transition(ros_context, untrain
     specs = build_graph({"bundle": str(untrained_bundle), "dataset_dir": str(ds),
                          "params_file": pf, "episodes": "3", "real_time_factor": "5"})
     finished, published, seen, returns = _run_graph(
-        ros_context, specs, lambda p: len(p.returns) >= 3 and p.state == "idle", 60.0)
+        ros_context, specs, lambda p: len(p.returns) >= 3 and p.state == "done", 60.0)
     assert finished, "the graph did not finish 3 episodes"
     assert published == 3 * 20 == seen
     entries = manifest_entries(ds)
@@ -65,6 +65,26 @@ def test_full_graph_runs_episodes_and_logs_every_transition(ros_context, untrain
     assert [e["task"]["task"] for e in entries] == [100, 100, 101]
     assert all(e["status"] == "complete" for e in entries)
     np.testing.assert_allclose([e["return"] for e in entries], [r for _, _, r in returns])
+    assert check_datasets([ds]) == []
+
+
+def test_a_restarted_graph_resumes_the_schedule_and_the_numbering(ros_context, untrained_bundle,
+                                                                   tmp_path: Path) -> None:
+    """Overnight: the graph is stopped and started again on the same dataset; the schedule
+    goes on with the next task and the next episode id, and no episode is logged twice."""
+    ds = tmp_path / "ds"
+    pf = params_file(tmp_path, {"policy_node": {"episode_steps": 10, "tasks": "100,101,102"}})
+    for episodes in ("2", "4"):
+        specs = build_graph({"bundle": str(untrained_bundle), "dataset_dir": str(ds),
+                             "params_file": pf, "episodes": episodes,
+                             "real_time_factor": "5"})
+        finished, published, seen, returns = _run_graph(
+            ros_context, specs, lambda p: p.state == "done", 60.0)
+        assert finished and published == seen
+    entries = manifest_entries(ds)
+    assert [e["episode"] for e in entries] == [0, 1, 2, 3]
+    assert [e["task"]["task"] for e in entries] == [100, 101, 102, 100]
+    assert all(e["transitions"] == 10 for e in entries)
     assert check_datasets([ds]) == []
 
 
@@ -79,7 +99,7 @@ def test_trained_bundle_adapts_on_a_held_out_task(ros_context, tmp_path: Path) -
     family = specs[0].parameters
     assert family["tasks"] == "held-out"
     finished, published, seen, returns = _run_graph(
-        ros_context, specs, lambda p: len(p.returns) >= 4 and p.state == "idle", 80.0)
+        ros_context, specs, lambda p: len(p.returns) >= 4 and p.state == "done", 80.0)
     assert finished and published == seen
     first, later = returns[0][2], [r for _, _, r in returns[1:]]
     assert np.mean(later) > first, f"returns {returns}"

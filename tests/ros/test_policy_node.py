@@ -111,7 +111,7 @@ def _start(policy, step) -> None:  # noqa: ANN001
     """Tick until the episode runs (the first states arrive, the schedule starts)."""
     for _ in range(20):
         step()
-        if policy.state == "running" and policy.episode_ticks > 2:
+        if policy.state == "running" and policy.session.step > 2:
             return
     raise AssertionError(f"policy did not start an episode (state {policy.state})")
 
