@@ -292,7 +292,9 @@ class DatasetWriter:
         if arr.shape != (self.layout.size,):
             raise SchemaError(f"transition has shape {arr.shape}, the dataset layout needs "
                               f"({self.layout.size},)")
-        target = self._route(int(arr[self._episode_index]))
+        target = self._route_checked(float(arr[self._episode_index]))
+        if target < 0:
+            return False
         return self._put(("t", arr, log_time_ns or time.time_ns(), target))
 
     def write_cdr(self, data: bytes, log_time_ns: int | None = None) -> bool:
@@ -303,8 +305,21 @@ class DatasetWriter:
             return False
         target = -1
         if self._codec.matches(data):
-            target = self._route(int(np.frombuffer(data, "<f8", 1, self._episode_cdr_offset)[0]))
+            target = self._route_checked(
+                float(np.frombuffer(data, "<f8", 1, self._episode_cdr_offset)[0]))
+            if target < 0:
+                return False
         return self._put(("c", bytes(data), log_time_ns or time.time_ns(), target))
+
+    def _route_checked(self, episode: float) -> int:
+        """:meth:`_route` for a finite, non-negative integer episode field, else -1 (the
+        transition is refused and counted: it belongs to no episode)."""
+        if not (np.isfinite(episode) and episode >= 0 and episode == int(episode)):
+            self._rejected += 1
+            self._set(LogLevel.WARN, f"transition refused: episode field {episode!r} is not a "
+                      "non-negative integer (a tick outside an episode?)")
+            return -1
+        return self._route(int(episode))
 
     def _route(self, source: int) -> int:
         """Episode id a transition carrying ``source`` is logged under: ``source`` itself unless
@@ -481,7 +496,9 @@ class DatasetWriter:
                 vec = item[1]
             target = item[3]
             if target < 0:  # raw CDR whose layout is checked only now
-                target = self._route(int(vec[self._episode_index]))
+                target = self._route_checked(float(vec[self._episode_index]))
+                if target < 0:
+                    return False
             self._write_transition(vec, item[2], target)
         elif kind == "task":
             self._apply_task(item[1], item[2], item[3])

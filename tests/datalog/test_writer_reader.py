@@ -313,3 +313,20 @@ def test_policy_node_task_messages_group_by_task_identity(tmp_path: Path) -> Non
     assert sorted(t.task["index"] for t in loaded.tasks.values()) == [0, 1]
     assert [e.model_sha for e in loaded.episodes] == ["sha0", "sha1", "sha2", "sha3"]
     assert loaded.episodes[2].task["state"] == "running"
+
+
+def test_transitions_outside_an_episode_are_refused_not_fatal(tmp_path: Path) -> None:
+    codec = TransitionCodec(LAYOUT)
+    with DatasetWriter(tmp_path, LAYOUT, FAST) as w:
+        for bad in (np.nan, -1.0, 2.5, np.inf):
+            vec = transition(0, 0)
+            vec[LAYOUT.slices()["episode"].start] = bad
+            assert not w.write(vec)
+            assert not w.write_cdr(codec.encode(vec))
+        for s in range(episode_length(0)):
+            assert w.write(transition(0, s))
+        assert w.flush()
+        st = w.status()
+        assert st.rejected == 8 and "not a non-negative integer" in st.message
+    entries = read_manifest(DatasetPaths(tmp_path)).entries
+    assert [(e["episode"], e["transitions"]) for e in entries] == [(0, episode_length(0))]
