@@ -550,7 +550,11 @@ class DatasetWriter:
             if new != source:
                 self._set(LogLevel.WARN, f"episode id {source} already used in this dataset; "
                           f"logged as episode {new} (source_episode={source})")
-            task = self._task if self._task.get("episode") in (None, source) else {}
+            # the latest task message, unless it explicitly names another episode (a message
+            # sent while resetting, with no id yet (-1), is the best guess)
+            named = self._task.get("episode")
+            names_other = isinstance(named, int) and named >= 0 and named != source
+            task = {} if names_other else self._task
             self._open_episode(new, source, task, self._model_sha, log_time_ns)
             ep = self._ep
         assert ep is not None and ep.seg is not None
