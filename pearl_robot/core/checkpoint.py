@@ -54,11 +54,23 @@ class Checkpoint(NamedTuple):
 
 
 def env_spec_to_dict(spec: EnvSpec, obs_names: tuple[str, ...] = (),
-                     action_names: tuple[str, ...] = (), dt: float = 0.05) -> dict[str, Any]:
-    return {"obs_dim": spec.obs_dim, "action_dim": spec.action_dim,
-            "action_low": [float(x) for x in spec.action_low],
-            "action_high": [float(x) for x in spec.action_high],
-            "obs_names": list(obs_names), "action_names": list(action_names), "dt": float(dt)}
+                     action_names: tuple[str, ...] = (), dt: float = 0.05,
+                     obs_units: tuple[str, ...] = (), action_units: tuple[str, ...] = (),
+                     command_interface: str | None = None) -> dict[str, Any]:
+    """The env facts a bundle contract needs; units and interface only where the env has them
+    (the exporter writes "unspecified" otherwise)."""
+    out: dict[str, Any] = {
+        "obs_dim": spec.obs_dim, "action_dim": spec.action_dim,
+        "action_low": [float(x) for x in spec.action_low],
+        "action_high": [float(x) for x in spec.action_high],
+        "obs_names": list(obs_names), "action_names": list(action_names), "dt": float(dt)}
+    if obs_units:
+        out["obs_units"] = list(obs_units)
+    if action_units:
+        out["action_units"] = list(action_units)
+    if command_interface:
+        out["command_interface"] = command_interface
+    return out
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:

@@ -49,6 +49,9 @@ class PointEnv(MetaEnv):
     dt = 0.05
     obs_names = ("x", "y")
     action_names = ("dx", "dy")
+    obs_units = ("m", "m")
+    action_units = ("m", "m")
+    command_interface = "position_delta"
 
     def __init__(self, seed: int | None = None, sparse: bool = False,
                  goal_radius: float = 0.2) -> None:

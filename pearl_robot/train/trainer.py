@@ -86,8 +86,10 @@ class MetaTrainer:
         self.eval_tasks = family.eval_tasks
         env0 = family.make_env(seed=tc.seed)
         self.spec = EnvSpec.from_env(env0)
-        self.env_meta = env_spec_to_dict(self.spec, tuple(env0.obs_names),
-                                         tuple(env0.action_names), float(env0.dt))
+        self.env_meta = env_spec_to_dict(
+            self.spec, tuple(env0.obs_names), tuple(env0.action_names), float(env0.dt),
+            tuple(getattr(env0, "obs_units", ())), tuple(getattr(env0, "action_units", ())),
+            getattr(env0, "command_interface", None))
         self.nets, self.learner = build(cfg.pearl, self.spec, self.device, tc.seed)
         self.agent = self.learner.agent
         n_train = len(self.train_tasks)
