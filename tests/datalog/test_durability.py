@@ -242,3 +242,55 @@ def test_read_only_storage_is_refused_with_a_clear_error(tmp_path: Path) -> None
         assert loaded.episodes[0].transitions == episode_length(1)
     finally:
         _umount(mnt)
+
+
+def test_real_enospc_then_operator_frees_space_and_restart_recovers(tmp_path: Path) -> None:
+    """No free-space margin (min_free_bytes=0): the file system itself says ENOSPC mid-write.
+    Logging stops with a clear error, a restart on the full disk is refused clearly, and once
+    space is freed the restart recovers the cut episode and the dataset checks clean."""
+    mnt = tmp_path / "tiny"
+    if not _mount_tmpfs(mnt, "size=400k"):
+        pytest.skip("needs root to mount a small tmpfs (the injected ENOSPC test covers it)")
+    try:
+        ballast = mnt / "ballast.bin"
+        ballast.write_bytes(b"\0" * 120_000)  # what the operator will delete
+        cfg = WriterConfig(commit_every=4, commit_interval_s=0.01, warn_free_bytes=0,
+                           min_free_bytes=0)
+        w = DatasetWriter(mnt / "ds", LAYOUT, cfg)
+        for ep in range(5000):
+            w.set_task(task_of(ep))
+            for s in range(episode_length(ep)):
+                w.write(transition(ep, s))
+            w.flush()
+            if not w.status().accepting:
+                break
+        st = w.status()
+        w.close()
+        assert st.level == LogLevel.ERROR and "disk full" in st.message, st.message
+        # a restart on the still-full disk: refused with a clear error, or it starts (recovery
+        # fitted) and stops again at the first write; either way nothing is corrupted
+        try:
+            w2 = DatasetWriter(mnt / "ds", LAYOUT, cfg)
+        except LogStorageError as exc:
+            assert "disk full" in str(exc)
+        else:
+            for s in range(episode_length(10_000)):
+                w2.write(transition(10_000, s))
+            w2.flush()
+            w2.close()
+            assert w2.status().level == LogLevel.ERROR and "disk full" in w2.status().message
+        ballast.unlink()  # the operator frees space
+        with DatasetWriter(mnt / "ds", LAYOUT, cfg) as w3:
+            assert w3.recovery.episodes, "the cut episode is recovered or quarantined"
+            first = w3.next_episode_id()
+            for s in range(episode_length(first)):
+                assert w3.write(transition(first, s))
+            assert w3.flush() and w3.status().accepting
+        entries = read_manifest(DatasetPaths(mnt / "ds")).entries
+        ids = [e["episode"] for e in entries]
+        assert len(ids) == len(set(ids)) and ids[-1] == first, ids[-5:]
+        assert entries[-1]["status"] == "complete"
+        assert not list((mnt / "ds" / "episodes").glob("*.part"))
+        assert not [p for p in check_datasets([mnt / "ds"]) if p.severity == "error"]
+    finally:
+        _umount(mnt)
