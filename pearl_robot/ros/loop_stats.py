@@ -37,6 +37,9 @@ class LoopSummary(NamedTuple):
     """Median time spent inside the tick (inference, belief update, publishing)."""
     work_max: float
     """Longest time spent inside a tick in the window."""
+    command_p50: float
+    """Median time from the tick's start to its command leaving (the node's share of the
+    state -> command latency; the rest is DDS and executor dispatch)."""
     obs_age_p50: float
     """Median age of the observation a tick acted on."""
     obs_age_max: float
@@ -59,6 +62,7 @@ class LoopStats:
         self._last_time: float | None = None
         self._intervals: collections.deque[float] = collections.deque(maxlen=window)
         self._work: collections.deque[float] = collections.deque(maxlen=window)
+        self._command: collections.deque[float] = collections.deque(maxlen=window)
         self._obs_age: collections.deque[float] = collections.deque(maxlen=window)
 
     def start(self, origin: float) -> None:
@@ -97,6 +101,9 @@ class LoopStats:
         self._last_time = now
         return late
 
+    def command_sent(self, since_tick_start_s: float) -> None:
+        self._command.append(since_tick_start_s)
+
     def tick_finished(self, work_s: float, obs_age_s: float | None) -> None:
         self._work.append(work_s)
         if obs_age_s is not None and math.isfinite(obs_age_s):
@@ -110,5 +117,6 @@ class LoopStats:
             period_mean=float(np.mean(np.fromiter(iv, float))) if iv else math.nan,
             jitter_p99=_pct(jitter, 99), jitter_max=max(jitter) if jitter else math.nan,
             work_p50=_pct(self._work, 50), work_max=max(self._work) if self._work else math.nan,
+            command_p50=_pct(self._command, 50),
             obs_age_p50=_pct(self._obs_age, 50),
             obs_age_max=max(self._obs_age) if self._obs_age else math.nan)

@@ -165,6 +165,7 @@ class PolicyNode(Node):
         self.safe_ticks = 0
         self.faults: dict[str, int] = {}
         self.stats = LoopStats(self.period)
+        self._tick_t0 = time.perf_counter()
 
         # graph
         stream = qos.stream_publisher(self.period)
@@ -412,6 +413,7 @@ class PolicyNode(Node):
     def _send(self, command: np.ndarray) -> None:
         self.command_pub.publish(command_msg(command))
         self.commands_sent += 1
+        self.stats.command_sent(time.perf_counter() - self._tick_t0)
 
     def _publish_safe(self) -> None:
         self._send(self.runtime.safe_command)
@@ -419,7 +421,7 @@ class PolicyNode(Node):
 
     def _tick(self, now: float, index: int) -> None:
         """The one tick of control period ``index``."""
-        t0 = time.perf_counter()
+        t0 = self._tick_t0 = time.perf_counter()
         self.stats.tick(now, index)
         age = None if self._obs_received is None else now - self._obs_received
         try:
@@ -555,6 +557,7 @@ class PolicyNode(Node):
             "period_mean_ms": s.period_mean * 1e3, "jitter_p99_ms": s.jitter_p99 * 1e3,
             "jitter_max_ms": s.jitter_max * 1e3, "ticks": s.ticks, "late_ticks": s.late,
             "tick_work_p50_ms": s.work_p50 * 1e3, "tick_work_max_ms": s.work_max * 1e3,
+            "tick_to_command_p50_ms": s.command_p50 * 1e3,
             "obs_age_p50_ms": s.obs_age_p50 * 1e3, "obs_age_max_ms": s.obs_age_max * 1e3,
             "safe_ticks": self.safe_ticks, "obs_errors": self._obs_errors,
             "transitions_published": self.published_transitions,
