@@ -148,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
     if args.export_bundle is not None:
         from pearl_robot.export import cli as export_cli
 
-        return export_cli.run(argparse.Namespace(checkpoint=final, out_dir=args.export_bundle,
-                                                 **export_cli.default_options()))
+        parser = argparse.ArgumentParser()
+        export_cli.add_arguments(parser)
+        extra = [f"--recorded={d}" for d in (args.data or [])]
+        return export_cli.run(parser.parse_args([str(final), str(args.export_bundle), *extra]))
     return 0
