@@ -60,3 +60,12 @@ def test_to_dict_round_trip():
     cfg = reference_config("sparse-point-robot")
     again = merge(ExperimentConfig(), {"pearl": to_dict(cfg.pearl), "train": to_dict(cfg.train)})
     assert again == cfg
+
+
+def test_exponent_without_dot_is_a_number(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("pearl:\n  policy_lr: 1e-3\n")  # YAML 1.1 reads this as a string
+    assert load_experiment(f).pearl.policy_lr == 1e-3
+    f.write_text("pearl:\n  policy_lr: fast\n")
+    with pytest.raises(ConfigError, match="policy_lr must be a number"):
+        load_experiment(f)
