@@ -136,7 +136,9 @@ class BridgeNode(Node):
     def destroy_node(self) -> None:
         """Safe command, disarm, close the port."""
         try:
-            self.bridge.stop()
+            bridge = getattr(self, "bridge", None)
+            if bridge is not None:
+                bridge.stop()
         finally:
             super().destroy_node()
 

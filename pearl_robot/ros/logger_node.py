@@ -162,10 +162,12 @@ class LoggerNode(Node):
     def destroy_node(self) -> None:
         """Close the log: open episode closed, manifest written, lock released."""
         try:
-            if self._opener is not None:
-                self._opener.join(timeout=30.0)
-            if self.writer is not None:
-                self.writer.close()
+            opener = getattr(self, "_opener", None)
+            if opener is not None:
+                opener.join(timeout=30.0)
+            writer = getattr(self, "writer", None)
+            if writer is not None:
+                writer.close()
         finally:
             super().destroy_node()
 

@@ -57,6 +57,7 @@ from pearl_robot.ros.conversions import (
     command_msg,
     diagnostic_array,
     diagnostic_status,
+    level_of,
     stamp_to_sec,
     transition_msg,
 )
@@ -77,6 +78,8 @@ from pearl_robot.runtime.schedule import (
 from pearl_robot.tasks.base import Task, TaskFamily
 from pearl_robot.tasks.registry import make_family
 
+LOGGER_STATUS = ": episode log"
+"""Suffix of the logger node's /diagnostics status name (``logger_node.py``)."""
 SILENCE_FAULT_S = 1.0
 """No /joint_states for this long during an episode or a reset is a fault: the episode ends
 and the schedule pauses (``fault_pause_s``) instead of logging a long run of safe commands."""
@@ -159,6 +162,9 @@ class PolicyNode(Node):
         self._last_send = -math.inf
         self._swap_reported: str | None = None
         self.session_message = ""
+        self.log_ok = True
+        """False while the logger reports ERROR (logging cannot persist): the schedule pauses
+        rather than collecting data nobody keeps."""
         self.published_transitions = 0
         self.commands_sent = 0
         self.timer_at = -math.inf
@@ -179,6 +185,8 @@ class PolicyNode(Node):
         self.create_subscription(JointState, graph.JOINT_STATES, self._on_joint_state,
                                  qos.stream_subscription())
         self.create_subscription(Bool, graph.ESTOP, self._on_estop, qos.latched())
+        self.create_subscription(DiagnosticArray, graph.DIAGNOSTICS, self._on_diagnostics,
+                                 qos.status())
         self.create_service(Trigger, "/pearl/reset_belief", self._srv_reset_belief)
         self.create_service(SetBool, "/pearl/run_episodes", self._srv_run_episodes)
         self.create_service(Trigger, "/pearl/clear_estop", self._srv_clear_estop)
@@ -283,6 +291,17 @@ class PolicyNode(Node):
         index = self.stats.period_ended_at(now)
         if self.stats.due(index):
             self._tick(now, index)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.endswith(LOGGER_STATUS):
+                ok = level_of(status) < ERROR
+                if ok and not self.log_ok:
+                    self.get_logger().info(f"episode log persists again: {status.message}")
+                elif not ok and self.log_ok:
+                    self.get_logger().error(f"episode log cannot persist ({status.message}): "
+                                            "episodes paused")
+                self.log_ok = ok
 
     def _on_estop(self, msg: Bool) -> None:
         if msg.data and not self.estop:
@@ -446,7 +465,7 @@ class PolicyNode(Node):
             fault = f"no /joint_states for {SILENCE_FAULT_S:.0f} s"
         reset_done = self.state == "resetting" and self._reset_done(now)
         was_running = self.session.phase == Phase.RUNNING
-        cmd = self.session.tick(now, fault=fault, reset_done=reset_done)
+        cmd = self.session.tick(now, fault=fault, reset_done=reset_done, log_ok=self.log_ok)
         self.session_message = cmd.message
         if was_running and cmd.phase != Phase.RUNNING:  # ended by a fault
             self.runtime.end_episode()
@@ -570,16 +589,20 @@ class PolicyNode(Node):
         self.diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), [status]))
 
     def destroy_node(self) -> None:
-        """Stop: send the safe command, announce the stop, release the runtime."""
+        """Stop: send the safe command, announce the stop, release the runtime. Safe on a
+        node whose constructor failed (rclpy destroys tracked nodes at shutdown)."""
+        runtime = getattr(self, "runtime", None)
         try:
-            if self.state == "running":
+            if runtime is not None and getattr(self, "state", "") == "running":
                 self._abort_episode("shutdown")  # closes it in the session state file too
-            if self.context.ok():
-                self._send(self.runtime.safe_command)
+            if runtime is not None and hasattr(self, "command_pub") and self.context.ok():
+                self._send(runtime.safe_command)
         finally:
-            self.runtime.close()
-            if self._session_tmp is not None:
+            if runtime is not None:
+                runtime.close()
+            if getattr(self, "_session_tmp", None) is not None:
                 shutil.rmtree(self._session_tmp, ignore_errors=True)
+                self._session_tmp = None
             super().destroy_node()
 
 

@@ -135,3 +135,13 @@ def test_sigint_leaves_a_closed_log(untrained_bundle, tmp_path: Path) -> None:
     assert 0 < entries[0]["transitions"] < 400
     assert not list((ds / "episodes").glob("*.part")), "unfinished segment left behind"
     assert check_datasets([ds]) == []
+
+
+def test_adapt_with_a_missing_bundle_fails_with_one_clear_line(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    from pearl_robot.cli import main
+
+    rc = main(["adapt", "--bundle", str(tmp_path / "nope"), "--dataset-dir",
+               str(tmp_path / "ds")])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "bundle directory not found" in err and "Traceback" not in err

@@ -210,3 +210,29 @@ def test_bad_bundle_on_hot_swap_is_refused_and_control_continues(
     commands += _flat([step() for _ in range(5)])
     assert any(np.any(c != 0.0) for c in commands[-5:])
     assert policy.runtime.bundle.sha256 == running
+
+
+def test_logger_error_pauses_the_schedule_until_logging_persists_again(policy_setup) -> None:  # noqa: ANN001
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from pearl_robot.ros.conversions import ERROR, OK, diagnostic_array, diagnostic_status
+
+    g, policy, robot, step = policy_setup
+    _start(policy, step)
+    diag = robot.node.create_publisher(DiagnosticArray, graph.DIAGNOSTICS, qos.status())
+    assert g.spin_until(lambda: diag.get_subscription_count() > 0, 5.0)
+
+    def logger_level(level: int) -> None:
+        diag.publish(diagnostic_array(Time(), [diagnostic_status(
+            "logger_node: episode log", "pearl_datalog", level, "disk full", {})]))
+
+    logger_level(ERROR)
+    assert g.spin_until(lambda: not policy.log_ok, 5.0)
+    commands = _flat([step() for _ in range(3)])
+    assert policy.state == "paused" and policy.returns[-1][0] == policy.episode_id
+    for c in commands:
+        np.testing.assert_array_equal(c, np.zeros(3))
+    logger_level(OK)
+    assert g.spin_until(lambda: policy.log_ok, 5.0)
+    commands = _flat([step() for _ in range(6)])
+    assert policy.state == "running" and any(np.any(c != 0.0) for c in commands)
