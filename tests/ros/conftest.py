@@ -5,6 +5,7 @@ trained bundle from models/ where one exists (for the adaptation test)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,7 +51,11 @@ def corrupt_bundle(untrained_bundle: Path, tmp_path_factory: pytest.TempPathFact
 
 
 def trained_bundle() -> Path | None:
-    """The first bundle under models/ trained on twin-arm (the lead ships one), else None."""
+    """The first bundle under models/ trained on twin-arm (the lead ships one), else None.
+    ``PEARL_TRAINED_BUNDLE=DIR`` checks another bundle (e.g. a fresh export) the same way."""
+    override = os.environ.get("PEARL_TRAINED_BUNDLE")
+    if override:
+        return Path(override)
     root = REPO / "models"
     if not root.is_dir():
         return None
