@@ -33,6 +33,7 @@ import math
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -493,7 +494,7 @@ class PolicyNode(Node):
                   and bool(np.all(np.isfinite(obs))))
         reward = None
         pending = self._pending
-        transition = None
+        transition: Callable[[], np.ndarray] | None
         ended = False
         if pending is not None and obs_ok:
             assert obs is not None and self.reward_fn is not None
@@ -501,14 +502,18 @@ class PolicyNode(Node):
             reward = r.context
             step = self.session.step
             last = self.session.is_last_step()
-            transition = self.layout.pack(
-                pending.obs, pending.action, r.reward, obs, terminated=False, truncated=last,
-                episode=self.episode_id, step=step,
-                task=self.task.index if self.task else -1,
-                stamps=(pending.obs_stamp, pending.action_stamp, self._obs_stamp),
-                belief=pending.belief if self.layout.belief_dim else None)
             self.episode_return += r.reward
             ended = self.session.step_done(truncated=last)
+            stamps = (pending.obs_stamp, pending.action_stamp, self._obs_stamp)
+            episode, task = self.episode_id, self.task.index if self.task else -1
+
+            def transition() -> np.ndarray:  # packed after the command has left
+                return self.layout.pack(
+                    pending.obs, pending.action, r.reward, obs, terminated=False,
+                    truncated=last, episode=episode, step=step, task=task, stamps=stamps,
+                    belief=pending.belief if self.layout.belief_dim else None)
+        else:
+            transition = None
         if ended:
             self.runtime.end_episode(obs, reward)
             self._publish_safe()
@@ -535,10 +540,10 @@ class PolicyNode(Node):
             # No trusted action: the chain of transitions restarts at the next good tick.
             self._pending = None
 
-    def _publish_transition(self, vec: np.ndarray | None) -> None:
-        if vec is None:
+    def _publish_transition(self, pack: Callable[[], np.ndarray] | None) -> None:
+        if pack is None:
             return
-        self.transition_pub.publish(transition_msg(self.layout, vec))
+        self.transition_pub.publish(transition_msg(self.layout, pack()))
         self.published_transitions += 1
 
     # ------------------------------------------------------------------ hot-swap, diagnostics

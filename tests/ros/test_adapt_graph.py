@@ -145,3 +145,46 @@ def test_adapt_with_a_missing_bundle_fails_with_one_clear_line(tmp_path: Path, c
     err = capsys.readouterr().err
     assert rc == 1
     assert "bundle directory not found" in err and "Traceback" not in err
+
+
+def test_separate_processes_stopped_with_sigint_leave_a_closed_log(untrained_bundle,
+                                                                   tmp_path: Path) -> None:
+    """The launch file's layout (one process per node, each started as `ros2 run` would,
+    with the graph's parameters): Ctrl-C reaches every process, as `ros2 launch` sends it;
+    the logger closes the open episode on its own."""
+    import yaml
+
+    ds = tmp_path / "ds"
+    pf = params_file(tmp_path, {"policy_node": {"episode_steps": 400}})
+    specs = build_graph({"bundle": str(untrained_bundle), "dataset_dir": str(ds),
+                         "params_file": pf, "real_time_factor": "4"})
+    node_params = tmp_path / "nodes.yaml"
+    node_params.write_text(yaml.safe_dump({s.name: {"ros__parameters": s.parameters}
+                                           for s in specs}))
+    bindir = Path(sys.executable).parent
+    if not (bindir / "policy_node").is_file():
+        pytest.skip("node console scripts not installed (pip install -e .)")
+    procs = [subprocess.Popen([str(bindir / s.executable), "--ros-args", "--params-file",
+                               str(node_params)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for s in specs]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and all(p.poll() is None for p in procs):
+            if list((ds / "episodes").glob("*.part")):
+                break
+            time.sleep(0.1)
+        assert all(p.poll() is None for p in procs), [p.returncode for p in procs]
+        time.sleep(1.0)
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        outs = [p.communicate(timeout=30)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
+    entries = manifest_entries(ds)
+    assert len(entries) == 1 and entries[0]["end_reason"] == "shutdown", entries
+    assert 0 < entries[0]["transitions"] < 400
+    assert not list((ds / "episodes").glob("*.part"))
+    assert check_datasets([ds]) == []
