@@ -8,7 +8,7 @@ a slow disk never stalls the executor (which, composed, also runs the 20 Hz poli
 - The dataset is opened (recovery of a crashed run included) on a helper thread once the
   first transition tells the layout; transitions that arrive meanwhile wait in a bounded buffer.
 - ``/pearl/task`` (latched) gives the writer the task and model of the episodes; a ``state`` of
-  ``stopped``, ``estop`` or ``shutdown`` closes the open episode with that reason.
+  ``stopped``, ``estop``, ``shutdown`` or ``fault`` closes the open episode with that reason.
 - ``destroy_node`` closes the writer: the open episode is closed and the manifest written.
 - ``/diagnostics``: written, committed, queued, dropped, free disk, the writer's level (ERROR
   when logging cannot persist: the operator must know that data is being lost).
@@ -42,7 +42,7 @@ from pearl_robot.ros.node_config import LoggerNodeConfig
 from pearl_robot.ros.node_main import run_node
 from pearl_robot.ros.params import DeclaredConfig
 
-END_STATES = ("stopped", "estop", "shutdown")
+END_STATES = ("stopped", "estop", "shutdown", "fault")
 """/pearl/task states that close the open episode."""
 
 

@@ -101,8 +101,6 @@ def _family_from_contract(name: str, described: dict[str, Any]) -> TaskFamily:
     """The family the bundle was trained on, rebuilt with the same task list."""
     kwargs = {k: described[k] for k in ("n_tasks", "n_eval", "seed", "horizon")
               if k in described}
-    if "n_tasks" not in kwargs and "n_tasks" in described.get("describe", {}):
-        kwargs["n_tasks"] = described["describe"]["n_tasks"]
     try:
         return make_family(name, **kwargs)
     except TypeError:
