@@ -70,6 +70,7 @@ class ScriptedRobot:
 def policy_setup(ros_context, untrained_bundle: Path, tmp_path: Path):  # noqa: ANN001, ANN201
     pf = params_file(tmp_path, {"policy_node": {
         "episode_steps": 1000, "reset_hold_s": 0.0, "stale_obs_s": 0.12, "tasks": "100",
+        "fault_pause_s": 0.5,
         "use_sim_time": True}})
     specs = build_graph({"robot": "serial", "bundle": str(untrained_bundle),
                          "params_file": pf, "dataset_dir": str(tmp_path / "ds")})
@@ -236,3 +237,18 @@ def test_logger_error_pauses_the_schedule_until_logging_persists_again(policy_se
     assert g.spin_until(lambda: policy.log_ok, 5.0)
     commands = _flat([step() for _ in range(6)])
     assert policy.state == "running" and any(np.any(c != 0.0) for c in commands)
+
+
+def test_silent_joint_states_end_the_episode_as_a_fault_and_the_schedule_resumes(
+        policy_setup) -> None:  # noqa: ANN001
+    g, policy, robot, step = policy_setup
+    _start(policy, step)
+    episode = policy.episode_id
+    steps = [step(msg=None) for _ in range(24)]  # 1.2 s of silence (fault after 1 s)
+    assert policy.state == "paused", policy.session_message
+    assert policy.returns[-1][0] == episode and policy.session.history[-1].end_reason == "fault"
+    for c in _flat(steps[4:]):
+        np.testing.assert_array_equal(c, np.zeros(3))
+    commands = _flat([step() for _ in range(16)])  # states again; pause of 0.5 s, then reset
+    assert policy.state == "running" and policy.episode_id == episode + 1
+    assert any(np.any(c != 0.0) for c in commands[-3:])
