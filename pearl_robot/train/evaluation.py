@@ -37,8 +37,9 @@ class TaskEval(NamedTuple):
     successes: np.ndarray
     start_obs: np.ndarray
     """[repeats, trajectories, obs_dim]"""
-    normalized: np.ndarray | None
-    """Oracle-normalized returns (0 = still policy, 1 = oracle) where the family defines them."""
+    baselines: np.ndarray | None
+    """[2, repeats, trajectories]: returns of the still policy and of the oracle from the same
+    start states, where the family defines them (point-robot)."""
 
 
 class EvalSummary(NamedTuple):
@@ -53,30 +54,35 @@ class EvalSummary(NamedTuple):
     final_success: float
     """Fraction of (task, repeat) with success in any post-exploration trajectory."""
     final_normalized: float
-    """Mean oracle-normalized score of the last trajectory (nan when undefined)."""
+    """Oracle-normalized return of the last trajectory, (R - R_still) / (R_oracle - R_still)
+    with each term summed over all tasks and repeats (nan when undefined). Sums, not a mean of
+    per-trajectory ratios: a start next to the goal would make its ratio explode."""
 
 
 def summarize(evals: Sequence[TaskEval], num_exp_traj: int) -> EvalSummary:
     rets = np.stack([e.returns for e in evals])  # [tasks, repeats, traj]
     succ = np.stack([e.successes for e in evals])
     post = succ[:, :, num_exp_traj:] if succ.shape[2] > num_exp_traj else succ[:, :, -1:]
-    norm = [e.normalized for e in evals if e.normalized is not None]
-    final_norm = float(np.mean([n[:, -1].mean() for n in norm])) if norm else math.nan
+    final_norm = math.nan
+    if all(e.baselines is not None for e in evals):
+        r = sum(float(e.returns[:, -1].sum()) for e in evals)
+        still = sum(float(e.baselines[0, :, -1].sum()) for e in evals)
+        oracle = sum(float(e.baselines[1, :, -1].sum()) for e in evals)
+        final_norm = (r - still) / max(oracle - still, 1e-9)
     return EvalSummary(float(rets[:, :, -1].mean()), float(rets[:, :, 0].mean()),
                        rets.mean(axis=(0, 1)).tolist(), float(post.any(axis=2).mean()),
                        final_norm)
 
 
-def _normalized(family: TaskFamily, task_index: int, returns: np.ndarray,
-                starts: np.ndarray) -> np.ndarray | None:
+def _baselines(family: TaskFamily, task_index: int, returns: np.ndarray,
+               starts: np.ndarray) -> np.ndarray | None:
     baseline = getattr(family, "baseline_returns", None)
     task = family.tasks[task_index]
     if baseline is None or baseline(task, starts[(0,) * returns.ndim]) is None:
         return None
-    out = np.empty_like(returns)
+    out = np.empty((2, *returns.shape))
     for idx in np.ndindex(returns.shape):
-        still, oracle = baseline(task, starts[idx])
-        out[idx] = (returns[idx] - still) / max(oracle - still, 1e-9)
+        out[(slice(None), *idx)] = baseline(task, starts[idx])
     return out
 
 
@@ -125,7 +131,7 @@ def evaluate_reference(agent: PearlAgent, family: TaskFamily, task_indices: Sequ
                     belief = _posterior_from_rows(agent, [np.concatenate(r) for r in rows])
         for i, t in enumerate(chunk):
             results.append(TaskEval(t, rets[i], succ[i], starts[i],
-                                    _normalized(family, t, rets[i], starts[i])))
+                                    _baselines(family, t, rets[i], starts[i])))
     return results
 
 
@@ -193,7 +199,7 @@ def evaluate_online(agent: PearlAgent, family: TaskFamily, task_indices: Sequenc
                         break
         for i, t in enumerate(chunk):
             results.append(TaskEval(t, rets[i], succ[i], starts[i],
-                                    _normalized(family, t, rets[i], starts[i])))
+                                    _baselines(family, t, rets[i], starts[i])))
     return results
 
 
