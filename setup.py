@@ -71,6 +71,10 @@ setup(
             "ros-rmw-fastrtps-cpp",
         ],
         "dev": [
+            # colcon builds the package the way a ROS workspace does (tests/ros, make
+            # colcon-check); both come from PyPI
+            "colcon-common-extensions>=0.3",
+            "colcon-ros>=0.5",
             "pytest>=7",
             "pytest-timeout>=2",
             "hypothesis>=6",

@@ -33,7 +33,7 @@ def _launch_setup(context, *args, **kwargs):
 
 
 def generate_launch_description():
-    from launch import LaunchDescription  # noqa: I001 - the ROS package, not launch/
+    from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
 
     declared = [DeclareLaunchArgument(a.name, default_value=a.default,

@@ -67,7 +67,8 @@ def _run_graph(args: argparse.Namespace, dataset: Path) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser()
     adapt_cli.add_arguments(parser)
     cli = ["--robot", "twin", "--dataset-dir", str(dataset), "--episodes", str(args.episodes),
-           "--real-time-factor", str(args.real_time_factor), "--duration", str(args.timeout)]
+           "--real-time-factor", str(args.real_time_factor), "--duration", str(args.timeout),
+           "--exit-when-done"]
     if args.bundle:
         cli += ["--bundle", str(args.bundle)]
     print(f"starting the adapt graph: pearl-robot adapt {' '.join(cli)}", flush=True)
@@ -83,8 +84,9 @@ def _run_graph(args: argparse.Namespace, dataset: Path) -> list[dict[str, Any]]:
 
 def _task_label(task: Any) -> str:
     if isinstance(task, dict):
-        if "index" in task:
-            return f"task {task['index']}"
+        for key in ("index", "task"):
+            if isinstance(task.get(key), int) and task[key] >= 0:
+                return f"task {task[key]}"
         return json.dumps(task.get("params", task), sort_keys=True)[:40]
     return str(task)
 

@@ -40,16 +40,5 @@ def reward_function(family: TaskFamily, task: Task) -> RewardFn:
             r, c = hook(task, obs, action, next_obs)
             return Reward(float(r), float(c))
         return hooked
-    name = family.name
-    if name in ("point-robot", "sparse-point-robot"):
-        goal = np.asarray(task.params["goal"], dtype=np.float64)
-        radius = float(getattr(family, "goal_radius", 0.2))
-        sparse = name == "sparse-point-robot"
-
-        def point(obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> Reward:
-            d = float(np.linalg.norm(next_obs[:2] - goal))
-            ctx = (1.0 - d if d <= radius else 0.0) if sparse else -d
-            return Reward(-d, ctx)
-        return point
-    raise ConfigError(f"task family {name!r} offers no transition reward; the policy node "
-                      "cannot score episodes on the robot")
+    raise ConfigError(f"task family {family.name!r} offers no transition reward; the policy "
+                      "node cannot score episodes on the robot")

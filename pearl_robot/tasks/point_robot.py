@@ -149,6 +149,17 @@ class PointRobotFamily(TaskFamily):
     def make_env(self, seed: int | None = None) -> PointEnv:
         return PointEnv(seed=seed, sparse=self.sparse, goal_radius=self.goal_radius)
 
+    def transition_reward(self, task: Task, obs: np.ndarray, action: np.ndarray,
+                          next_obs: np.ndarray) -> tuple[float, float]:
+        """(reward, context reward) of one measured transition, as ``PointEnv.step`` computes
+        them: minus the distance after the move; the sparse family's context reward is
+        1 - d inside the goal radius, else 0."""
+        d = float(np.linalg.norm(np.asarray(next_obs, dtype=np.float64)[:2]
+                                 - np.asarray(task.params["goal"], dtype=np.float64)))
+        if not self.sparse:
+            return -d, -d
+        return -d, (1.0 - d) if d <= self.goal_radius else 0.0
+
     def baseline_returns(self, task: Task, start: np.ndarray) -> tuple[float, float] | None:
         """(still, oracle) returns from ``start`` for the oracle-normalized score (0 = the
         policy that stays still, 1 = full speed straight at the goal); dense family only."""

@@ -101,15 +101,23 @@ class RobotSpec:
 
 
 def sim_dir() -> Path:
-    """Where the MJCF models live: the source tree's sim/, else the installed ament share."""
+    """Where the MJCF models live: the source tree's sim/, else the package's share directory
+    from the ament index (a colcon install), else the share directory of this Python prefix
+    (a pip install)."""
     source = Path(__file__).resolve().parents[2] / "sim"
-    if source.is_dir():
-        return source
-    installed = Path(sys.prefix) / "share" / "pearl_robot" / "sim"
-    if installed.is_dir():
-        return installed
-    raise RobotSpecError(f"no sim/ directory with MJCF models: looked in {source} and "
-                         f"{installed}")
+    candidates = [source]
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory("pearl_robot")) / "sim")
+    except (ImportError, LookupError, ValueError, OSError):
+        pass  # no ament index, or the package is not in it
+    candidates.append(Path(sys.prefix) / "share" / "pearl_robot" / "sim")
+    for c in candidates:
+        if c.is_dir():
+            return c
+    raise RobotSpecError("no sim/ directory with MJCF models: looked in "
+                         + ", ".join(str(c) for c in candidates))
 
 
 def default_mjcf_path() -> Path:

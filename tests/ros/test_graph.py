@@ -138,7 +138,7 @@ def test_launch_path_and_cli_path_build_the_same_graph(argv: list[str]) -> None:
 def test_launch_description_loads_for_real_where_launch_ros_exists() -> None:
     pytest.importorskip("launch_ros", reason="launch_ros is not on PyPI; checked where ROS "
                         "is installed from the distro")
-    from launch import LaunchContext  # noqa: I001 - the ROS package, not launch/
+    from launch import LaunchContext
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
 
     launch = _launch_module()

@@ -69,3 +69,20 @@ def test_seeded_starts_reproduce():
     a, b = fam.make_env(seed=5), fam.make_env(seed=5)
     np.testing.assert_array_equal(a.reset()[0], b.reset()[0])
     np.testing.assert_array_equal(a.reset(seed=9)[0], b.reset(seed=9)[0])
+
+
+@pytest.mark.parametrize("name", ["point-robot", "sparse-point-robot"])
+def test_transition_reward_equals_what_the_env_returned(name):
+    fam = make_family(name)
+    env = fam.make_env(seed=3)
+    task = fam.tasks[5]
+    env.set_task(task)
+    obs, _ = env.reset()
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a = rng.uniform(-0.1, 0.1, 2)
+        st = env.step(a)
+        r, c = fam.transition_reward(task, obs, a, st.obs)
+        assert r == pytest.approx(st.reward)
+        assert c == pytest.approx(st.info["sparse_reward"] if fam.sparse else st.reward)
+        obs = st.obs
