@@ -34,6 +34,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -67,7 +68,12 @@ from pearl_robot.ros.node_config import PolicyNodeConfig
 from pearl_robot.ros.node_main import run_node
 from pearl_robot.ros.params import DeclaredConfig
 from pearl_robot.ros.task_reward import RewardFn, reward_function
-from pearl_robot.runtime.bundle import BundleError, check_compatible, read_contract
+from pearl_robot.runtime.bundle import (
+    BundleError,
+    RobotExpectation,
+    check_compatible,
+    read_contract,
+)
 from pearl_robot.runtime.policy import PolicyRuntime, RuntimeConfig
 from pearl_robot.runtime.schedule import (
     OvernightSession,
@@ -107,6 +113,22 @@ def _family_from_contract(name: str, described: dict[str, Any]) -> TaskFamily:
         return make_family(name)
 
 
+def _robot_expectation(bundle_dir: str) -> RobotExpectation | None:
+    """This package's robot (the MJCF in sim/) when the bundle was trained for a robot: its
+    contract carries a ``robot`` description. Then the bundle (and every hot-swapped one) must
+    match the robot's joint names and order, limits, control period and command interface.
+    Bundles of abstract families (point-robot) have no robot and are not checked."""
+    try:
+        raw = json.loads((Path(bundle_dir) / "contract.json").read_text())
+    except (OSError, ValueError):
+        return None  # the bundle loader reports the problem with the right error
+    if not isinstance(raw, dict) or "robot" not in raw:
+        return None
+    from pearl_robot.twin.robot_spec import load_robot_spec
+
+    return RobotExpectation.from_robot_spec(load_robot_spec())
+
+
 class PolicyNode(Node):
     """The policy, the belief and the episode schedule on one control-period grid."""
 
@@ -119,7 +141,8 @@ class PolicyNode(Node):
                               "(launch argument bundle:=DIR)")
         self.rng = np.random.default_rng(cfg.seed)
         self._tick_on_state = cfg.tick_on_state
-        self.runtime = PolicyRuntime(cfg.bundle, self._runtime_config(cfg), rng=self.rng)
+        self.runtime = PolicyRuntime(cfg.bundle, self._runtime_config(cfg), rng=self.rng,
+                                     robot=_robot_expectation(cfg.bundle))
         contract = self.runtime.bundle.contract
         self.contract = contract
         self.period = contract.control_period
