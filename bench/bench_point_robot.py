@@ -45,7 +45,7 @@ def train_for(cfg, family, out: Path, cap_s: float, bar: float, key: str) -> dic
                       "grad_steps": tr.grad_steps, "score": score,
                       "return": row.get("eval/test_final_return", math.nan),
                       "first_return": row.get("eval/test_first_return", math.nan)})
-        print(f"  it {tr.iteration:4d} t={t:6.0f}s env={tr.env_steps:8d} "
+        print(f"  {out.name}: it {tr.iteration:4d} t={t:6.0f}s env={tr.env_steps:8d} "
               f"score={score:.3f}", flush=True)
         if reached is None and math.isfinite(score) and score >= bar:
             reached = curve[-1]
@@ -54,9 +54,19 @@ def train_for(cfg, family, out: Path, cap_s: float, bar: float, key: str) -> dic
             "wall_s": time.perf_counter() - t0, "checkpoint": str(out / "final.pt")}
 
 
+def _train_variant(cfg, out: Path, cap: float, bar: float, key: str) -> dict:  # noqa: ANN001
+    import torch
+
+    from pearl_robot.core.config import merge
+    from pearl_robot.tasks.registry import make_family
+
+    cfg = merge(cfg, {"train": {"torch_threads": 1}})
+    torch.set_num_threads(1)
+    return train_for(cfg, make_family(cfg.train.task_family), out, cap, bar, key)
+
+
 def main(argv: list[str] | None = None) -> int:
     from pearl_robot.core.config import load_experiment, merge, reference_config
-    from pearl_robot.tasks.registry import make_family
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", type=Path, default=ROOT / "config/train/point_robot_fast.yaml")
@@ -74,7 +84,6 @@ def main(argv: list[str] | None = None) -> int:
     fam_name = cfg.train.task_family
     sparse = fam_name == "sparse-point-robot"
     key, bar = ("eval/test_success", 0.8) if sparse else ("eval/test_normalized", 0.9)
-    family = make_family(fam_name)
     budget = 5_000_000 if sparse else 1_000_000  # the reference's env-step budget
     work = args.out or Path(tempfile.mkdtemp(prefix="bench_point_"))
     results = {"family": fam_name, "config": str(args.config), "cap_s": cap, "bar": bar,
@@ -83,9 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_baseline:
         variants.append(("no_task_inference",
                          merge(cfg, {"pearl": {"task_inference": False}})))
-    for name, c in variants:
-        print(f"== {name}", flush=True)
-        results["runs"][name] = train_for(c, family, work / name, cap, bar, key)
+    # the variants train side by side, one process and one torch thread each (2 cores)
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(len(variants)) as pool:
+        jobs = {name: pool.apply_async(_train_variant, (c, work / name, cap, bar, key))
+                for name, c in variants}
+        for name, job in jobs.items():
+            results["runs"][name] = job.get()
     pearl = results["runs"]["pearl"]
     hit = pearl["reached"]
     results["verdict"] = {
