@@ -158,6 +158,7 @@ def _report(returns: list[dict[str, Any]], out: Path) -> None:
         by_task.setdefault(r["task"], []).append(r["return"])
     for task, rets in by_task.items():
         ax.plot(np.arange(1, len(rets) + 1), rets, "o-", label=task)
+    ax.set_xticks(np.arange(1, max(len(r) for r in by_task.values()) + 1))
     ax.set_xlabel("episode on the task (1 = exploration with the prior)")
     ax.set_ylabel("return")
     ax.set_title("PEARL on the twin: adaptation per task")
