@@ -53,7 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sim", action="store_true",
                    help="with --data: also collect in the simulated task family")
     p.add_argument("--follow", action="store_true",
-                   help="with --data: keep training and pick up each newly closed episode")
+                   help="with --data: keep training and pick up each newly closed episode, "
+                   "until --iterations in total (set it large to follow all night) or Ctrl-C; "
+                   "the newest checkpoint is always on disk")
     p.add_argument("--export-bundle", type=Path, metavar="DIR",
                    help="export a model bundle from the final checkpoint (parity-checked)")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda")
