@@ -73,7 +73,7 @@ class Budget(NamedTuple):
 
 FULL = Budget(init_tasks=8, new_tasks=16, heldout_tasks=8, init_iterations=30,
               retrain_iterations=20, steps_per_iteration=300, collect_episodes_per_task=4,
-              collect_rounds=2, eval_episodes=4, eval_repeats=3)
+              collect_rounds=8, eval_episodes=4, eval_repeats=3)
 QUICK = Budget(init_tasks=4, new_tasks=4, heldout_tasks=2, init_iterations=3,
                retrain_iterations=2, steps_per_iteration=100, collect_episodes_per_task=3,
                collect_rounds=1, eval_episodes=3, eval_repeats=1)
@@ -359,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deterministic-collection", action="store_true",
                    help="collect with the actor's mean action (node default deterministic:=true)"
                    " instead of sampled actions")
+    p.add_argument("--collect-rounds", type=int, metavar="N",
+                   help="rounds of the night's schedule (every new task "
+                   "collect_episodes_per_task episodes per round; default 8, quick 1): "
+                   "how much logged data the retraining gets")
     p.add_argument("--out", type=Path,
                    help=f"results JSON (default {RESULTS.relative_to(ROOT)})")
     args = p.parse_args(argv)
@@ -371,6 +375,10 @@ def main(argv: list[str] | None = None) -> int:
     from pearl_robot.train.trainer import MetaTrainer
 
     b = QUICK if args.quick else FULL
+    if args.collect_rounds is not None:
+        if args.collect_rounds < 1:
+            p.error("--collect-rounds must be >= 1")
+        b = b._replace(collect_rounds=args.collect_rounds)
     suffix = "_quick" if args.quick else ""
     out_json = args.out or RESULTS
     work = args.work or Path(tempfile.mkdtemp(prefix="pearl-retrain-"))
