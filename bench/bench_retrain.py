@@ -27,8 +27,8 @@ which is the MuJoCo twin):
    held-out tasks nobody trained or logged on (generalization). Returns per episode index,
    oracle-normalized scores (0 = zero effort, 1 = PD controller told goal and physics).
 
-Run: ``python -m bench.run_all --only bench_retrain`` (about 13 min on a loaded 2-core machine;
-``--quick`` about 2-3 min, too short to train anything: a smoke run). Writes
+Run: ``python -m bench.run_all --only bench_retrain`` (about 12 min on a loaded 2-core machine;
+``--quick`` about 1 min, too short to train anything: a smoke run). Writes
 ``bench/results/retrain.json`` (``"quick": true`` in it after ``--quick``) and the plots
 ``docs/img/retrain_adaptation.png`` and ``docs/img/retrain_per_task.png`` (``--quick`` puts
 ``*_quick.png`` in ``--work`` or the temp directory instead, so a smoke run never replaces
