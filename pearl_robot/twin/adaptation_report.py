@@ -6,7 +6,8 @@ tasks, and writes:
 
 - ``adaptation.json``: return per (task, episode), means per episode index, the still
   (zero-effort) and oracle (PD + exact gravity, told the task) baselines from the same starts,
-  and the oracle-normalized score per episode (0 = still, 1 = oracle);
+  and the oracle-normalized score per episode, (sum R - sum R_still) / (sum R_oracle -
+  sum R_still) over tasks (0 = still, 1 = oracle);
 - ``adaptation.png``: return against episode index (every task in grey, mean and spread in
   colour, baselines dashed);
 - ``first_vs_last.png`` (with ``--strip``): frames of the first and the last episode on one task.
@@ -57,18 +58,22 @@ def main(argv: list[str] | None = None) -> int:
                                max_path_length=horizon, num_exp_traj=tc.num_exp_traj_eval,
                                repeats=args.repeats, seed=args.seed)
     returns = np.stack([e.returns.mean(axis=0) for e in evals])  # [tasks, episodes]
-    norm = [e.normalized.mean(axis=0) for e in evals if e.normalized is not None]
-    baselines = [family.baseline_returns(family.tasks[e.task_index], e.start_obs[0, 0])
-                 for e in evals] if hasattr(family, "baseline_returns") else []
-    still = float(np.mean([b[0] for b in baselines])) if baselines else math.nan
-    oracle = float(np.mean([b[1] for b in baselines])) if baselines else math.nan
+    still = oracle = math.nan
+    norm: list[float] = []
+    if all(e.baselines is not None for e in evals):
+        base = np.stack([e.baselines for e in evals])  # [tasks, 2, repeats, episodes]
+        r_sum = np.stack([e.returns for e in evals]).sum(axis=(0, 1))
+        s_sum, o_sum = base[:, 0].sum(axis=(0, 1)), base[:, 1].sum(axis=(0, 1))
+        # ratio of sums, as the trainer's metric: a start next to the goal cannot dominate
+        norm = ((r_sum - s_sum) / np.maximum(o_sum - s_sum, 1e-9)).tolist()
+        still, oracle = float(base[:, 0].mean()), float(base[:, 1].mean())
     means = returns.mean(axis=0)
     report = {
         "checkpoint": str(args.checkpoint), "family": family.name, "tasks": list(idx),
         "episodes": args.episodes, "repeats": args.repeats,
         "mean_return_per_episode": means.tolist(),
         "std_return_per_episode": returns.std(axis=0).tolist(),
-        "normalized_per_episode": np.mean(norm, axis=0).tolist() if norm else None,
+        "normalized_per_episode": norm or None,
         "improved_tasks_last_vs_first": int((returns[:, -1] > returns[:, 0]).sum()),
         "still_return_mean": still, "oracle_return_mean": oracle,
         "returns": returns.tolist(),
