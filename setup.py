@@ -59,6 +59,7 @@ setup(
             "mujoco>=3.1",
             "gymnasium[mujoco]>=1.0",
             "matplotlib>=3.7",
+            "pillow>=9",
             "tensorboard>=2.14",
             "pyarrow>=14",
         ],

@@ -155,8 +155,10 @@ class TrainConfig:
     """Transitions kept per task in each buffer (float32 ring buffers)."""
     save_replay_buffers: bool = False
     """Put the replay buffers into checkpoints (exact resume of data, larger files)."""
-    torch_threads: int = 2
-    """torch.set_num_threads for training (the machine has 2 cores)."""
+    torch_threads: int = 1
+    """torch.set_num_threads for training. 1 by default: the networks are small, and on a
+    shared 2-core machine two OpenMP threads spun against other processes and training fell
+    from 30-50 to 1-5 gradient steps/s (measured). Raise it on an idle many-core workstation."""
     device: str = "cpu"
     """Torch device for the networks ("cpu", "cuda")."""
 

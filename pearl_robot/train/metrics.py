@@ -93,6 +93,9 @@ def plot_learning_curve(progress_csv: Path, out_png: Path, title: str = "",
 
     cols = read_progress(progress_csv)
     x = cols.get("charts/env_steps", [])
+    xlabel = "environment steps"
+    if len(set(x)) <= 1:  # retraining from logs only: no env steps, plot against updates
+        x, xlabel = cols.get("charts/grad_steps", []), "gradient steps"
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for key, label, style in (
         ("eval/test_final_return", "held-out, after adaptation", "-"),
@@ -106,11 +109,14 @@ def plot_learning_curve(progress_csv: Path, out_png: Path, title: str = "",
     for name, value in (references or {}).items():
         ax.axhline(value, color="gray", lw=0.8, ls="-.")
         ax.annotate(name, (ax.get_xlim()[0], value), fontsize=8, va="bottom")
-    ax.set_xlabel("environment steps")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("return")
     ax.set_title(title or "PEARL meta-training")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no evaluation yet", transform=ax.transAxes, ha="center")
     fig.tight_layout()
     out_png = Path(out_png)
     fig.savefig(out_png, dpi=110)
