@@ -193,26 +193,9 @@ class OfflineTrainer(MetaTrainer):
             (self.enc_buffer.sizes > 0)
         return np.flatnonzero(ok[: len(self.train_tasks)])
 
-    def train_steps(self, n: int) -> dict[str, float]:
-        """Gradient steps with tasks drawn among those that have data (PEARL's meta-batch)."""
-        import torch
-
-        pc = self.cfg.pearl
-        ready = self._ready()
-        if ready.size == 0:
-            raise ConfigError("no logged or simulated task has data to train on")
-        sums: dict[str, float] = {}
-        for _ in range(n):
-            tasks = ready[self.rng.integers(ready.size, size=pc.meta_batch)]
-            batch = self.rl_buffer.sample_rl(tasks, pc.batch_size, self.rng)
-            ctx = self.enc_buffer.sample_context(tasks, pc.embedding_batch_size, self.rng,
-                                                 pc.use_next_obs_in_context)
-            m = self.learner.update(batch.to_torch(self.device),
-                                    torch.from_numpy(ctx).to(self.device))
-            for k, v in m.items():
-                sums[k] = sums.get(k, 0.0) + v
-            self.grad_steps += 1
-        return {k: v / max(n, 1) for k, v in sums.items()}
+    def trainable_tasks(self) -> np.ndarray:
+        """Gradient steps draw only tasks that have enough logged (or simulated) data."""
+        return self._ready()
 
     def run_iteration(self):  # noqa: ANN201 - same as MetaTrainer.run_iteration
         """Sim collection (sim tasks only) when enabled, then the parent's steps."""

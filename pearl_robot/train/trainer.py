@@ -50,6 +50,7 @@ from pearl_robot.core.networks import EnvSpec
 from pearl_robot.core.pearl import build
 from pearl_robot.core.posterior import prior
 from pearl_robot.core.replay import MultiTaskReplay
+from pearl_robot.errors import ConfigError
 from pearl_robot.tasks.base import MetaEnv, Task, TaskFamily
 from pearl_robot.train.evaluation import evaluate_reference, summarize
 from pearl_robot.train.metrics import MetricsWriter, plot_learning_curve
@@ -169,10 +170,17 @@ class MetaTrainer:
         return type(current)(mean, var)
 
     # ------------------------------------------------------------------ training
+    def trainable_tasks(self) -> np.ndarray:
+        """Indices of the training tasks a gradient step may draw: all of them here; retraining
+        from logs narrows it to the tasks that have data (train/offline.py)."""
+        return np.arange(len(self.train_tasks))
+
     def train_steps(self, n: int) -> dict[str, float]:
         """``n`` gradient steps; returns the mean of each metric."""
         pc = self.cfg.pearl
-        n_train = len(self.train_tasks)
+        pool = self.trainable_tasks()
+        if pool.size == 0:
+            raise ConfigError("no training task has data to train on yet")
         sums: dict[str, float] = {}
         it = range(n)
         if self.progress and n >= 200:
@@ -181,7 +189,7 @@ class MetaTrainer:
             it = tqdm(it, desc=f"iter {self.iteration} grad steps", leave=False, unit="step",
                       mininterval=1.0)
         for _ in it:
-            tasks = self.rng.integers(n_train, size=pc.meta_batch)
+            tasks = pool[self.rng.integers(pool.size, size=pc.meta_batch)]
             batch = self.rl_buffer.sample_rl(tasks, pc.batch_size, self.rng)
             ctx = self.enc_buffer.sample_context(tasks, pc.embedding_batch_size, self.rng,
                                                  pc.use_next_obs_in_context)
