@@ -25,8 +25,8 @@ class Subcommand(NamedTuple):
 
 
 SUBCOMMANDS: tuple[Subcommand, ...] = (
-    Subcommand("demo", "pearl_robot.demo", "set up nothing, run the main job on the embedded "
-               "default (twin + bundled model) and write plots"),
+    Subcommand("demo", "pearl_robot.demo", "the main job on the embedded default: the adapt "
+               "graph on the twin with the bundled model, then an adaptation report and plot"),
     Subcommand("train", "pearl_robot.train.cli", "meta-train in the twin and/or retrain from "
                "logged datasets; writes checkpoints, metrics, plots, optionally a bundle"),
     Subcommand("evaluate", "pearl_robot.train.evaluate_cli", "evaluate a checkpoint's "
@@ -66,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     head: list[str] = []
     while argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         head.append(argv.pop(0))
-    if not argv or argv[0] in ("-h", "--help"):
+    ns = top.parse_args(head)
+    if not ns.version and (not argv or argv[0] in ("-h", "--help")):
         top.print_help()
         return 0
-    ns = top.parse_args(head)
     if ns.version:
         from pearl_robot import __version__
 
