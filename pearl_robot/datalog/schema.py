@@ -31,7 +31,7 @@ belief         2 * latent_dim + 1      posterior mean, posterior variance, conte
 
 Float64 represents integers exactly up to 2**53, far beyond any episode or step count.
 
-Pure numpy: no ROS, torch or MuJoCo import (the ROS helper builds the message from
+Pure numpy: no ROS, torch or MuJoCo import (the ROS code builds the message from
 :meth:`TransitionLayout.dims`).
 """
 
@@ -69,7 +69,7 @@ class SchemaError(PearlRobotError, ValueError):
 
 
 class DimSpec(NamedTuple):
-    """One ``std_msgs/MultiArrayDimension``: what the ROS helper copies into ``layout.dim``."""
+    """One ``std_msgs/MultiArrayDimension``: what the ROS conversions copy into ``layout.dim``."""
 
     label: str
     size: int
