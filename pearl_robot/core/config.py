@@ -88,7 +88,7 @@ class PearlConfig:
     policy_mean_reg: float = 1e-3
     """Weight of mean(mu^2) in the policy loss."""
     policy_std_reg: float = 1e-3
-    """Weight of mean(log sigma^2) in the policy loss (the reference's log_std regulariser)."""
+    """Weight of mean((log sigma)^2) in the policy loss (rlkit's ``policy_log_std**2``)."""
     meta_batch: int = 16
     """Tasks per gradient step, drawn with replacement from the training tasks."""
     batch_size: int = 256

@@ -207,7 +207,7 @@ class PearlLearner:
         with frozen(nets.qf):  # Q updated above; gradients only into the new actions
             min_q_new = nets.qf(torch.cat([obs, pol.action, z_det], dim=-1)).min(dim=0).values
         reg = cfg.policy_mean_reg * pol.mean.pow(2).mean() + \
-            cfg.policy_std_reg * (2.0 * pol.log_std).mean()
+            cfg.policy_std_reg * pol.log_std.pow(2).mean()
         metrics_extra: dict[str, torch.Tensor] = {}
         if cfg.sac_variant == "reference":
             v_pred = nets.vf(torch.cat([obs, z_det], dim=-1))[0]
