@@ -130,6 +130,37 @@ class TaskFamily(abc.ABC):
                 "context_reward_key": self.context_reward_key}
 
 
+class ListedTaskFamily(TaskFamily):
+    """A family whose task list is fixed at construction: the last ``n_eval`` tasks are held
+    out (the reference's ``tasks[:n_train]`` / ``tasks[-n_eval:]``), or, with
+    ``held_out=False``, evaluation reuses the training tasks (the reference's two-task
+    direction families). Subclasses call :meth:`_set_tasks` and implement ``make_env``."""
+
+    held_out: bool = True
+
+    def _set_tasks(self, tasks: list[Task], n_eval: int, held_out: bool = True) -> None:
+        if held_out and not 0 < n_eval < len(tasks):
+            raise ValueError(f"{self.name}: n_eval must be in (0, n_tasks), got {n_eval} of "
+                             f"{len(tasks)}")
+        self.held_out = held_out
+        self._tasks = tasks
+        self._n_train = len(tasks) - n_eval if held_out else len(tasks)
+
+    @property
+    def tasks(self) -> list[Task]:
+        return self._tasks
+
+    @property
+    def train_indices(self) -> list[int]:
+        return list(range(self._n_train))
+
+    @property
+    def eval_indices(self) -> list[int]:
+        if not self.held_out:
+            return list(range(len(self._tasks)))
+        return list(range(self._n_train, len(self._tasks)))
+
+
 def normalize_action(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """Physical units -> [-1, 1] (clipped)."""
     a = 2.0 * (np.asarray(action, dtype=np.float64) - low) / (high - low) - 1.0

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from pearl_robot.tasks.base import MetaEnv, Task, TaskFamily
+from pearl_robot.tasks.base import ListedTaskFamily, MetaEnv, Task
 from pearl_robot.twin.randomization import ParamSpec
 
 REFERENCE_SEED = 1337
@@ -54,7 +54,7 @@ HOPPER_SHAPES = {"body_mass_scale": (5,), "body_inertia_scale": (5, 3),
                  "dof_damping_scale": (6,), "geom_friction_scale": (5, 3)}
 
 
-class SeededFamily(TaskFamily):
+class SeededFamily(ListedTaskFamily):
     """A fixed task list whose last ``n_eval`` tasks are held out (or, for the two-task
     direction families, ``held_out=False``: eval = train, the reference's protocol)."""
 
@@ -64,32 +64,13 @@ class SeededFamily(TaskFamily):
     def __init__(self, name: str, tasks: list[dict[str, Any]], n_eval: int,
                  horizon: int = LOCOMOTION_HORIZON, held_out: bool = True, seed: int = 0,
                  env_class: str = "") -> None:
-        if held_out and not 0 < n_eval < len(tasks):
-            raise ValueError(f"{name}: n_eval must be in (0, n_tasks), got {n_eval} of "
-                             f"{len(tasks)}")
         if horizon < 1:
             raise ValueError(f"{name}: horizon must be >= 1, got {horizon}")
         self.name = name
         self.horizon = horizon
-        self.held_out = held_out
         self.seed = seed
         self.env_class = env_class or self.env_class
-        self._tasks = [Task(i, p) for i, p in enumerate(tasks)]
-        self._n_train = len(tasks) - n_eval if held_out else len(tasks)
-
-    @property
-    def tasks(self) -> list[Task]:
-        return self._tasks
-
-    @property
-    def train_indices(self) -> list[int]:
-        return list(range(self._n_train))
-
-    @property
-    def eval_indices(self) -> list[int]:
-        if not self.held_out:
-            return list(range(len(self._tasks)))
-        return list(range(self._n_train, len(self._tasks)))
+        self._set_tasks([Task(i, p) for i, p in enumerate(tasks)], n_eval, held_out)
 
     def make_env(self, seed: int | None = None) -> MetaEnv:
         module, cls = self.env_class.split(":")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pearl_robot.tasks.base import MetaEnv, StepResult, Task, TaskFamily
+from pearl_robot.tasks.base import ListedTaskFamily, MetaEnv, StepResult, Task
 
 REFERENCE_SEED = 1337
 MAX_STEP = 0.1
@@ -117,34 +117,19 @@ def rollout_return(start: np.ndarray, goal: np.ndarray, policy: str,
     return total
 
 
-class PointRobotFamily(TaskFamily):
+class PointRobotFamily(ListedTaskFamily):
     """point-robot (dense) or sparse-point-robot, with the reference's goals and split."""
 
     def __init__(self, sparse: bool = False, n_tasks: int = 100, n_eval: int = 20,
                  goal_radius: float = 0.2, seed: int = REFERENCE_SEED) -> None:
-        if not 0 < n_eval < n_tasks:
-            raise ValueError(f"n_eval must be in (0, n_tasks), got {n_eval} of {n_tasks}")
         self.sparse = sparse
         self.name = "sparse-point-robot" if sparse else "point-robot"
         self.goal_radius = goal_radius
         self.context_reward_key = "sparse_reward" if sparse else None
         self.success_key = "success" if sparse else None
         goals = half_circle_goals(n_tasks, seed) if sparse else dense_goals(n_tasks, seed)
-        self._tasks = [Task(i, {"goal": [float(g[0]), float(g[1])]})
-                       for i, g in enumerate(goals)]
-        self._n_train = n_tasks - n_eval
-
-    @property
-    def tasks(self) -> list[Task]:
-        return self._tasks
-
-    @property
-    def train_indices(self) -> list[int]:
-        return list(range(self._n_train))
-
-    @property
-    def eval_indices(self) -> list[int]:
-        return list(range(self._n_train, len(self._tasks)))
+        self._set_tasks([Task(i, {"goal": [float(g[0]), float(g[1])]})
+                         for i, g in enumerate(goals)], n_eval)
 
     def make_env(self, seed: int | None = None) -> PointEnv:
         return PointEnv(seed=seed, sparse=self.sparse, goal_radius=self.goal_radius)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from pearl_robot.tasks.base import MetaEnv, Task, TaskFamily
+from pearl_robot.tasks.base import ListedTaskFamily, MetaEnv, Task
 from pearl_robot.twin.randomization import (
     ARM3_NOMINAL_PARAMS,
     ARM3_PHYSICS_SPEC,
@@ -99,7 +99,7 @@ def task_problems(params: dict[str, Any], physics: bool = True) -> list[str]:
     return problems
 
 
-class TwinArmFamily(TaskFamily):
+class TwinArmFamily(ListedTaskFamily):
     """Goals x physics for the arm3 twin; the first ``n_tasks - n_eval`` tasks train, the rest
     are held out. ``physics=False`` gives the goal-only variant (twin-arm-reach)."""
 
@@ -117,21 +117,8 @@ class TwinArmFamily(TaskFamily):
         self.seed = seed
         self.mjcf_path = mjcf_path
         rng = np.random.default_rng(seed)
-        self._tasks = [Task(i, sample_twin_arm_task_params(rng, physics))
-                       for i in range(n_tasks)]
-        self._n_train = n_tasks - n_eval
-
-    @property
-    def tasks(self) -> list[Task]:
-        return self._tasks
-
-    @property
-    def train_indices(self) -> list[int]:
-        return list(range(self._n_train))
-
-    @property
-    def eval_indices(self) -> list[int]:
-        return list(range(self._n_train, len(self._tasks)))
+        self._set_tasks([Task(i, sample_twin_arm_task_params(rng, physics))
+                         for i in range(n_tasks)], n_eval)
 
     def make_env(self, seed: int | None = None) -> MetaEnv:
         from pearl_robot.twin.twin_arm_env import TwinArmEnv
