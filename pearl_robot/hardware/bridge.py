@@ -811,8 +811,9 @@ class SerialBridge:
             flags = self._device_flags
             if (flags & _ARMED and not self._safe_sent
                     and now - self._last_user_cmd > cfg.command_timeout_s):
-                self.events["command_timeouts"] += 1
+                # counted after the send: whoever sees the timeout also sees the safe command
                 self._send_safe("host command watchdog: caller sent no command")
+                self.events["command_timeouts"] += 1
             if now - self._last_control_tx >= cfg.control_retry_s:
                 if self._host_estop and not flags & _ESTOP:
                     self._send(EStop(True), now=now)
