@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pearl_robot.errors import ConfigError
 
 SacVariant = Literal["reference", "modern"]
+ContextSampling = Literal["transitions", "trajectories"]
 
 
 def _check(cond: bool, name: str, message: str, value: Any) -> None:
@@ -95,6 +96,11 @@ class PearlConfig:
     """RL transitions per task per gradient step."""
     embedding_batch_size: int = 64
     """Context transitions per task per gradient step (drawn from the encoder buffer)."""
+    context_sampling: ContextSampling = "transitions"
+    """How a training context is drawn from the encoder buffer. "transitions": independent
+    uniform transitions (the reference). "trajectories": a window of consecutive whole
+    trajectories from a random trajectory start (oyster's ``sequence=True`` sampling), so the
+    encoder trains on contexts shaped like the online context it gets at evaluation."""
 
     def __post_init__(self) -> None:
         _positive(self, "latent_dim", "meta_batch", "batch_size", "embedding_batch_size",
@@ -107,6 +113,9 @@ class PearlConfig:
                "must be in (0, 1]", self.soft_target_tau)
         _check(self.sac_variant in ("reference", "modern"), "PearlConfig.sac_variant",
                "must be 'reference' or 'modern'", self.sac_variant)
+        _check(self.context_sampling in ("transitions", "trajectories"),
+               "PearlConfig.context_sampling", "must be 'transitions' or 'trajectories'",
+               self.context_sampling)
         for n in ("hidden_sizes", "encoder_hidden_sizes"):
             v = getattr(self, n)
             _check(len(v) > 0 and all(isinstance(h, int) and h > 0 for h in v),

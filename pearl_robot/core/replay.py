@@ -45,6 +45,8 @@ class MultiTaskReplay:
                 "terminals": 1, "context_rewards": 1}
         self.arrays = {k: np.zeros((n_tasks, capacity, d), dtype=np.float32)
                        for k, d in dims.items()}
+        self.starts = np.zeros((n_tasks, capacity), dtype=bool)
+        """True where a trajectory begins (for trajectory-window context sampling)."""
         self.sizes = np.zeros(n_tasks, dtype=np.int64)
         self.tops = np.zeros(n_tasks, dtype=np.int64)
 
@@ -58,6 +60,8 @@ class MultiTaskReplay:
         idx = (self.tops[task] + np.arange(n)) % self.capacity
         for k, a in zip(self.FIELDS, path):
             self.arrays[k][task, idx] = np.asarray(a, dtype=np.float32).reshape(n, -1)
+        self.starts[task, idx] = False
+        self.starts[task, idx[0]] = True
         self.tops[task] = (self.tops[task] + n) % self.capacity
         self.sizes[task] = min(self.capacity, self.sizes[task] + n)
 
@@ -85,11 +89,31 @@ class MultiTaskReplay:
         return NumpyRLBatch(a["obs"][t, idx], a["actions"][t, idx], a["rewards"][t, idx],
                             a["next_obs"][t, idx], a["terminals"][t, idx])
 
+    def _window_indices(self, tasks: np.ndarray, n: int, rng: np.random.Generator
+                        ) -> np.ndarray:
+        """``n`` consecutive transitions per task from a random trajectory start: whole
+        trajectories in the order they were collected (oyster's ``sample_data(sequence=True)``).
+        A task whose buffer holds fewer than ``n`` transitions wraps to its oldest ones."""
+        sizes = self.sizes[tasks]
+        if np.any(sizes == 0):
+            empty = tasks[sizes == 0].tolist()
+            raise ValueError(f"cannot sample from empty buffer(s) of task(s) {empty}")
+        first = np.empty(len(tasks), dtype=np.int64)
+        for j, (t, size) in enumerate(zip(tasks, sizes)):
+            starts = np.flatnonzero(self.starts[t, :size])
+            first[j] = starts[rng.integers(starts.size)] if starts.size \
+                else rng.integers(size)
+        return (first[:, None] + np.arange(n)[None, :]) % sizes[:, None]
+
     def sample_context(self, tasks: np.ndarray, n: int, rng: np.random.Generator,
-                       use_next_obs: bool) -> np.ndarray:
-        """Context rows (obs, action, context reward[, next_obs]), shape [T, n, ctx_dim]."""
+                       use_next_obs: bool, trajectories: bool = False) -> np.ndarray:
+        """Context rows (obs, action, context reward[, next_obs]), shape [T, n, ctx_dim]:
+        ``n`` independent uniform transitions per task (the reference), or with
+        ``trajectories`` a window of consecutive whole trajectories (what the online context
+        looks like after the first trajectories of an evaluation)."""
         tasks = np.asarray(tasks, dtype=np.int64)
-        idx = self._indices(tasks, n, rng)
+        idx = self._window_indices(tasks, n, rng) if trajectories \
+            else self._indices(tasks, n, rng)
         t = tasks[:, None]
         a = self.arrays
         parts = [a["obs"][t, idx], a["actions"][t, idx], a["context_rewards"][t, idx]]
@@ -100,7 +124,8 @@ class MultiTaskReplay:
     def state_dict(self) -> dict[str, np.ndarray]:
         """The filled prefix of every task's buffer, plus sizes and write positions."""
         n = int(self.sizes.max()) if self.n_tasks else 0
-        out: dict[str, np.ndarray] = {"sizes": self.sizes.copy(), "tops": self.tops.copy()}
+        out: dict[str, np.ndarray] = {"sizes": self.sizes.copy(), "tops": self.tops.copy(),
+                                      "starts": self.starts[:, :n].copy()}
         out.update({k: v[:, :n].copy() for k, v in self.arrays.items()})
         return out
 
@@ -113,6 +138,10 @@ class MultiTaskReplay:
                 raise ValueError(f"replay field {k!r} has shape {src.shape}, which does not fit "
                                  f"buffers of shape {dst.shape}")
             dst[:, : src.shape[1]] = src
+        self.starts[:] = False
+        if "starts" in state:  # absent in buffers saved before trajectory windows existed
+            st = np.asarray(state["starts"], dtype=bool)
+            self.starts[:, : st.shape[1]] = st
         self.sizes[:] = np.asarray(state["sizes"])
         self.tops[:] = np.asarray(state["tops"])
 

@@ -162,7 +162,8 @@ class MetaTrainer:
             return current
         pc = self.cfg.pearl
         ctx = self.enc_buffer.sample_context(np.asarray(tasks)[has], pc.embedding_batch_size,
-                                             self.rng, pc.use_next_obs_in_context)
+                                             self.rng, pc.use_next_obs_in_context,
+                                             pc.context_sampling == "trajectories")
         post = self.agent.infer_posterior(self.agent.context_to_tensor(ctx))
         mean, var = current.mean.clone(), current.var.clone()
         idx = torch.as_tensor(np.flatnonzero(has))
@@ -192,7 +193,8 @@ class MetaTrainer:
             tasks = pool[self.rng.integers(pool.size, size=pc.meta_batch)]
             batch = self.rl_buffer.sample_rl(tasks, pc.batch_size, self.rng)
             ctx = self.enc_buffer.sample_context(tasks, pc.embedding_batch_size, self.rng,
-                                                 pc.use_next_obs_in_context)
+                                                 pc.use_next_obs_in_context,
+                                                 pc.context_sampling == "trajectories")
             m = self.learner.update(batch.to_torch(self.device),
                                     torch.from_numpy(ctx).to(self.device))
             for k, v in m.items():

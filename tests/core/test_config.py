@@ -22,6 +22,8 @@ def test_bad_values_name_the_field():
         TrainConfig(num_steps_per_eval=5, max_path_length=20)
     with pytest.raises(ConfigError, match="hidden_sizes"):
         PearlConfig(hidden_sizes=())
+    with pytest.raises(ConfigError, match="PearlConfig.context_sampling"):
+        PearlConfig(context_sampling="sequence")
 
 
 def test_unknown_and_mistyped_yaml_fields_fail_at_load(tmp_path):

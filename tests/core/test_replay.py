@@ -64,3 +64,43 @@ def test_context_from_path_layout():
     rows = context_from_path(p, use_next_obs=True)
     assert rows.shape == (4, 2 + 1 + 1 + 2)
     np.testing.assert_array_equal(rows[:, 3], 7.0)
+
+
+def test_trajectory_windows_start_at_a_trajectory_and_are_consecutive():
+    buf = MultiTaskReplay(2, 100, 2, 1)
+    for j in range(5):  # 5 trajectories of 10 steps; obs[:, 0] = trajectory id, obs[:, 1] = step
+        buf.add_path(0, _path(float(j), 10))
+    buf.add_path(1, _path(9.0, 10))
+    rng = np.random.default_rng(0)
+    seen_first = set()
+    for _ in range(50):
+        c = buf.sample_context(np.array([0, 1]), 20, rng, use_next_obs=False,
+                               trajectories=True)
+        traj, step = c[0, :, 0], c[0, :, 1]
+        assert step[0] == 0  # begins where a trajectory begins
+        seen_first.add(float(traj[0]))
+        np.testing.assert_array_equal(step, np.tile(np.arange(10), 2))
+        # two whole consecutive trajectories (wrapping from the newest to the oldest)
+        assert traj[10] == (traj[0] + 1) % 5 and np.all(traj[:10] == traj[0])
+        np.testing.assert_array_equal(c[1, :, 0], 9.0)  # a short buffer wraps on itself
+    assert seen_first == {0.0, 1.0, 2.0, 3.0, 4.0}  # every trajectory can open a window
+
+
+def test_uniform_context_is_not_in_trajectory_order():
+    buf = MultiTaskReplay(1, 100, 2, 1)
+    for j in range(5):
+        buf.add_path(0, _path(float(j), 10))
+    c = buf.sample_context(np.array([0]), 20, np.random.default_rng(0), use_next_obs=False)
+    assert not np.array_equal(c[0, :, 1], np.tile(np.arange(10), 2))
+
+
+def test_trajectory_starts_survive_state_dict_and_overwrites():
+    buf = MultiTaskReplay(1, 25, 2, 1)
+    for j in range(3):  # the third trajectory overwrites the first 5 steps of the first
+        buf.add_path(0, _path(float(j), 10))
+    other = MultiTaskReplay(1, 25, 2, 1)
+    other.load_state_dict(buf.state_dict())
+    np.testing.assert_array_equal(np.flatnonzero(other.starts[0]), [10, 20])
+    c = other.sample_context(np.array([0]), 10, np.random.default_rng(1), use_next_obs=False,
+                             trajectories=True)
+    assert c[0, 0, 1] == 0
