@@ -63,6 +63,25 @@ def test_encoder_buffer_holds_only_recent_prior_data(tmp_path):
     assert tr.rl_buffer.sizes.sum() == 80 * 200 + 400
 
 
+def test_trajectory_context_sampling_feeds_whole_trajectories_to_the_update(tmp_path):
+    cfg = merge(_tiny(num_iterations=1), {"pearl": {"context_sampling": "trajectories",
+                                                     "embedding_batch_size": 40}})
+    tr = MetaTrainer(cfg, make_family("point-robot"), tmp_path / "w", tensorboard=False,
+                     progress=False)
+    seen = []
+    update = tr.learner.update
+    tr.learner.update = lambda batch, ctx: (seen.append(ctx.numpy().copy()), update(batch, ctx))[1]
+    tr.run()
+    assert len(seen) == 10
+    for ctx in seen:  # [tasks, 40, obs 2 + action 2 + reward 1]
+        obs, act = ctx[..., :2], ctx[..., 2:4]
+        moved = obs[:, :-1] + 0.1 * act[:, :-1]  # normalized actions; the step limit is 0.1
+        chained = np.all(np.isclose(moved, obs[:, 1:], atol=1e-5), axis=-1)
+        # consecutive rows are consecutive steps, except where the second trajectory begins
+        assert chained[:, :19].all() and chained[:, 20:].all()
+        assert not chained[:, 19].all()
+
+
 def test_distinct_groups_keep_order():
     assert _distinct_groups([1, 2, 1, 3, 3]) == [[1, 2], [1, 3], [3]]
 
