@@ -52,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="logged dataset directories to train from (see docs/dataset-format.md)")
     p.add_argument("--sim", action="store_true",
                    help="with --data: also collect in the simulated task family")
+    p.add_argument("--sim-tasks", type=int, metavar="N",
+                   help="with --data: simulate only the family's first N training tasks "
+                   "(implies --sim); fewer twin tasks, less sim data mixed with the logs")
     p.add_argument("--follow", action="store_true",
                    help="with --data: keep training and pick up each newly closed episode, "
                    "until --iterations in total (set it large to follow all night) or Ctrl-C; "
@@ -119,6 +122,10 @@ def run(args: argparse.Namespace) -> int:
         out = args.out or Path("runs") / f"{cfg.train.task_family}-{stamp}"
     family = make_family(cfg.train.task_family)
     progress = not args.no_progress
+    if not args.data and (args.sim or args.sim_tasks is not None or args.follow):
+        raise ConfigError("--sim, --sim-tasks and --follow mix simulation with logged data "
+                          "and need --data DIR; without --data training is in simulation "
+                          "anyway")
     if args.data:
         try:
             from pearl_robot.train import offline
@@ -126,8 +133,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("training from logged data (--data) is not available in this "
                               f"build: {exc}") from exc
         trainer = offline.make_trainer(cfg, family, out, args.data, sim=args.sim,
-                                       init=args.init, tensorboard=not args.no_tensorboard,
-                                       progress=progress)
+                                       sim_tasks=args.sim_tasks, init=args.init,
+                                       tensorboard=not args.no_tensorboard, progress=progress)
         if args.follow:
             offline.follow(trainer, args.data)
         else:

@@ -14,6 +14,7 @@ calls :func:`make_trainer` and :func:`follow`).
   have data.
 - ``--sim`` adds the family's training tasks with the usual twin collection (prior/posterior
   phases); logged tasks are never simulated (the twin may not reproduce them), they only train.
+  ``--sim-tasks N`` simulates only the first N of them, to set how much sim data is mixed in.
 - ``--follow`` polls the manifests and adds each newly closed episode before the next
   iteration (new tasks grow the buffers), so a trainer can run next to the overnight logger.
 
@@ -65,8 +66,8 @@ class OfflineTrainer(MetaTrainer):
 
     def __init__(self, cfg: ExperimentConfig, family: TaskFamily, out_dir: str | Path,
                  data_dirs: Sequence[Path | str], *, sim: bool = False,
-                 offline: OfflineConfig | None = None, tensorboard: bool = True,
-                 progress: bool = True) -> None:
+                 sim_tasks: int | None = None, offline: OfflineConfig | None = None,
+                 tensorboard: bool = True, progress: bool = True) -> None:
         if family.context_reward_key is not None:
             raise ConfigError(
                 f"task family {family.name} trains its encoder on a separate context reward "
@@ -74,7 +75,8 @@ class OfflineTrainer(MetaTrainer):
                 "in simulation")
         self.offline = offline or OfflineConfig()
         self.data_dirs = [Path(d) for d in data_dirs]
-        self.sim_tasks = list(family.train_tasks) if sim else []
+        sim = sim or sim_tasks is not None
+        self.sim_tasks = _sim_task_subset(family, sim_tasks) if sim else []
         loaded = self._load()
         self.logged_keys: list[str] = []
         logged_tasks = self._new_tasks(loaded)
@@ -253,15 +255,28 @@ def _manifest_size(root: Path) -> int:
         return 0
 
 
+def _sim_task_subset(family: TaskFamily, count: int | None) -> list:
+    """The family's first ``count`` training tasks (all of them for None): how much simulated
+    data is mixed with the logs is set by how many twin tasks take part."""
+    pool = list(family.train_tasks)
+    if count is None:
+        return pool
+    if not 1 <= count <= len(pool):
+        raise ConfigError(f"--sim-tasks must be between 1 and {len(pool)} (the {family.name} "
+                          f"training tasks), got {count}")
+    return pool[:count]
+
+
 def make_trainer(cfg: ExperimentConfig, family: TaskFamily, out: str | Path,
                  data_dirs: Sequence[Path | str], *, sim: bool = False,
-                 init: Path | str | None = None, tensorboard: bool = True,
-                 progress: bool = True, offline: OfflineConfig | None = None
-                 ) -> OfflineTrainer:
+                 sim_tasks: int | None = None, init: Path | str | None = None,
+                 tensorboard: bool = True, progress: bool = True,
+                 offline: OfflineConfig | None = None) -> OfflineTrainer:
     """The trainer behind ``pearl-robot train --data``; ``init`` warm-starts the networks
-    (weights only) from a checkpoint, e.g. the model that collected the data."""
-    trainer = OfflineTrainer(cfg, family, out, data_dirs, sim=sim, offline=offline,
-                             tensorboard=tensorboard, progress=progress)
+    (weights only) from a checkpoint, e.g. the model that collected the data; ``sim_tasks``
+    (implies ``sim``) simulates only the family's first N training tasks."""
+    trainer = OfflineTrainer(cfg, family, out, data_dirs, sim=sim, sim_tasks=sim_tasks,
+                             offline=offline, tensorboard=tensorboard, progress=progress)
     if init is not None:
         trainer.load_state(init, weights_only_init=True)
     return trainer

@@ -115,3 +115,24 @@ def test_cli_train_from_data(tmp_path: Path, capsys) -> None:
                  "1", "--out", str(tmp_path / "run2"), "--no-progress",
                  "--no-tensorboard"]) == 1
     assert "no usable episodes" in capsys.readouterr().err
+
+
+def test_sim_tasks_sets_how_many_twin_tasks_join_the_logs(tmp_path: Path, capsys) -> None:
+    ds = tmp_path / "night"
+    _collect(ds, (80, 81), episodes=4)
+    family = PointRobotFamily()
+    tr = make_trainer(_tiny(num_initial_steps=20), family, tmp_path / "run", [ds],
+                      sim_tasks=3, tensorboard=False, progress=False)
+    assert [t.index for t in tr.train_tasks] == [0, 1, 2, 80, 81]  # 3 twin tasks, then logs
+    assert tr.sim_collection
+    tr.run()
+    assert tr.rl_buffer.sizes[:3].min() >= 20  # the twin tasks were simulated
+    everything = make_trainer(_tiny(), family, tmp_path / "all", [ds], sim=True,
+                              tensorboard=False, progress=False)
+    assert len(everything.train_tasks) == 80 + 2
+    with pytest.raises(ConfigError, match="--sim-tasks must be between 1 and 80"):
+        make_trainer(_tiny(), family, tmp_path / "bad", [ds], sim_tasks=81,
+                     tensorboard=False, progress=False)
+    assert main(["train", "--family", "point-robot", "--sim-tasks", "3", "--iterations", "1",
+                 "--out", str(tmp_path / "nodata"), "--no-progress"]) == 1
+    assert "need --data" in capsys.readouterr().err
