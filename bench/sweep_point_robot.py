@@ -37,6 +37,9 @@ VARIANTS: dict[str, dict] = {
     "seq40": {"pearl": {"context_sampling": "trajectories", "embedding_batch_size": 40}},
     "seq40_post": {"pearl": {"context_sampling": "trajectories", "embedding_batch_size": 40},
                    "train": {"num_steps_prior": 100, "num_steps_posterior": 100}},
+    # reward scale (reference 100 here): the inverse temperature of the reference SAC
+    "rs10": {"pearl": {"reward_scale": 10.0}},
+    "rs30": {"pearl": {"reward_scale": 30.0}},
     # capacity and encoder learning rate
     "q128": {"pearl": {"hidden_sizes": [128, 128], "encoder_hidden_sizes": [128, 128]}},
     "enc128x3": {"pearl": {"encoder_hidden_sizes": [128, 128, 128]}},
@@ -57,7 +60,7 @@ def run_variant(name: str, base: str, cap_s: float, work: str) -> dict:
 
     torch.set_num_threads(1)
     ov = VARIANTS[name]
-    cfg = merge(load_experiment(Path(base)), {
+    cfg = merge(load_experiment(ROOT / base), {
         "pearl": ov.get("pearl", {}),
         "train": {**ov.get("train", {}), "num_iterations": 100_000, "torch_threads": 1,
                   "checkpoint_every": 100_000}})
@@ -78,7 +81,8 @@ def run_variant(name: str, base: str, cap_s: float, work: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("variants", nargs="*", help=f"any of: {', '.join(VARIANTS)} (default all)")
-    p.add_argument("--base", default=str(ROOT / "config/train/point_robot_fast.yaml"))
+    p.add_argument("--base", default="config/train/point_robot_fast.yaml",
+                   help="experiment YAML the variants start from (relative to the repo root)")
     p.add_argument("--cap", type=float, default=420.0, help="wall-clock cap per variant, s")
     args = p.parse_args(argv)
     names = args.variants or list(VARIANTS)
