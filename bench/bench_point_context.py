@@ -43,23 +43,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
-    from pearl_robot.core.checkpoint import load_checkpoint, networks_from_checkpoint
-    from pearl_robot.core.pearl import PearlAgent
+    from bench.held_out import load_held_out
     from pearl_robot.core.posterior import prior
     from pearl_robot.core.replay import context_from_path
     from pearl_robot.tasks.point_robot import rollout_return
-    from pearl_robot.tasks.registry import make_family
     from pearl_robot.train.sampler import rollout_batch
 
-    torch.set_num_threads(1)
-    ck = load_checkpoint(args.checkpoint)
-    agent = PearlAgent(networks_from_checkpoint(ck), "cpu", torch.Generator().manual_seed(0))
-    fam = make_family(ck.config.train.task_family)
-    idx = fam.eval_indices
+    agent, fam, idx, envs = load_held_out(args.checkpoint)
     k = len(idx)
-    envs = [fam.make_env(seed=i) for i in range(k)]
-    for e, t in zip(envs, idx):
-        e.set_task(fam.tasks[t])
     rng = np.random.default_rng(0)
     starts = rng.uniform(-1, 1, (2000, 2))
     goals = [np.asarray(fam.tasks[t].params["goal"]) for t in idx]

@@ -38,25 +38,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
-    from pearl_robot.core.checkpoint import load_checkpoint, networks_from_checkpoint
-    from pearl_robot.core.pearl import PearlAgent
+    from bench.held_out import load_held_out
     from pearl_robot.core.posterior import prior
     from pearl_robot.core.replay import context_from_path
-    from pearl_robot.tasks.registry import make_family
     from pearl_robot.train.sampler import rollout_batch
 
-    torch.set_num_threads(1)
-    ck = load_checkpoint(args.checkpoint)
-    agent = PearlAgent(networks_from_checkpoint(ck), "cpu", torch.Generator().manual_seed(0))
-    fam = make_family(ck.config.train.task_family)
-    if not fam.sparse:
+    agent, fam, idx, envs = load_held_out(args.checkpoint)
+    if not getattr(fam, "sparse", False):
         print(f"{args.checkpoint} is a {fam.name} checkpoint, not sparse-point-robot; skipped")
         return 0
-    idx = fam.eval_indices
     k, latent = len(idx), agent.cfg.latent_dim
-    envs = [fam.make_env(seed=i) for i in range(k)]
-    for e, t in zip(envs, idx):
-        e.set_task(fam.tasks[t])
 
     def run(z: torch.Tensor, seed0: int):  # noqa: ANN202
         return rollout_batch(envs, agent, z, 20, True, [seed0 + i for i in range(k)],
