@@ -14,6 +14,9 @@ Two more measurements separate the policy from the inference:
              deterministic rollouts from 8 fixed starts): what the actor can do when z is right
   shrinkage  where the policy stops with z = posterior mean of a stoch10 context, fitted as
              final position = W goal + b (W = identity for perfect inference)
+  decoding   how much goal information the posterior mean carries: a linear map z -> goal
+             fitted on the 80 training tasks (stoch10 contexts, 20 draws each), its mean
+             error on the 20 held-out tasks
 
     .venv/bin/python -m bench.bench_point_context --checkpoint /tmp/bench_point/pearl/final.pt
 
@@ -95,12 +98,48 @@ def main(argv: list[str] | None = None) -> int:
         miss = float(np.linalg.norm(finals - np.asarray(goals), axis=1).mean())
         print(f"stoch10 posterior mean: final position = W goal + b with W = "
               f"{np.round(w[:2], 2).tolist()}, mean miss {miss:.3f}")
+        decode = linear_decoding_error(agent, fam, rng)
+        print(f"linear decoding of the goal from the posterior mean: held-out error "
+              f"{decode:.3f}")
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({"checkpoint": str(args.checkpoint), "still": still,
                                    "oracle": oracle, "rows": rows_out, "best_z_score": best,
-                                   "shrinkage_W": w[:2].tolist(), "mean_miss": miss},
+                                   "shrinkage_W": w[:2].tolist(), "mean_miss": miss,
+                                   "linear_decoding_error": decode},
                                   indent=2))
     return 0
+
+
+def linear_decoding_error(agent, fam, rng, draws: int = 20) -> float:  # noqa: ANN001
+    """Mean held-out error of a least-squares map (posterior mean, 1) -> goal fitted on the
+    training tasks, posteriors from 64 of 200 stochastic prior-z transitions per task."""
+    import torch
+
+    from pearl_robot.core.posterior import prior
+    from pearl_robot.core.replay import context_from_path
+    from pearl_robot.train.sampler import rollout_batch
+
+    tasks = list(fam.train_indices) + list(fam.eval_indices)
+    envs = [fam.make_env(seed=i) for i in range(len(tasks))]
+    for e, t in zip(envs, tasks):
+        e.set_task(fam.tasks[t])
+    rows: list[list[np.ndarray]] = [[] for _ in tasks]
+    for j in range(10):
+        z = agent.sample_z(prior((len(tasks),), agent.cfg.latent_dim))
+        for i, tr in enumerate(rollout_batch(envs, agent, z, 20, False,
+                                             [3000 + 101 * j + i for i in range(len(tasks))])):
+            rows[i].append(context_from_path(tr.path, agent.cfg.use_next_obs_in_context))
+    full = np.stack([np.concatenate(r) for r in rows])
+    means = np.stack([agent.infer_posterior(torch.as_tensor(
+        full[:, rng.choice(full.shape[1], 64, replace=False)])).mean.numpy()
+        for _ in range(draws)])  # [draws, tasks, latent]
+    goals = np.array([fam.tasks[t].params["goal"] for t in tasks])
+    n_train = len(fam.train_indices)
+    x = np.concatenate([means, np.ones(means.shape[:2] + (1,))], axis=-1)
+    coef, *_ = np.linalg.lstsq(x[:, :n_train].reshape(-1, x.shape[-1]),
+                               np.tile(goals[:n_train], (draws, 1)), rcond=None)
+    err = np.linalg.norm(x[:, n_train:] @ coef - goals[n_train:], axis=-1)
+    return float(err.mean())
 
 
 def best_z_score(agent, fam, idx, rng, starts_per_task: int = 8,  # noqa: ANN001

@@ -8,7 +8,9 @@ the table reports gradient steps reached, final / best / mean-of-last-5 oracle-n
     .venv/bin/python -m bench.sweep_point_robot --cap 420                # every variant
     .venv/bin/python -m bench.sweep_point_robot --cap 420 kl10 seq40     # some of them
 
-Writes bench/results/point_robot_sweep.json (merged with earlier variants' rows).
+Writes bench/results/point_robot_sweep.json (merged with earlier variants' rows); each variant's
+final checkpoint stays in a temporary directory (its path is in the JSON) for
+``bench.bench_point_context --checkpoint``.
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ def run_variant(name: str, base: str, cap_s: float, work: str) -> dict:
                       "env_steps": tr.env_steps,
                       "score": row.get("eval/test_normalized", math.nan)})
     scores = [c["score"] for c in curve if math.isfinite(c["score"])]
-    return {"overrides": ov, "curve": curve, "grad_steps": tr.grad_steps,
+    checkpoint = tr.save(Path(work) / name / "final.pt")  # for bench.bench_point_context
+    return {"checkpoint": str(checkpoint), "overrides": ov, "curve": curve, "grad_steps": tr.grad_steps,
             "final": scores[-1], "best": max(scores), "last5": sum(scores[-5:]) / len(scores[-5:])}
 
 
