@@ -123,9 +123,9 @@ def run(args: argparse.Namespace) -> int:
     family = make_family(cfg.train.task_family)
     progress = not args.no_progress
     if not args.data and (args.sim or args.sim_tasks is not None or args.follow):
-        raise ConfigError("--sim, --sim-tasks and --follow mix simulation with logged data "
-                          "and need --data DIR; without --data training is in simulation "
-                          "anyway")
+        raise ConfigError("--sim, --sim-tasks and --follow apply to training from logged "
+                          "data and need --data DIR (without --data, training is in "
+                          "simulation anyway)")
     if args.data:
         try:
             from pearl_robot.train import offline
