@@ -50,6 +50,7 @@ VARIANTS: dict[str, dict] = {
     "l2": {"pearl": {"latent_dim": 2}},
     "l16": {"pearl": {"latent_dim": 16}},
     "noib_l8": {"pearl": {"use_information_bottleneck": False, "latent_dim": 8}},
+    "noib_l16": {"pearl": {"use_information_bottleneck": False, "latent_dim": 16}},
 }
 
 
