@@ -78,8 +78,9 @@ def run_variant(name: str, base: str, cap_s: float, work: str) -> dict:
                       "score": row.get("eval/test_normalized", math.nan)})
     scores = [c["score"] for c in curve if math.isfinite(c["score"])]
     checkpoint = tr.save(Path(work) / name / "final.pt")  # for bench.bench_point_context
-    return {"checkpoint": str(checkpoint), "overrides": ov, "curve": curve, "grad_steps": tr.grad_steps,
-            "final": scores[-1], "best": max(scores), "last5": sum(scores[-5:]) / len(scores[-5:])}
+    return {"checkpoint": str(checkpoint), "overrides": ov, "curve": curve,
+            "grad_steps": tr.grad_steps, "final": scores[-1], "best": max(scores),
+            "last5": sum(scores[-5:]) / len(scores[-5:])}
 
 
 def main(argv: list[str] | None = None) -> int:

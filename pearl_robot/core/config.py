@@ -22,6 +22,9 @@ from pearl_robot.errors import ConfigError
 
 SacVariant = Literal["reference", "modern"]
 ContextSampling = Literal["transitions", "trajectories"]
+ContextLengths = Literal["fixed", "uniform"]
+InferenceMode = Literal["pog", "pooled", "privileged"]
+PolicyInput = Literal["sample", "belief"]
 
 
 def _check(cond: bool, name: str, message: str, value: Any) -> None:
@@ -102,11 +105,64 @@ class PearlConfig:
     trajectories from a random trajectory start (oyster's ``sequence=True`` sampling), so the
     encoder trains on contexts shaped like the online context it gets at evaluation."""
 
+    inference: InferenceMode = "pog"
+    """How z is inferred from context (``core.inference``). "pog": PEARL, per-transition
+    Gaussian factors multiplied together, the encoder trained through the critic and the KL
+    term (the faithful baseline; every reference preset). "pooled": per-transition features
+    pooled by mean and max over the context (any order, any length up to the window) into a
+    Gaussian belief head, trained by regression of the family's privileged task parameters
+    (where a task has them; missing labels are masked) and by reconstruction of rewards from
+    (s, a, s', z) (label-free, so it also trains on robot logs). "privileged": the policy is
+    given the true (normalized) task parameters; a benchmark ceiling, not deployable."""
+    policy_input: PolicyInput = "sample"
+    """What the actor and critics see of the belief. "sample": z drawn from it (PEARL's
+    posterior sampling; the reference). "belief": its mean and standard deviation
+    concatenated (2 x latent_dim inputs), so the policy knows how sure the belief is."""
+    feature_dim: int = 64
+    """"pooled": width of the per-transition feature vector that is mean- and max-pooled."""
+    head_hidden_sizes: tuple[int, ...] = (64, 64)
+    """"pooled": hidden widths of the belief head (pooled features -> belief mean, var)."""
+    decoder_hidden_sizes: tuple[int, ...] = (64, 64)
+    """"pooled": hidden widths of the reward decoder (s, a, s', z) -> r."""
+    task_loss_weight: float = 1.0
+    """"pooled": weight of the Gaussian negative log-likelihood of the task's privileged
+    parameters under the belief (its first dims); 0 turns task supervision off."""
+    reward_loss_weight: float = 1.0
+    """"pooled": weight of the reward-reconstruction loss (z sampled from the belief); 0
+    turns it off."""
+    critic_trains_encoder: bool = True
+    """The Bellman error backpropagates into the encoder (PEARL: true). "pooled" trains
+    better with false: its own losses shape the belief, the critic sees it detached."""
+    context_lengths: ContextLengths = "fixed"
+    """Length of each training context. "fixed": embedding_batch_size rows (the reference).
+    "uniform": a length drawn per task from 1..embedding_batch_size (rows beyond it masked),
+    so the belief learns how sure to be after a few transitions as well as after many
+    ("pooled" and "pog" both honour it)."""
+    belief_window: int | None = None
+    """"pooled": newest transitions the online belief keeps (the step graph's ring size);
+    None: embedding_batch_size."""
+
     def __post_init__(self) -> None:
         _positive(self, "latent_dim", "meta_batch", "batch_size", "embedding_batch_size",
+                  "feature_dim",
                   "reward_scale", "policy_lr", "qf_lr", "vf_lr", "context_lr", "alpha_lr",
                   "var_floor")
-        _non_negative(self, "kl_lambda", "policy_mean_reg", "policy_std_reg")
+        _non_negative(self, "kl_lambda", "policy_mean_reg", "policy_std_reg",
+                      "task_loss_weight", "reward_loss_weight")
+        _check(self.inference in ("pog", "pooled", "privileged"), "PearlConfig.inference",
+               "must be 'pog', 'pooled' or 'privileged'", self.inference)
+        _check(self.policy_input in ("sample", "belief"), "PearlConfig.policy_input",
+               "must be 'sample' or 'belief'", self.policy_input)
+        _check(self.context_lengths in ("fixed", "uniform"), "PearlConfig.context_lengths",
+               "must be 'fixed' or 'uniform'", self.context_lengths)
+        _check(self.belief_window is None or (isinstance(self.belief_window, int)
+                                              and self.belief_window > 0),
+               "PearlConfig.belief_window", "must be a positive integer or null",
+               self.belief_window)
+        _check(self.inference == "pog" or self.use_information_bottleneck,
+               "PearlConfig.use_information_bottleneck",
+               "must be true unless inference is 'pog' (the other modes always hold a "
+               "Gaussian belief)", self.use_information_bottleneck)
         _check(0.0 <= self.discount < 1.0, "PearlConfig.discount", "must be in [0, 1)",
                self.discount)
         _check(0.0 < self.soft_target_tau <= 1.0, "PearlConfig.soft_target_tau",
@@ -116,7 +172,8 @@ class PearlConfig:
         _check(self.context_sampling in ("transitions", "trajectories"),
                "PearlConfig.context_sampling", "must be 'transitions' or 'trajectories'",
                self.context_sampling)
-        for n in ("hidden_sizes", "encoder_hidden_sizes"):
+        for n in ("hidden_sizes", "encoder_hidden_sizes", "head_hidden_sizes",
+                  "decoder_hidden_sizes"):
             v = getattr(self, n)
             _check(len(v) > 0 and all(isinstance(h, int) and h > 0 for h in v),
                    f"PearlConfig.{n}", "must be a non-empty list of positive integers", v)

@@ -21,7 +21,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from pearl_robot.core.config import PearlConfig
-from pearl_robot.core.types import GaussianFactors, PolicyOutput
+from pearl_robot.core.inference import ContextLayout, policy_latent_dim
+from pearl_robot.core.types import GaussianFactors, PolicyOutput, Posterior
 
 LOG_STD_MIN = -20.0
 LOG_STD_MAX = 2.0
@@ -43,9 +44,14 @@ class EnvSpec(NamedTuple):
                    np.asarray(env.action_high, dtype=np.float64))
 
 
+def context_layout(spec: EnvSpec, use_next_obs: bool) -> ContextLayout:
+    """The context row layout of a model for these environments (``core.inference``)."""
+    return ContextLayout(spec.obs_dim, spec.action_dim, use_next_obs)
+
+
 def context_dim(spec: EnvSpec, use_next_obs: bool) -> int:
     """Width of one context row: obs, action, reward (+ next obs)."""
-    return spec.obs_dim * (2 if use_next_obs else 1) + spec.action_dim + 1
+    return context_layout(spec, use_next_obs).width
 
 
 class EnsembleMLP(nn.Module):
@@ -145,6 +151,89 @@ class ContextEncoder(nn.Module):
         return GaussianFactors(mean, var)
 
 
+_MASKED = -1e9  # max pooling's value for rows outside the context (never selected)
+
+
+class PooledEncoder(nn.Module):
+    """Permutation-invariant set encoder with a Gaussian belief head ("pooled" inference).
+
+    Each context row goes through the same MLP ``phi`` to a feature vector; the features of
+    the rows in the context are pooled by their mean and their max, and the head maps
+    ``[mean, max, log(1 + n) / log(1 + window)]`` to the belief's mean and variance over z.
+    Unlike a product of per-transition Gaussians, the head sees all the evidence at once, so
+    it can intersect what single transitions only constrain (a point-robot reward says "the
+    goal is on this circle"; three circles say where). An empty context gives the prior
+    N(0, I), as PEARL's convention does.
+
+    One piece of math serves both uses: :meth:`forward` pools a batch of contexts with a row
+    mask (training), :meth:`step` advances a fixed-size state by one transition (the online
+    belief: a ring of the newest ``window`` features and their count), and both call
+    :meth:`pool`. The step is exported as the bundle's step graph.
+    """
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...], features: int,
+                 head_hidden: tuple[int, ...], latent_dim: int, var_floor: float,
+                 window: int) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.features = features
+        self.var_floor = var_floor
+        self.window = window
+        self.phi = mlp(in_dim, hidden, features, last_init=1.0 / math.sqrt(hidden[-1]))
+        self.head = mlp(2 * features + 1, head_hidden, 2 * latent_dim)
+        self._log_window = math.log1p(window)
+
+    def pool(self, h: torch.Tensor, mask: torch.Tensor) -> Posterior:
+        """Belief from features ``h`` [..., N, H] and row mask [..., N] (1 = in context)."""
+        m = mask.unsqueeze(-1)
+        n = mask.sum(dim=-1, keepdim=True)  # [..., 1]
+        mean = (h * m).sum(dim=-2) / torch.clamp(n, min=1.0)
+        mx = torch.where(m > 0, h, torch.full_like(h, _MASKED)).amax(dim=-2)
+        empty = n <= 0
+        mx = torch.where(empty, torch.zeros_like(mx), mx)
+        out = self.head(torch.cat([mean, mx, torch.log1p(n) / self._log_window], dim=-1))
+        mu, raw = out.split(self.latent_dim, dim=-1)
+        var = torch.clamp(F.softplus(raw), min=self.var_floor)
+        return Posterior(torch.where(empty, torch.zeros_like(mu), mu),
+                         torch.where(empty, torch.ones_like(var), var))
+
+    def forward(self, rows: torch.Tensor, mask: torch.Tensor | None = None) -> Posterior:
+        """Belief of each context: normalized rows [..., N, width], mask [..., N]."""
+        if mask is None:
+            mask = torch.ones(rows.shape[:-1], device=rows.device, dtype=rows.dtype)
+        return self.pool(self.phi(rows), mask)
+
+    def step(self, row: torch.Tensor, ring: torch.Tensor, count: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One online update: normalized row [B, width], ring [B, W, H] (oldest first),
+        count [B, 1] -> (ring', count', mean, var). The newest ``count'`` ring slots are the
+        context, so the result equals :meth:`forward` on those rows."""
+        h = self.phi(row)
+        ring2 = torch.cat([ring[:, 1:], h.unsqueeze(1)], dim=1)
+        w = self.window  # fixed by the model: the exported graph's ring length
+        count2 = torch.clamp(count + 1.0, max=float(w))
+        pos = torch.arange(w, device=row.device, dtype=row.dtype).unsqueeze(0)
+        mask = (pos >= (float(w) - count2)).to(row.dtype)
+        post = self.pool(ring2, mask)
+        return ring2, count2, post.mean, post.var
+
+
+class RewardDecoder(nn.Module):
+    """r(s, a, s', z): the label-free evidence bound's likelihood term (VariBAD-style reward
+    reconstruction). Trained with z sampled from the belief, it makes z carry what predicts
+    the task's rewards, on simulation and robot logs alike."""
+
+    def __init__(self, obs_dim: int, action_dim: int, latent_dim: int,
+                 hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        self.net = mlp(2 * obs_dim + action_dim + latent_dim, hidden, 1,
+                       last_init=1.0 / math.sqrt(hidden[-1]))
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor,
+                z: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([obs, action, next_obs, z], dim=-1))
+
+
 class TanhGaussianActor(nn.Module):
     """pi(a | s, z) = tanh(N(mu, sigma)); actions in [-1, 1], scaled to physical units by the
     ``action_scale`` / ``action_bias`` buffers only at the env boundary and in the export."""
@@ -206,11 +295,19 @@ class PearlNetworks(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.spec = spec
-        o, a, L = spec.obs_dim, spec.action_dim, cfg.latent_dim
+        o, a = spec.obs_dim, spec.action_dim
+        self.layout = context_layout(spec, cfg.use_next_obs_in_context)
         self.obs_norm = ObsNormalizer(o)
-        self.encoder = ContextEncoder(context_dim(spec, cfg.use_next_obs_in_context),
-                                      cfg.encoder_hidden_sizes, L,
-                                      cfg.use_information_bottleneck, cfg.var_floor)
+        if cfg.inference == "pooled":
+            self.encoder: nn.Module = PooledEncoder(
+                self.layout.width, cfg.encoder_hidden_sizes, cfg.feature_dim,
+                cfg.head_hidden_sizes, cfg.latent_dim, cfg.var_floor, belief_window(cfg))
+            self.decoder = RewardDecoder(o, a, cfg.latent_dim, cfg.decoder_hidden_sizes)
+        else:  # pog; "privileged" keeps an (unused) encoder so checkpoints have one layout
+            self.encoder = ContextEncoder(self.layout.width, cfg.encoder_hidden_sizes,
+                                          cfg.latent_dim, cfg.use_information_bottleneck,
+                                          cfg.var_floor)
+        L = policy_latent_dim(cfg.latent_dim, cfg.policy_input)
         self.actor = TanhGaussianActor(o, L, a, cfg.hidden_sizes, spec.action_low,
                                        spec.action_high)
         self.qf = EnsembleMLP(2, o + a + L, cfg.hidden_sizes, 1)
@@ -225,12 +322,17 @@ class PearlNetworks(nn.Module):
             self.target_qf.requires_grad_(False)
             self.log_alpha = nn.Parameter(torch.zeros(()))
 
-    def context_rows(self, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
-                     next_obs: torch.Tensor | None) -> torch.Tensor:
-        """Encoder input rows from raw obs, normalized actions and context rewards."""
-        parts = [self.obs_norm(obs), actions, rewards]
-        if self.cfg.use_next_obs_in_context:
-            if next_obs is None:
-                raise ValueError("this model's context needs next observations")
-            parts.append(self.obs_norm(next_obs))
+    def normalize_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Raw context rows (replay layout: raw obs, actions in [-1, 1], context reward) ->
+        encoder input, the observation fields through the ObsNormalizer."""
+        sl = self.layout.slices
+        parts = [self.obs_norm(rows[..., sl["obs"]]), rows[..., sl["action"]],
+                 rows[..., sl["reward"]]]
+        if "next_obs" in sl:
+            parts.append(self.obs_norm(rows[..., sl["next_obs"]]))
         return torch.cat(parts, dim=-1)
+
+
+def belief_window(cfg: PearlConfig) -> int:
+    """Transitions the "pooled" online belief keeps (its step state's ring size)."""
+    return cfg.belief_window if cfg.belief_window is not None else cfg.embedding_batch_size

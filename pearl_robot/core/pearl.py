@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -26,10 +27,23 @@ from torch import nn
 from torch.nn import functional as F
 
 from pearl_robot.core.config import PearlConfig
+from pearl_robot.core.inference import StepFunction, StepOutput, policy_latent_dim
 from pearl_robot.core.networks import EnvSpec, PearlNetworks
 from pearl_robot.core.posterior import kl_to_standard_normal, prior, product_of_gaussians, rsample
 from pearl_robot.core.types import Posterior, RLBatch
 from pearl_robot.errors import PearlRobotError
+
+PRIVILEGED_VAR = 1e-6
+"""Variance the "privileged" reference reports: it knows the task."""
+
+
+class TaskLabels(NamedTuple):
+    """Privileged task parameters of the tasks in a batch (``tasks.base.LabelSpec``)."""
+
+    values: torch.Tensor
+    """Normalized labels [tasks, P]."""
+    mask: torch.Tensor
+    """1 where the label is known, 0 where the data lacks it [tasks, P]."""
 
 
 class TrainingDivergedError(PearlRobotError):
@@ -80,36 +94,69 @@ class PearlAgent:
         return torch.as_tensor(context, dtype=torch.float32, device=self.device)
 
     def encode(self, context: torch.Tensor):  # noqa: ANN201 - GaussianFactors
-        """Per-transition factors for raw context rows [..., N, ctx_dim]."""
-        return self.nets.encoder(self.normalize_context(context))
+        """Per-transition factors for raw context rows [..., N, ctx_dim] ("pog" only)."""
+        return self.nets.encoder(self.nets.normalize_rows(context))
 
-    def normalize_context(self, context: torch.Tensor) -> torch.Tensor:
-        n = self.nets.obs_norm
-        _o, a = self.nets.spec.obs_dim, self.nets.spec.action_dim
-        pad = torch.zeros(a + 1, device=context.device, dtype=context.dtype)
-        ones = torch.ones(a + 1, device=context.device, dtype=context.dtype)
-        offs = [n.offset, pad]
-        scales = [n.scale, ones]
-        if self.cfg.use_next_obs_in_context:
-            offs.append(n.offset)
-            scales.append(n.scale)
-        return (context - torch.cat(offs)) / torch.cat(scales)
-
-    def infer_posterior(self, context: torch.Tensor) -> Posterior:
-        """q(z | c) for context [tasks, N, ctx_dim]; N = 0 gives the prior."""
+    def infer_posterior(self, context: torch.Tensor, mask: torch.Tensor | None = None,
+                        labels: torch.Tensor | None = None) -> Posterior:
+        """q(z | c) for context [tasks, N, ctx_dim]; N = 0 gives the prior. ``mask``
+        [tasks, N] marks the rows in each context (None: all). ``labels`` [tasks, P] are the
+        true normalized task parameters, used (and required) only by "privileged"."""
+        cfg = self.cfg
+        batch = tuple(context.shape[:-2])
+        if cfg.inference == "privileged":
+            if labels is None:
+                raise ValueError("privileged inference needs the tasks' labels")
+            mean = torch.zeros((*batch, cfg.latent_dim), device=self.device)
+            mean[..., :labels.shape[-1]] = labels
+            return Posterior(mean, torch.full_like(mean, PRIVILEGED_VAR))
         if context.shape[-2] == 0:
-            return prior(tuple(context.shape[:-2]), self.cfg.latent_dim, self.device)
+            return prior(batch, cfg.latent_dim, self.device)
+        if cfg.inference == "pooled":
+            return self.nets.encoder(self.nets.normalize_rows(context), mask)
         factors = self.encode(context)
-        if not self.cfg.use_information_bottleneck:
+        if mask is not None:  # rows outside the context: zero precision, no evidence
+            m = mask.unsqueeze(-1)
+            big = torch.ones_like(factors.var) * 1e12
+            factors = type(factors)(factors.mean * m, torch.where(m > 0, factors.var, big))
+        if not cfg.use_information_bottleneck:
+            if mask is not None:
+                n = torch.clamp(mask.sum(-1, keepdim=True), min=1.0)
+                return Posterior(factors.mean.sum(dim=-2) / n,
+                                 torch.zeros_like(factors.mean[..., 0, :]))
             return Posterior(factors.mean.mean(dim=-2), torch.zeros_like(factors.mean[..., 0, :]))
         return product_of_gaussians(factors)
 
     def sample_z(self, post: Posterior) -> torch.Tensor:
+        """The actor's and critics' latent input for a belief (``PearlConfig.policy_input``):
+        a sample of z (PEARL), or the belief's mean and standard deviation."""
         if not self.cfg.task_inference:
-            return torch.zeros_like(post.mean)
+            return torch.zeros((*post.mean.shape[:-1], self.latent_input_dim),
+                               device=post.mean.device, dtype=post.mean.dtype)
+        if self.cfg.policy_input == "belief":
+            return torch.cat([post.mean, torch.sqrt(post.var)], dim=-1)
         if not self.cfg.use_information_bottleneck:
             return post.mean
         return rsample(post, self.generator)
+
+    def step_function(self) -> StepFunction:
+        """The "pooled" belief step on replay-layout rows (actions in [-1, 1]) as a numpy
+        function for :class:`core.inference.StepBelief`: the torch module the bundle's step
+        graph is exported from, so evaluation runs the robot's math."""
+        enc = self.nets.encoder
+        dev = self.device
+
+        @torch.inference_mode()
+        def step(rows: np.ndarray, ring: np.ndarray, count: np.ndarray) -> StepOutput:
+            t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=dev)  # noqa: E731
+            r2, c2, mu, var = enc.step(self.nets.normalize_rows(t(rows)), t(ring), t(count))
+            return StepOutput(*(x.cpu().numpy() for x in (r2, c2, mu, var)))
+
+        return step
+
+    @property
+    def latent_input_dim(self) -> int:
+        return policy_latent_dim(self.cfg.latent_dim, self.cfg.policy_input)
 
     @torch.inference_mode()
     def act(self, obs: np.ndarray, z: torch.Tensor, deterministic: bool = False
@@ -119,7 +166,7 @@ class PearlAgent:
         single = o.dim() == 1
         if single:
             o = o.unsqueeze(0)
-        zz = z.reshape(-1, self.cfg.latent_dim)
+        zz = z.reshape(-1, self.latent_input_dim)
         if zz.shape[0] != o.shape[0]:
             zz = zz.expand(o.shape[0], -1)
         out = self.nets.actor(self.nets.obs_norm(o), zz, deterministic=deterministic,
@@ -144,7 +191,10 @@ class PearlLearner:
         cfg = self.cfg
         self.policy_opt = _adam(nets.actor.parameters(), cfg.policy_lr)
         self.qf_opt = _adam(nets.qf.parameters(), cfg.qf_lr)
-        self.context_opt = _adam(nets.encoder.parameters(), cfg.context_lr)
+        inference_params = list(nets.encoder.parameters())
+        if hasattr(nets, "decoder"):
+            inference_params += list(nets.decoder.parameters())
+        self.context_opt = _adam(inference_params, cfg.context_lr)
         if cfg.sac_variant == "reference":
             self.vf_opt = _adam(nets.vf.parameters(), cfg.vf_lr)
             self._target_pairs = (list(nets.vf.parameters()), list(nets.target_vf.parameters()))
@@ -163,8 +213,12 @@ class PearlLearner:
             opts["alpha"] = self.alpha_opt
         return opts
 
-    def update(self, batch: RLBatch, context: torch.Tensor) -> dict[str, float]:
-        """One PEARL gradient step on RL batch [T, B, .] and context [T, N, ctx_dim]."""
+    def update(self, batch: RLBatch, context: torch.Tensor,
+               context_mask: torch.Tensor | None = None,
+               labels: TaskLabels | None = None) -> dict[str, float]:
+        """One gradient step on RL batch [T, B, .] and context [T, N, ctx_dim] (rows where
+        ``context_mask`` [T, N] is 0 are not in the context). ``labels``: the tasks'
+        privileged parameters ("pooled" supervision, "privileged" input)."""
         cfg, nets = self.cfg, self.nets
         T, B = batch.obs.shape[:2]
         obs = nets.obs_norm(batch.obs.reshape(T * B, -1))
@@ -173,15 +227,25 @@ class PearlLearner:
         rewards = batch.rewards.reshape(T * B, 1)
         not_done = 1.0 - batch.terminals.reshape(T * B, 1)
 
-        # --- task inference: the encoder learns from the Bellman error and the KL only
-        post = self.agent.infer_posterior(context)
+        # --- task inference. pog: the encoder learns from the Bellman error and the KL only
+        # (PEARL); pooled: from its own losses (and the Bellman error if configured)
+        post = self.agent.infer_posterior(context, context_mask,
+                                          labels.values if labels is not None else None)
         z = self.agent.sample_z(post)
         z_rep = z.unsqueeze(1).expand(T, B, -1).reshape(T * B, -1)
         z_det = z_rep.detach()
-        kl = kl_to_standard_normal(post).sum() \
-            if cfg.use_information_bottleneck and cfg.task_inference \
-            else torch.zeros((), device=self.device)
-        kl_loss = cfg.kl_lambda * kl
+        aux: dict[str, torch.Tensor] = {}
+        if cfg.inference == "pooled":
+            kl, inference_loss, aux = self._pooled_losses(post, labels, obs, actions, next_obs,
+                                                          rewards, T, B)
+            kl_loss = cfg.kl_lambda * kl + inference_loss
+            if not cfg.critic_trains_encoder:
+                z_rep = z_det
+        else:
+            kl = kl_to_standard_normal(post).sum() \
+                if cfg.use_information_bottleneck and cfg.task_inference \
+                and cfg.inference == "pog" else torch.zeros((), device=self.device)
+            kl_loss = cfg.kl_lambda * kl
 
         q_pred = nets.qf(torch.cat([obs, actions, z_rep], dim=-1))  # [2, TB, 1]
         with torch.no_grad():  # Bellman target
@@ -234,10 +298,11 @@ class PearlLearner:
         polyak_update(*self._target_pairs, cfg.soft_target_tau)
         self.num_updates += 1
 
+        metrics_extra.update(aux)
         stats = torch.stack([qf_loss.detach(), kl.detach(), policy_loss.detach(),
                              q_pred.detach().mean(), log_pi.detach().mean(),
                              post.var.detach().mean(), post.mean.detach().abs().mean(),
-                             *metrics_extra.values()]).tolist()
+                             *(v.detach() for v in metrics_extra.values())]).tolist()
         names = ["losses/qf", "losses/kl", "losses/policy", "charts/q_mean",
                  "charts/log_pi", "posterior/var_mean", "posterior/abs_mean_mean",
                  *metrics_extra.keys()]
@@ -250,6 +315,44 @@ class PearlLearner:
                 f"range, a learning rate too high, or NaN/inf in the data (check the replay "
                 f"buffers / logged datasets with `pearl-robot data check`).")
         return metrics
+
+
+    def _pooled_losses(self, post: Posterior, labels: TaskLabels | None, obs: torch.Tensor,
+                       actions: torch.Tensor, next_obs: torch.Tensor, rewards: torch.Tensor,
+                       T: int, B: int
+                       ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """(KL of the unlabelled dims, weighted task + reward losses, metrics) of the
+        "pooled" belief. The first P belief dims estimate the P normalized task labels (a
+        Gaussian likelihood: the belief's variance is trained to be the error it makes);
+        masked labels contribute nothing. The reward decoder sees z sampled from the belief
+        and the RL batch's transitions of the same task; the KL to N(0, I) regularizes the
+        dims that no label explains (a labelled dim already has its likelihood)."""
+        cfg = self.cfg
+        P = 0 if labels is None else labels.values.shape[-1]
+        if P > cfg.latent_dim:
+            raise ValueError(f"{P} task labels need latent_dim >= {P}, got {cfg.latent_dim}")
+        zero = torch.zeros((), device=self.device)
+        aux: dict[str, torch.Tensor] = {}
+        task_loss = zero
+        if P and cfg.task_loss_weight > 0:
+            mu, var = post.mean[..., :P], post.var[..., :P]
+            m = labels.mask
+            nll = 0.5 * ((labels.values - mu) ** 2 / var + torch.log(var))
+            n = m.sum()
+            task_loss = (nll * m).sum() / torch.clamp(n, min=1.0)
+            err = (((labels.values - mu) ** 2) * m).sum() / torch.clamp(n, min=1.0)
+            aux["losses/task_nll"] = task_loss
+            aux["inference/label_rmse"] = torch.sqrt(err)
+        rec_loss = zero
+        if cfg.reward_loss_weight > 0:
+            zs = rsample(post, self.generator)
+            zs = zs.unsqueeze(1).expand(T, B, -1).reshape(T * B, -1)
+            pred = self.nets.decoder(obs, actions, next_obs, zs)
+            rec_loss = F.mse_loss(pred, rewards)
+            aux["losses/reward_rec"] = rec_loss
+        free = Posterior(post.mean[..., P:], post.var[..., P:])
+        kl = kl_to_standard_normal(free).sum() if free.mean.shape[-1] else zero
+        return kl, cfg.task_loss_weight * task_loss + cfg.reward_loss_weight * rec_loss, aux
 
 
 def build(cfg: PearlConfig, spec: EnvSpec, device: torch.device | str = "cpu",

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from pearl_robot.core.checkpoint import Checkpoint, load_checkpoint, networks_from_checkpoint
+from pearl_robot.core.inference import recommended_window
 from pearl_robot.core.networks import LOG_STD_MAX, LOG_STD_MIN, PearlNetworks
 from pearl_robot.core.pearl import PearlAgent
 from pearl_robot.errors import PearlRobotError
@@ -49,6 +50,8 @@ from pearl_robot.runtime.bundle import (
     ENCODER_INPUTS,
     ENCODER_OUTPUTS,
     GOLDEN_FILE,
+    STEP_INPUTS,
+    STEP_OUTPUTS,
     BundleError,
     load_bundle,
     seal_contract,
@@ -299,8 +302,53 @@ def robot_meta(family_info: Mapping[str, Any]) -> dict[str, Any]:
 
 class _Inputs(NamedTuple):
     obs: np.ndarray  # actor obs [N, o]
-    z: np.ndarray  # [N, L]
+    z: np.ndarray  # actor latent input [N, L] (or [N, 2L] for a belief-input policy)
     transition: np.ndarray  # encoder rows [N, ctx] physical
+    ring: np.ndarray | None = None  # "pooled": belief state before each row [N, W, H]
+    count: np.ndarray | None = None  # "pooled": [N, 1]
+
+
+def _pooled(nets: PearlNetworks) -> bool:
+    return nets.cfg.inference == "pooled"
+
+
+def _physical_to_replay(nets: PearlNetworks, rows: torch.Tensor) -> torch.Tensor:
+    """Physical context rows -> the replay layout the training code sees (action in [-1, 1])."""
+    sl = nets.layout.slices["action"]
+    act = torch.clamp((rows[:, sl] - nets.actor.action_bias) / nets.actor.action_scale,
+                      -1.0, 1.0)
+    return torch.cat([rows[:, :sl.start], act, rows[:, sl.stop:]], dim=-1)
+
+
+@torch.inference_mode()
+def _states_along(nets: PearlNetworks, transition: np.ndarray, episode: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The "pooled" belief state before each row when the rows are fed in order as one
+    context, reset every ``episode`` rows: the states the robot's step graph really sees."""
+    enc = nets.encoder
+    rows = nets.normalize_rows(_physical_to_replay(
+        nets, torch.as_tensor(transition, dtype=torch.float32)))
+    ring = torch.zeros(1, enc.window, enc.features)
+    count = torch.zeros(1, 1)
+    rings, counts = [], []
+    for i in range(len(rows)):
+        if i % episode == 0:
+            ring, count = torch.zeros_like(ring), torch.zeros_like(count)
+        rings.append(ring[0].numpy().copy())
+        counts.append(count[0].numpy().copy())
+        ring, count, _mu, _var = enc.step(rows[i:i + 1], ring, count)
+    return np.stack(rings), np.stack(counts)
+
+
+def _random_states(nets: PearlNetworks, n: int, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Random "pooled" states: counts over 0..window, features only in the occupied slots."""
+    enc = nets.encoder
+    count = rng.integers(0, enc.window + 1, size=(n, 1)).astype(np.float32)
+    ring = rng.standard_normal((n, enc.window, enc.features)).astype(np.float32)
+    pos = np.arange(enc.window)[None, :]
+    ring[pos < enc.window - count] = 0.0
+    return ring, count
 
 
 def _transition_rows(rec: Recorded, use_next: bool) -> np.ndarray:
@@ -315,7 +363,8 @@ def _random_inputs(nets: PearlNetworks, n: int, rng: np.random.Generator,
     """Inputs over the data range and beyond: obs around the normalizer's offset at up to 3
     scales, actions over the full limits and a bit past them (the graph clips), z at up to
     2.5 prior standard deviations, rewards around the recorded ones."""
-    o, a, L = nets.spec.obs_dim, nets.spec.action_dim, nets.cfg.latent_dim
+    o, a = nets.spec.obs_dim, nets.spec.action_dim
+    L = PearlAgent(nets, "cpu").latent_input_dim
     off = nets.obs_norm.offset.cpu().numpy().astype(np.float64)
     sc = nets.obs_norm.scale.cpu().numpy().astype(np.float64)
     if rec is not None and len(rec.obs):
@@ -331,6 +380,8 @@ def _random_inputs(nets: PearlNetworks, n: int, rng: np.random.Generator,
     z = rng.uniform(-2.5, 2.5, size=(n, L))
     trans = _transition_rows(Recorded(obs, act, rew, nxt, "random"),
                              nets.cfg.use_next_obs_in_context)
+    if _pooled(nets):
+        return _Inputs(obs, z, trans, *_random_states(nets, n, rng))
     return _Inputs(obs, z, trans)
 
 
@@ -338,7 +389,6 @@ def _torch_reference(nets: PearlNetworks, inputs: _Inputs, seed: int
                      ) -> dict[str, np.ndarray]:
     """Outputs of the training code path for the same inputs (and the eps it drew)."""
     agent = PearlAgent(nets, "cpu")
-    o, a = nets.spec.obs_dim, nets.spec.action_dim
     with torch.inference_mode():
         obs = torch.as_tensor(inputs.obs, dtype=torch.float32)
         z = torch.as_tensor(inputs.z, dtype=torch.float32)
@@ -349,15 +399,20 @@ def _torch_reference(nets: PearlNetworks, inputs: _Inputs, seed: int
                          generator=gen)
         eps = torch.randn(sto.mean.shape, generator=replay)  # the draws forward() made
         # raw context rows as the replay buffer stores them: actions normalized to [-1, 1]
-        tr = torch.as_tensor(inputs.transition, dtype=torch.float32)
-        act_n = torch.clamp((tr[:, o:o + a] - nets.actor.action_bias) / nets.actor.action_scale,
-                            -1.0, 1.0)
-        raw = torch.cat([tr[:, :o], act_n, tr[:, o + a:]], dim=-1)
+        raw = _physical_to_replay(nets, torch.as_tensor(inputs.transition, dtype=torch.float32))
+        out = {"actor_eps": eps.numpy(),
+               "actor_action_mean": nets.actor.to_physical(det.action).numpy(),
+               "actor_action_sample": nets.actor.to_physical(sto.action).numpy()}
+        if _pooled(nets):
+            ring, count, mu, var = nets.encoder.step(
+                nets.normalize_rows(raw), torch.as_tensor(inputs.ring),
+                torch.as_tensor(inputs.count))
+            out.update(encoder_ring_out=ring.numpy(), encoder_count_out=count.numpy(),
+                       encoder_mu=mu.numpy(), encoder_var=var.numpy())
+            return out
         f = agent.encode(raw.unsqueeze(0))
-        return {"actor_eps": eps.numpy(),
-                "actor_action_mean": nets.actor.to_physical(det.action).numpy(),
-                "actor_action_sample": nets.actor.to_physical(sto.action).numpy(),
-                "encoder_mu": f.mean[0].numpy(), "encoder_var": f.var[0].numpy()}
+        out.update(encoder_mu=f.mean[0].numpy(), encoder_var=f.var[0].numpy())
+        return out
 
 
 def _onnx_outputs(actor_path: Path, encoder_path: Path, inputs: _Inputs, eps: np.ndarray
@@ -371,14 +426,22 @@ def _onnx_outputs(actor_path: Path, encoder_path: Path, inputs: _Inputs, eps: np
         mean, sample = actor.run(list(ACTOR_OUTPUTS), {
             ACTOR_INPUTS[0]: inputs.obs.astype(np.float32), ACTOR_INPUTS[1]:
             inputs.z.astype(np.float32), ACTOR_INPUTS[2]: eps.astype(np.float32)})
-        mu, var = enc.run(list(ENCODER_OUTPUTS),
-                          {ENCODER_INPUTS[0]: inputs.transition.astype(np.float32)})
+        step: dict[str, np.ndarray] = {}
+        if inputs.ring is not None:
+            ring, count, mu, var = enc.run(list(STEP_OUTPUTS), {
+                STEP_INPUTS[0]: inputs.transition.astype(np.float32),
+                STEP_INPUTS[1]: inputs.ring.astype(np.float32),
+                STEP_INPUTS[2]: inputs.count.astype(np.float32)})
+            step = {"encoder_ring_out": ring, "encoder_count_out": count}
+        else:
+            mu, var = enc.run(list(ENCODER_OUTPUTS),
+                              {ENCODER_INPUTS[0]: inputs.transition.astype(np.float32)})
     except Exception as exc:  # onnxruntime's own exception classes
         raise ExportError(f"onnxruntime cannot load or run the exported graphs "
                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
                           f"bundle not written") from exc
     return {"actor_action_mean": mean, "actor_action_sample": sample, "encoder_mu": mu,
-            "encoder_var": var}
+            "encoder_var": var, **step}
 
 
 def check_parity(nets: PearlNetworks, actor_path: Path, encoder_path: Path, inputs: _Inputs,
@@ -446,13 +509,21 @@ def build_contract(nets: PearlNetworks, env_meta: Mapping[str, Any],
                           f"action) do not match its sizes ({o}, {a})")
     obs_units = list(env_meta.get("obs_units") or ["unspecified"] * o)
     act_units = list(env_meta.get("action_units") or ["unspecified"] * a)
-    fields = [{"name": "obs", "size": o, "units": "physical"},
-              {"name": "action", "size": a, "units": "physical"},
-              {"name": "reward", "size": 1, "units": "context reward"}]
-    if nets.cfg.use_next_obs_in_context:
-        fields.append({"name": "next_obs", "size": o, "units": "physical"})
+    fields = nets.layout.to_contract()
     eval_steps = int(train_cfg.get("num_steps_per_eval", 0) or 0)
-    window = max(int(nets.cfg.embedding_batch_size), eval_steps)
+    pooled = nets.cfg.inference == "pooled"
+    window = nets.encoder.window if pooled else \
+        recommended_window(nets.cfg.embedding_batch_size, eval_steps)
+    Lz = PearlAgent(nets, "cpu").latent_input_dim
+    if pooled:
+        state = ["batch", nets.encoder.window, nets.encoder.features]
+        enc_graph = {"inputs": {"transition": ["batch", nets.layout.width], "ring": state,
+                                "count": ["batch", 1]},
+                     "outputs": {"ring_out": state, "count_out": ["batch", 1],
+                                 "mu": ["batch", L], "var": ["batch", L]}}
+    else:
+        enc_graph = {"inputs": {"transition": ["batch", nets.layout.width]},
+                     "outputs": {"mu": ["batch", L], "var": ["batch", L]}}
     obs_low, obs_high = env_meta.get("obs_low"), env_meta.get("obs_high")
     return {
         "schema": BUNDLE_SCHEMA,
@@ -469,6 +540,9 @@ def build_contract(nets: PearlNetworks, env_meta: Mapping[str, Any],
         "control_period": float(env_meta.get("dt", 0.05)),
         "latent_dim": L,
         "context": {"fields": fields, "reward_key": family.get("context_reward_key")},
+        "inference": {"mode": nets.cfg.inference, "policy_input": nets.cfg.policy_input,
+                      **({"window": nets.encoder.window, "features": nets.encoder.features}
+                         if pooled else {})},
         "posterior": {"convention": "pog-no-prior",
                       "information_bottleneck": bool(nets.cfg.use_information_bottleneck),
                       "var_floor": float(nets.cfg.var_floor),
@@ -478,11 +552,9 @@ def build_contract(nets: PearlNetworks, env_meta: Mapping[str, Any],
                       "log_std_range": [LOG_STD_MIN, LOG_STD_MAX]},
         "graphs": {
             "actor": {"file": ACTOR_FILE, "opset": cfg.opset,
-                      "inputs": {"obs": ["batch", o], "z": ["batch", L], "eps": ["batch", a]},
+                      "inputs": {"obs": ["batch", o], "z": ["batch", Lz], "eps": ["batch", a]},
                       "outputs": {"action_mean": ["batch", a], "action_sample": ["batch", a]}},
-            "encoder": {"file": ENCODER_FILE, "opset": cfg.opset,
-                        "inputs": {"transition": ["batch", sum(f["size"] for f in fields)]},
-                        "outputs": {"mu": ["batch", L], "var": ["batch", L]}}},
+            "encoder": {"file": ENCODER_FILE, "opset": cfg.opset, **enc_graph}},
         "golden": {"file": GOLDEN_FILE, "rows": golden_rows, "atol": cfg.golden_atol,
                    "rtol": cfg.golden_rtol},
         "task_family": _jsonable(dict(family)),
@@ -544,9 +616,12 @@ def export_networks(nets: PearlNetworks, out_dir: str | Path, *,
         if recorded is not None and len(recorded.obs):
             n_rec = len(recorded.obs)
             # z for recorded obs: spread like the prior, plus the posterior-mean-like zeros
-            z = rng.standard_normal((n_rec, nets.cfg.latent_dim))
+            z = rng.standard_normal((n_rec, PearlAgent(nets, "cpu").latent_input_dim))
             z[::4] = 0.0
-            rec_in = _Inputs(recorded.obs, z, _transition_rows(recorded, use_next))
+            rows = _transition_rows(recorded, use_next)
+            states = _states_along(nets, rows, int(family.get("horizon") or 0) or
+                                   max(1, nets.encoder.window)) if _pooled(nets) else ()
+            rec_in = _Inputs(recorded.obs, z, rows, *states)
             ref, err = check_parity(nets, actor_path, encoder_path, rec_in, "recorded", cfg)
             sets.append((rec_in, ref))
             errors = {k: max(errors.get(k, 0.0), v) for k, v in err.items()}
@@ -565,6 +640,15 @@ def export_networks(nets: PearlNetworks, out_dir: str | Path, *,
                      "actor_action_sample": ref["actor_action_sample"][:k],
                      "encoder_transition": inp.transition[:k], "encoder_mu": ref["encoder_mu"][:k],
                      "encoder_var": ref["encoder_var"][:k]}
+            if inp.ring is not None:
+                # spread the recorded states over the whole sequence, not only its start
+                pick = np.linspace(0, len(inp.obs) - 1, k).astype(np.int64)
+                parts.update({"encoder_transition": inp.transition[pick],
+                              "encoder_ring": inp.ring[pick], "encoder_count": inp.count[pick],
+                              "encoder_ring_out": ref["encoder_ring_out"][pick],
+                              "encoder_count_out": ref["encoder_count_out"][pick],
+                              "encoder_mu": ref["encoder_mu"][pick],
+                              "encoder_var": ref["encoder_var"][pick]})
             for name, arr in parts.items():
                 golden.setdefault(name, []).append(np.asarray(arr, dtype=np.float32))
         gold = {k: np.concatenate(v) for k, v in golden.items()}

@@ -12,7 +12,9 @@ or mis-apply it.
 - :class:`OnnxEncoder`: ``transition`` [B, context_dim], one row per transition with the
   fields (obs, action, reward[, next_obs]) in physical units -> ``mu``, ``var`` [B, latent].
   Inside: the action is normalized to [-1, 1] as training stores it, observations go through
-  the ObsNormalizer exactly as ``PearlAgent.normalize_context`` does.
+  the ObsNormalizer exactly as ``PearlNetworks.normalize_rows`` does.
+- :class:`OnnxBeliefStep` (inference "pooled"): ``transition``, ``ring``, ``count`` ->
+  ``ring_out``, ``count_out``, ``mu``, ``var``: one step of the fixed-size belief state.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from pearl_robot.runtime.bundle import (
     ACTOR_OUTPUTS,
     ENCODER_INPUTS,
     ENCODER_OUTPUTS,
+    STEP_INPUTS,
+    STEP_OUTPUTS,
 )
 
 DEFAULT_OPSET = 17
@@ -89,6 +93,34 @@ class OnnxEncoder(nn.Module):
         return (torch.zeros(1, self.context_dim),)
 
 
+class OnnxBeliefStep(nn.Module):
+    """(transition [B, context_dim] physical, ring [B, W, H], count [B, 1]) ->
+    (ring_out, count_out, mu, var): one step of the "pooled" belief, the same torch module
+    (``PooledEncoder.step``) the trainer's online evaluation runs. The action field is
+    normalized to [-1, 1] and the observations go through the ObsNormalizer inside, as for
+    :class:`OnnxEncoder`."""
+
+    def __init__(self, nets: PearlNetworks) -> None:
+        super().__init__()
+        self.nets = copy.deepcopy(nets).cpu().eval()
+        self.layout = nets.layout
+        sl = self.layout.slices["action"]
+        self.a0, self.a1 = sl.start, sl.stop
+
+    def forward(self, transition: torch.Tensor, ring: torch.Tensor, count: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        actor = self.nets.actor
+        act = torch.clamp((transition[:, self.a0:self.a1] - actor.action_bias)
+                          / actor.action_scale, -1.0, 1.0)
+        raw = torch.cat([transition[:, :self.a0], act, transition[:, self.a1:]], dim=-1)
+        return self.nets.encoder.step(self.nets.normalize_rows(raw), ring, count)
+
+    def dummy_inputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        enc = self.nets.encoder
+        return (torch.zeros(1, self.layout.width), torch.zeros(1, enc.window, enc.features),
+                torch.zeros(1, 1))
+
+
 def export_onnx(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path,
                 input_names: tuple[str, ...], output_names: tuple[str, ...],
                 opset: int = DEFAULT_OPSET) -> None:
@@ -109,7 +141,17 @@ def export_actor(nets: PearlNetworks, path: Path, opset: int = DEFAULT_OPSET) ->
     return wrapper
 
 
-def export_encoder(nets: PearlNetworks, path: Path, opset: int = DEFAULT_OPSET) -> OnnxEncoder:
+def export_encoder(nets: PearlNetworks, path: Path, opset: int = DEFAULT_OPSET
+                   ) -> OnnxEncoder | OnnxBeliefStep:
+    """The encoder graph of the model's inference mode: per-transition factors ("pog") or
+    the belief step ("pooled")."""
+    if nets.cfg.inference == "pooled":
+        step = OnnxBeliefStep(nets)
+        export_onnx(step, step.dummy_inputs(), path, STEP_INPUTS, STEP_OUTPUTS, opset)
+        return step
+    if nets.cfg.inference != "pog":
+        raise ValueError(f"inference {nets.cfg.inference!r} has no deployable encoder (the "
+                         f"privileged reference needs the true task parameters)")
     wrapper = OnnxEncoder(nets)
     export_onnx(wrapper, wrapper.dummy_inputs(), path, ENCODER_INPUTS, ENCODER_OUTPUTS, opset)
     return wrapper

@@ -49,6 +49,15 @@ ACTOR_INPUTS = ("obs", "z", "eps")
 ACTOR_OUTPUTS = ("action_mean", "action_sample")
 ENCODER_INPUTS = ("transition",)
 ENCODER_OUTPUTS = ("mu", "var")
+STEP_INPUTS = ("transition", "ring", "count")
+"""Inputs of a step-state encoder graph (inference ``pooled``): the newest transition, the
+belief's state (the newest ``window`` per-transition features, oldest first, and how many of
+them are in the context)."""
+STEP_OUTPUTS = ("ring_out", "count_out", "mu", "var")
+"""Outputs of a step-state encoder graph: the next state and the belief it holds."""
+INFERENCE_MODES = ("pog", "pooled")
+"""Inference modes a bundle can hold (``contract.inference.mode``; absent: ``pog``, the
+bundles written before there was a choice)."""
 CONTEXT_FIELD_NAMES = ("obs", "action", "reward", "next_obs")
 """Context row fields the runtime knows how to fill (in the order the contract lists them)."""
 POSTERIOR_CONVENTIONS = ("pog-no-prior", "pog-with-prior")
@@ -58,6 +67,8 @@ training KL only and is the belief when the context is empty (``core.posterior``
 
 GOLDEN_KEYS = ("actor_obs", "actor_z", "actor_eps", "actor_action_mean", "actor_action_sample",
                "encoder_transition", "encoder_mu", "encoder_var")
+GOLDEN_STEP_KEYS = ("encoder_ring", "encoder_count", "encoder_ring_out", "encoder_count_out")
+"""Golden arrays a step-state encoder adds (states recorded along real context sequences)."""
 
 
 class BundleError(PearlRobotError):
@@ -216,6 +227,17 @@ class Contract:
     """Content hash of the contract; also the bundle's identity (:attr:`Bundle.sha256`)."""
     raw: dict[str, Any] = field(compare=False, repr=False)
     """The JSON object as read."""
+    inference_mode: str = "pog"
+    """How the encoder graph turns transitions into the belief (:data:`INFERENCE_MODES`):
+    ``pog``: one Gaussian factor per transition, multiplied into running sums by the runtime;
+    ``pooled``: one step of a fixed-size belief state (``STEP_INPUTS`` -> ``STEP_OUTPUTS``)."""
+    policy_input: str = "sample"
+    """What the actor's ``z`` input is: ``sample`` (z, latent_dim wide) or ``belief`` (the
+    belief's mean and standard deviation, 2 x latent_dim wide)."""
+    step_window: int = 0
+    """``pooled``: transitions the step state holds (the ring's length); 0 otherwise."""
+    step_features: int = 0
+    """``pooled``: features per transition in the step state; 0 otherwise."""
 
     @property
     def obs_dim(self) -> int:
@@ -232,6 +254,11 @@ class Contract:
     @property
     def includes_prior(self) -> bool:
         return self.posterior_convention == "pog-with-prior"
+
+    @property
+    def policy_latent_dim(self) -> int:
+        """Width of the actor's ``z`` input."""
+        return 2 * self.latent_dim if self.policy_input == "belief" else self.latent_dim
 
 
 def _need(obj: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...]) -> Any:
@@ -343,6 +370,24 @@ def parse_contract(raw: Any) -> Contract:
     window = _need(post, "recommended_window", "posterior.", int)
     if window <= 0:
         raise BundleContractError(f"{CONTRACT_FILE}: posterior.recommended_window must be > 0")
+    mode, policy_input, step_window, step_features = "pog", "sample", 0, 0
+    inf = raw.get("inference")
+    if inf is not None:
+        mode = _need(inf, "mode", "inference.", str)
+        if mode not in INFERENCE_MODES:
+            raise BundleContractError(f"{CONTRACT_FILE}: inference.mode {mode!r} is not one of "
+                                      f"{INFERENCE_MODES} (a newer exporter? update pearl_robot "
+                                      f"on the robot)")
+        policy_input = _need(inf, "policy_input", "inference.", str)
+        if policy_input not in ("sample", "belief"):
+            raise BundleContractError(f"{CONTRACT_FILE}: inference.policy_input "
+                                      f"{policy_input!r} must be 'sample' or 'belief'")
+        if mode == "pooled":
+            step_window = _need(inf, "window", "inference.", int)
+            step_features = _need(inf, "features", "inference.", int)
+            if step_window <= 0 or step_features <= 0:
+                raise BundleContractError(f"{CONTRACT_FILE}: inference.window and "
+                                          f"inference.features must be > 0")
     golden = _need(raw, "golden", "", dict)
     atol = _need(golden, "atol", "golden.", float)
     rtol = _need(golden, "rtol", "golden.", float)
@@ -360,7 +405,9 @@ def parse_contract(raw: Any) -> Contract:
         control_period=period, latent_dim=latent, context_fields=tuple(fields),
         context_reward_key=reward_key if isinstance(reward_key, str) else None,
         posterior_convention=conv, information_bottleneck=ib, var_floor=var_floor,
-        recommended_window=window, golden_atol=atol, golden_rtol=rtol,
+        recommended_window=window, inference_mode=mode, policy_input=policy_input,
+        step_window=step_window, step_features=step_features,
+        golden_atol=atol, golden_rtol=rtol,
         task_family=dict(raw.get("task_family") or {}),
         provenance=dict(raw.get("provenance") or {}), files=dict(files),
         contract_sha256=str(raw.get("contract_sha256", "")), raw=raw)
@@ -479,7 +526,8 @@ def _session(name: str, model: bytes) -> Any:
                                ) from exc
 
 
-def _check_io(sess: Any, fname: str, kind: str, expected: dict[str, int]) -> None:
+def _check_io(sess: Any, fname: str, kind: str,
+              expected: dict[str, int | tuple[int, ...]]) -> None:
     """Names, element type (float32) and the fixed trailing dimension of each graph I/O."""
     got = sess.get_inputs() if kind == "input" else sess.get_outputs()
     names = [g.name for g in got]
@@ -492,9 +540,10 @@ def _check_io(sess: Any, fname: str, kind: str, expected: dict[str, int]) -> Non
                                    f"tensor(float)")
         shape = list(g.shape)
         want = expected[g.name]
-        if len(shape) != 2 or not (isinstance(shape[1], int) and shape[1] == want):
+        tail = list(want) if isinstance(want, tuple) else [want]
+        if len(shape) != 1 + len(tail) or shape[1:] != tail:
             raise BundleShapeError(f"{fname}: {kind} {g.name!r} has shape {shape}, expected "
-                                   f"[batch, {want}]")
+                                   f"[batch, {', '.join(map(str, tail))}]")
         if isinstance(shape[0], int) and shape[0] != 1:
             raise BundleShapeError(f"{fname}: {kind} {g.name!r} has a fixed batch of "
                                    f"{shape[0]}, expected a dynamic batch or 1")
@@ -577,18 +626,37 @@ def _load_golden(blob: bytes, contract: Contract) -> dict[str, np.ndarray]:
     except Exception as exc:  # zipfile/ValueError/OSError from a damaged archive
         raise BundleGoldenError(f"{GOLDEN_FILE} is unreadable ({type(exc).__name__}: "
                                 f"{exc})") from exc
-    missing = [k for k in GOLDEN_KEYS if k not in data]
+    pooled = contract.inference_mode == "pooled"
+    keys = GOLDEN_KEYS + (GOLDEN_STEP_KEYS if pooled else ())
+    missing = [k for k in keys if k not in data]
     if missing:
         raise BundleGoldenError(f"{GOLDEN_FILE} lacks arrays {missing}")
     o, a, L, c = contract.obs_dim, contract.action_dim, contract.latent_dim, contract.context_dim
-    widths = {"actor_obs": o, "actor_z": L, "actor_eps": a, "actor_action_mean": a,
-              "actor_action_sample": a, "encoder_transition": c, "encoder_mu": L,
-              "encoder_var": L}
+    widths: dict[str, int | tuple[int, ...]] = {
+        "actor_obs": o, "actor_z": contract.policy_latent_dim, "actor_eps": a,
+        "actor_action_mean": a, "actor_action_sample": a, "encoder_transition": c,
+        "encoder_mu": L, "encoder_var": L}
+    if pooled:
+        state = (contract.step_window, contract.step_features)
+        widths.update(encoder_ring=state, encoder_ring_out=state, encoder_count=1,
+                      encoder_count_out=1)
     for k, w in widths.items():
-        if data[k].ndim != 2 or data[k].shape[1] != w or data[k].shape[0] == 0:
+        tail = w if isinstance(w, tuple) else (w,)
+        if data[k].shape[1:] != tail or data[k].shape[0] == 0:
             raise BundleGoldenError(f"{GOLDEN_FILE}: array {k} has shape {data[k].shape}, "
-                                    f"expected [rows>0, {w}]")
+                                    f"expected [rows>0, {', '.join(map(str, tail))}]")
     return data
+
+
+def encoder_io(contract: Contract) -> tuple[dict[str, int | tuple[int, ...]],
+                                            dict[str, int | tuple[int, ...]]]:
+    """(inputs, outputs) of the contract's encoder graph: name -> trailing shape."""
+    c, L = contract.context_dim, contract.latent_dim
+    if contract.inference_mode == "pooled":
+        state = (contract.step_window, contract.step_features)
+        return ({"transition": c, "ring": state, "count": 1},
+                {"ring_out": state, "count_out": 1, "mu": L, "var": L})
+    return {"transition": c}, {"mu": L, "var": L}
 
 
 def _golden_compare(name: str, got: np.ndarray, want: np.ndarray, atol: float,
@@ -613,13 +681,27 @@ def run_golden(actor: Any, encoder: Any, golden: dict[str, np.ndarray], contract
             "obs": golden["actor_obs"].astype(np.float32),
             "z": golden["actor_z"].astype(np.float32),
             "eps": golden["actor_eps"].astype(np.float32)})
-        mu, var = encoder.run(list(ENCODER_OUTPUTS), {
-            "transition": golden["encoder_transition"].astype(np.float32)})
+        if contract.inference_mode == "pooled":
+            ring, count, mu, var = encoder.run(list(STEP_OUTPUTS), {
+                "transition": golden["encoder_transition"].astype(np.float32),
+                "ring": golden["encoder_ring"].astype(np.float32),
+                "count": golden["encoder_count"].astype(np.float32)})
+        else:
+            mu, var = encoder.run(list(ENCODER_OUTPUTS), {
+                "transition": golden["encoder_transition"].astype(np.float32)})
     except Exception as exc:
         raise BundleGraphError(f"running the golden inputs failed ({type(exc).__name__}: "
                                f"{str(exc).splitlines()[0][:300]})") from exc
     atol, rtol = contract.golden_atol, contract.golden_rtol
-    return max(_golden_compare("actor.action_mean", mean, golden["actor_action_mean"], atol,
+    step_err = 0.0
+    if contract.inference_mode == "pooled":
+        step_err = max(_golden_compare("encoder.ring_out", ring.reshape(len(ring), -1),
+                                       golden["encoder_ring_out"].reshape(len(ring), -1),
+                                       atol, rtol),
+                       _golden_compare("encoder.count_out", count, golden["encoder_count_out"],
+                                       atol, rtol))
+    return max(step_err,
+               _golden_compare("actor.action_mean", mean, golden["actor_action_mean"], atol,
                                rtol),
                _golden_compare("actor.action_sample", sample, golden["actor_action_sample"],
                                atol, rtol),
@@ -648,11 +730,12 @@ def load_bundle(bundle_dir: str | Path, robot: RobotExpectation | None = None,
     actor = _session(ACTOR_FILE, blobs[ACTOR_FILE])
     step()
     encoder = _session(ENCODER_FILE, blobs[ENCODER_FILE])
-    o, a, L, c = contract.obs_dim, contract.action_dim, contract.latent_dim, contract.context_dim
-    _check_io(actor, ACTOR_FILE, "input", {"obs": o, "z": L, "eps": a})
+    o, a = contract.obs_dim, contract.action_dim
+    _check_io(actor, ACTOR_FILE, "input", {"obs": o, "z": contract.policy_latent_dim, "eps": a})
     _check_io(actor, ACTOR_FILE, "output", {"action_mean": a, "action_sample": a})
-    _check_io(encoder, ENCODER_FILE, "input", {"transition": c})
-    _check_io(encoder, ENCODER_FILE, "output", {"mu": L, "var": L})
+    enc_in, enc_out = encoder_io(contract)
+    _check_io(encoder, ENCODER_FILE, "input", enc_in)
+    _check_io(encoder, ENCODER_FILE, "output", enc_out)
     step()
     golden = _load_golden(blobs[GOLDEN_FILE], contract)
     err = run_golden(actor, encoder, golden, contract)

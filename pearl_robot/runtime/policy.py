@@ -50,8 +50,8 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
+from pearl_robot.core.inference import ContextLayout, OnlineBelief, StepBelief, StepOutput
 from pearl_robot.errors import ConfigError
-from pearl_robot.runtime.belief import OnlineBelief
 from pearl_robot.runtime.bundle import (
     ACTOR_OUTPUTS,
     ENCODER_OUTPUTS,
@@ -249,8 +249,10 @@ class _Model:
         self.bundle = bundle
         self.contract = c
         o, a, L = c.obs_dim, c.action_dim, c.latent_dim
+        Lz = c.policy_latent_dim  # the actor's z input: a sample, or [mean, std]
+        self.belief_input = c.policy_input == "belief"
         self.obs32 = np.zeros((1, o), dtype=np.float32)
-        self.z32 = np.zeros((1, L), dtype=np.float32)
+        self.z32 = np.zeros((1, Lz), dtype=np.float32)
         self.eps32 = np.zeros((1, a), dtype=np.float32)
         self.row32 = np.zeros((1, c.context_dim), dtype=np.float32)
         self.action_out = np.zeros((1, a), dtype=np.float32)
@@ -261,21 +263,38 @@ class _Model:
                                                "eps": self.eps32},
                                 {ACTOR_OUTPUTS[1] if cfg.stochastic_actions
                                  else ACTOR_OUTPUTS[0]: self.action_out})
-        self.encoder = BoundGraph(bundle.encoder, {"transition": self.row32},
-                                  {ENCODER_OUTPUTS[0]: self.mu_out,
-                                   ENCODER_OUTPUTS[1]: self.var_out})
-        self.slices: dict[str, slice] = {}
-        start = 0
-        for f in c.context_fields:
-            self.slices[f.name] = slice(start, start + f.size)
-            start += f.size
+        layout = ContextLayout.from_fields(c.context_fields)
+        self.slices = layout.slices
         self.s_obs, self.s_action = self.slices["obs"], self.slices["action"]
         self.i_reward = self.slices["reward"].start
         self.s_next = self.slices.get("next_obs")
         self.latent_dim = L
         self.action_dim = a
-        window = c.recommended_window if cfg.context_window is None else cfg.context_window
-        self.belief = OnlineBelief(L, window or None, cfg.forgetting, c.includes_prior)
+        self.pooled = c.inference_mode == "pooled"
+        if self.pooled:
+            # the step graph's state *is* the belief's state: bind its ring and count arrays
+            # as the graph's inputs, and let StepBelief copy the outputs back after each run
+            if cfg.context_window not in (None, c.step_window) or cfg.forgetting < 1.0:
+                raise ConfigError(f"this bundle's belief ({c.inference_mode}) keeps a fixed "
+                                  f"window of {c.step_window} transitions: context_window must "
+                                  f"be unset or {c.step_window} and forgetting 1, got "
+                                  f"{cfg.context_window} and {cfg.forgetting}")
+            ring_out = np.zeros((1, c.step_window, c.step_features), dtype=np.float32)
+            count_out = np.zeros((1, 1), dtype=np.float32)
+            step_out = StepOutput(ring_out, count_out, self.mu_out, self.var_out)
+            belief = StepBelief(lambda *_: step_out, L, c.step_window, c.step_features)
+            self.encoder = BoundGraph(bundle.encoder, {"transition": self.row32,
+                                                       "ring": belief.ring,
+                                                       "count": belief.count_arr},
+                                      {"ring_out": ring_out, "count_out": count_out,
+                                       "mu": self.mu_out, "var": self.var_out})
+            self.belief: OnlineBelief | StepBelief = belief
+        else:
+            self.encoder = BoundGraph(bundle.encoder, {"transition": self.row32},
+                                      {ENCODER_OUTPUTS[0]: self.mu_out,
+                                       ENCODER_OUTPUTS[1]: self.var_out})
+            window = c.recommended_window if cfg.context_window is None else cfg.context_window
+            self.belief = OnlineBelief(L, window or None, cfg.forgetting, c.includes_prior)
         md = None
         if cfg.max_rate is not None:
             md = np.asarray(cfg.max_rate, dtype=np.float64) * c.control_period
@@ -293,19 +312,29 @@ class _Model:
         self.fixed_z = None
         if cfg.fixed_z is not None:
             fz = np.asarray(cfg.fixed_z, dtype=np.float64)
-            if fz.shape != (L,) or not np.all(np.isfinite(fz)):
-                raise ConfigError(f"RuntimeConfig.fixed_z must be {L} finite numbers for this "
+            if fz.shape != (Lz,) or not np.all(np.isfinite(fz)):
+                raise ConfigError(f"RuntimeConfig.fixed_z must be {Lz} finite numbers for this "
                                   f"bundle, got {cfg.fixed_z!r}")
             self.fixed_z = fz
         self.max_obs_age = cfg.max_obs_age if cfg.max_obs_age is not None \
             else 2.0 * c.control_period
         # per-tick state
-        self.z = np.zeros(L)
+        self.z = np.zeros(Lz)
+        self._half = L
         self.prev_obs = np.zeros(o)
         self.prev_cmd = np.zeros(a)
         self.prev_valid = False
         self.cmd = np.zeros(a)
         self.obs = np.zeros(o)
+
+
+    def set_z_from_belief(self) -> None:
+        """z = the belief mean, or the belief itself ([mean, std]) for a belief-input actor."""
+        b, z, L = self.belief, self.z, self._half
+        z[:L] = b.mean
+        if self.belief_input:
+            np.sqrt(b.var, out=z[L:])
+        self.z32[0] = z
 
 
 class PolicyRuntime:
@@ -351,7 +380,7 @@ class PolicyRuntime:
         return self._m.bundle
 
     @property
-    def belief(self) -> OnlineBelief:
+    def belief(self) -> OnlineBelief | StepBelief:
         """The online belief (live; read-only use)."""
         return self._m.belief
 
@@ -418,7 +447,9 @@ class PolicyRuntime:
         if cfg.z_schedule == "fixed":
             m.z[:] = m.fixed_z
         elif cfg.z_schedule == "step_mean":
-            m.z[:] = m.belief.mean
+            m.set_z_from_belief()
+        elif m.belief_input:
+            m.set_z_from_belief()  # the policy takes the belief itself, frozen per episode
         elif not m.contract.information_bottleneck:
             m.z[:] = m.belief.mean  # point-estimate encoder: z is the context mean
         else:
@@ -483,6 +514,12 @@ class PolicyRuntime:
             m.encoder.run()
         except Exception:  # noqa: BLE001 - the control loop must survive any inference error
             return ENCODER_ERROR
+        if m.pooled:
+            try:  # checks every output is finite before the state advances
+                m.belief.add_rows(m.row32)
+            except ValueError:
+                return ENCODER_NONFINITE
+            return ""
         var_l = m.var_out[0].tolist()
         # NaN/inf anywhere or a variance <= 0: never multiplied in (checked before dividing)
         if not (all(map(_isfinite, var_l)) and min(var_l) > 0.0
@@ -521,8 +558,7 @@ class PolicyRuntime:
                 if why:
                     reasons.append(why)
         if self._step_mean:
-            m.z[:] = m.belief.mean
-            m.z32[0] = m.z
+            m.set_z_from_belief()
         t_act = 0.0
         limited = False
         safe = True

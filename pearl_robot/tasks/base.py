@@ -80,6 +80,74 @@ class MetaEnv(abc.ABC):
         """Release renderers and other resources."""
 
 
+@dataclass(frozen=True)
+class LabelSpec:
+    """The privileged task parameters a family exposes for supervised task inference.
+
+    Each label is one scalar of a task's ``params`` (``"goal[1]"`` is element 1 of the list
+    ``params["goal"]``), mapped to about [-1, 1] by its range (in log space for log-uniform
+    parameters), so every label weighs the same in the loss and the belief's prior N(0, 1)
+    covers it. A task (a logged episode, say) that lacks a parameter gets that label masked:
+    it contributes nothing to the loss, and nothing is invented for it.
+    """
+
+    names: tuple[str, ...]
+    """Parameter paths, ``key`` or ``key[i]``."""
+    low: tuple[float, ...]
+    """Range start of each label (physical units)."""
+    high: tuple[float, ...]
+    """Range end of each label."""
+    log: tuple[bool, ...]
+    """Normalize in log space (positive, log-uniform parameters)."""
+
+    def __post_init__(self) -> None:
+        n = len(self.names)
+        if not (len(self.low) == len(self.high) == len(self.log) == n) or n == 0:
+            raise ValueError("LabelSpec needs one low, high and log flag per name")
+        if any(hi <= lo for lo, hi in zip(self.low, self.high)):
+            raise ValueError(f"LabelSpec ranges must have high > low: {self}")
+
+    @property
+    def size(self) -> int:
+        return len(self.names)
+
+    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = np.asarray(self.low, dtype=np.float64), np.asarray(self.high, dtype=np.float64)
+        lg = np.asarray(self.log)
+        return np.where(lg, np.log(np.where(lg, lo, 1.0)), lo), \
+            np.where(lg, np.log(np.where(lg, hi, 1.0)), hi)
+
+    def encode(self, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """(normalized labels [size], mask [size] of 1.0 where the parameter is known)."""
+        raw = np.zeros(self.size)
+        mask = np.zeros(self.size)
+        for i, name in enumerate(self.names):
+            key, _, idx = name.partition("[")
+            v = params.get(key)
+            try:
+                if idx:
+                    v = v[int(idx.rstrip("]"))]
+                v = float(v)
+            except (TypeError, ValueError, IndexError, KeyError):
+                continue
+            if not np.isfinite(v) or (self.log[i] and v <= 0):
+                continue
+            raw[i] = np.log(v) if self.log[i] else v
+            mask[i] = 1.0
+        lo, hi = self._bounds()
+        return np.where(mask > 0, 2.0 * (raw - lo) / (hi - lo) - 1.0, 0.0), mask
+
+    def decode(self, values: np.ndarray) -> np.ndarray:
+        """Normalized labels back to physical units."""
+        lo, hi = self._bounds()
+        raw = lo + (np.asarray(values, dtype=np.float64) + 1.0) * 0.5 * (hi - lo)
+        return np.where(np.asarray(self.log), np.exp(raw), raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"names": list(self.names), "low": list(self.low), "high": list(self.high),
+                "log": list(self.log)}
+
+
 class TaskFamily(abc.ABC):
     """A seeded set of tasks split into training and held-out tasks, and an env factory."""
 
@@ -109,6 +177,21 @@ class TaskFamily(abc.ABC):
     @abc.abstractmethod
     def make_env(self, seed: int | None = None) -> MetaEnv:
         """A fresh environment (one per worker; envs are not thread-safe)."""
+
+    label_spec: LabelSpec | None = None
+    """Privileged task parameters for supervised task inference (None: the family has none;
+    the "pooled" inference then learns from reward reconstruction only)."""
+
+    def task_labels(self, tasks: list[Task]) -> tuple[np.ndarray, np.ndarray]:
+        """(labels [n, size], mask [n, size]) of ``tasks`` under :attr:`label_spec`
+        (size 0 when the family has none)."""
+        spec = self.label_spec
+        if spec is None:
+            return np.zeros((len(tasks), 0)), np.zeros((len(tasks), 0))
+        pairs = [spec.encode(t.params) for t in tasks]
+        if not pairs:
+            return np.zeros((0, spec.size)), np.zeros((0, spec.size))
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
         """``n`` new tasks from the family's distribution (outside the fixed list; their

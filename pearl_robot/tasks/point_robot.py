@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pearl_robot.tasks.base import ListedTaskFamily, MetaEnv, StepResult, Task
+from pearl_robot.tasks.base import LabelSpec, ListedTaskFamily, MetaEnv, StepResult, Task
 
 REFERENCE_SEED = 1337
 MAX_STEP = 0.1
@@ -119,6 +119,10 @@ def rollout_return(start: np.ndarray, goal: np.ndarray, policy: str,
 
 class PointRobotFamily(ListedTaskFamily):
     """point-robot (dense) or sparse-point-robot, with the reference's goals and split."""
+
+    label_spec = LabelSpec(("goal[0]", "goal[1]"), (-1.0, -1.0), (1.0, 1.0), (False, False))
+    """The goal is the whole task: the labels of supervised inference (and of the privileged
+    reference)."""
 
     def __init__(self, sparse: bool = False, n_tasks: int = 100, n_eval: int = 20,
                  goal_radius: float = 0.2, seed: int = REFERENCE_SEED) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from pearl_robot.tasks.base import ListedTaskFamily, MetaEnv, Task
+from pearl_robot.tasks.base import LabelSpec, ListedTaskFamily, MetaEnv, Task
 from pearl_robot.twin.randomization import (
     ARM3_NOMINAL_PARAMS,
     ARM3_PHYSICS_SPEC,
@@ -99,6 +99,32 @@ def task_problems(params: dict[str, Any], physics: bool = True) -> list[str]:
     return problems
 
 
+LABELLED_PARAMS = ("goal_qpos", "payload_mass", "friction_scale", "damping_scale",
+                   "strength_scale")
+"""Task parameters the "pooled" inference regresses (latency and sensor noise are left to the
+reward/dynamics evidence: they barely change what the policy should do)."""
+
+
+def twin_arm_label_spec(physics: bool = True) -> LabelSpec:
+    """Labels of the twin-arm family: the goal, and with ``physics`` the payload, friction,
+    damping and strength of each joint, each normalized by its randomization range."""
+    names: list[str] = []
+    low: list[float] = []
+    high: list[float] = []
+    log: list[bool] = []
+    specs = ARM3_GOAL_SPEC + (ARM3_PHYSICS_SPEC if physics else ())
+    for p in specs:
+        if p.name not in LABELLED_PARAMS:
+            continue
+        lo, hi = p.bounds()
+        for i in range(p.size):
+            names.append(f"{p.name}[{i}]" if p.size > 1 else p.name)
+            low.append(float(lo[i]))
+            high.append(float(hi[i]))
+            log.append(p.distribution == "log_uniform")
+    return LabelSpec(tuple(names), tuple(low), tuple(high), tuple(log))
+
+
 class TwinArmFamily(ListedTaskFamily):
     """Goals x physics for the arm3 twin; the first ``n_tasks - n_eval`` tasks train, the rest
     are held out. ``physics=False`` gives the goal-only variant (twin-arm-reach)."""
@@ -111,6 +137,7 @@ class TwinArmFamily(ListedTaskFamily):
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1 control step, got {horizon}")
         self.name = "twin-arm" if physics else "twin-arm-reach"
+        self.label_spec = twin_arm_label_spec(physics)
         self.success_key = "success"
         self.physics = physics
         self.horizon = horizon

@@ -21,6 +21,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from pearl_robot.core.inference import OnlineBelief, StepBelief, recommended_window
 from pearl_robot.core.pearl import PearlAgent
 from pearl_robot.core.posterior import prior
 from pearl_robot.core.replay import context_from_path
@@ -86,12 +87,31 @@ def _baselines(family: TaskFamily, task_index: int, returns: np.ndarray,
     return out
 
 
-def _posterior_from_rows(agent: PearlAgent, rows: list[np.ndarray]) -> Posterior:
+def _labels(agent: PearlAgent, family: TaskFamily, chunk: Sequence[int]
+            ) -> torch.Tensor | None:
+    """The true normalized task parameters, for the "privileged" reference only."""
+    if agent.cfg.inference != "privileged":
+        return None
+    values, _mask = family.task_labels([family.tasks[t] for t in chunk])
+    return torch.as_tensor(values, dtype=torch.float32, device=agent.device)
+
+
+def _prior_belief(agent: PearlAgent, family: TaskFamily, chunk: Sequence[int]) -> Posterior:
+    labels = _labels(agent, family, chunk)
+    if labels is not None:
+        return agent.infer_posterior(torch.zeros(len(chunk), 0, 1), labels=labels)
+    return prior((len(chunk),), agent.cfg.latent_dim, agent.device)
+
+
+def _posterior_from_rows(agent: PearlAgent, rows: list[np.ndarray],
+                         labels: torch.Tensor | None = None) -> Posterior:
     """q(z | c) for each task's accumulated context (rows may differ in length)."""
     lengths = {len(r) for r in rows}
     if len(lengths) == 1:
-        return agent.infer_posterior(agent.context_to_tensor(np.stack(rows)))
-    posts = [agent.infer_posterior(agent.context_to_tensor(r[None])) for r in rows]
+        return agent.infer_posterior(agent.context_to_tensor(np.stack(rows)), labels=labels)
+    posts = [agent.infer_posterior(agent.context_to_tensor(r[None]),
+                                   labels=None if labels is None else labels[i:i + 1])
+             for i, r in enumerate(rows)]
     return Posterior(torch.cat([p.mean for p in posts]), torch.cat([p.var for p in posts]))
 
 
@@ -114,8 +134,9 @@ def evaluate_reference(agent: PearlAgent, family: TaskFamily, task_indices: Sequ
         rets = np.zeros((k, repeats, n_traj))
         succ = np.zeros((k, repeats, n_traj), dtype=bool)
         starts = np.zeros((k, repeats, n_traj, batch_envs[0].obs_dim))
+        labels = _labels(agent, family, chunk)
         for rep in range(repeats):
-            belief = prior((k,), agent.cfg.latent_dim, agent.device)
+            belief = _prior_belief(agent, family, chunk)
             rows: list[list[np.ndarray]] = [[] for _ in range(k)]
             for j in range(n_traj):
                 z = agent.sample_z(belief)
@@ -128,23 +149,82 @@ def evaluate_reference(agent: PearlAgent, family: TaskFamily, task_indices: Sequ
                     starts[i, rep, j] = tr.start_obs
                     rows[i].append(context_from_path(tr.path, use_next))
                 if j + 1 >= num_exp_traj:
-                    belief = _posterior_from_rows(agent, [np.concatenate(r) for r in rows])
+                    belief = _posterior_from_rows(agent, [np.concatenate(r) for r in rows],
+                                                  labels)
         for i, t in enumerate(chunk):
             results.append(TaskEval(t, rets[i], succ[i], starts[i],
                                     _baselines(family, t, rets[i], starts[i])))
     return results
 
 
+class _OnlineBeliefs:
+    """The robot's belief step for a lockstep batch of tasks (``core.inference``): the
+    product-of-Gaussians running sums for "pog", the exported step module for "pooled", the
+    true labels for "privileged". Same window as the runtime's default."""
+
+    def __init__(self, agent: PearlAgent, family: TaskFamily, chunk: Sequence[int],
+                 window: int) -> None:
+        cfg = agent.cfg
+        self.agent = agent
+        self.k = len(chunk)
+        self.mode = cfg.inference
+        self.fixed: Posterior | None = None
+        if self.mode == "privileged":
+            self.fixed = _prior_belief(agent, family, chunk)
+        elif self.mode == "pooled":
+            enc = agent.nets.encoder
+            self.step = StepBelief(agent.step_function(), cfg.latent_dim, enc.window,
+                                   enc.features, batch=self.k)
+        else:
+            self.pog = [OnlineBelief(cfg.latent_dim, window) for _ in range(self.k)]
+        self.reset()
+
+    def reset(self) -> None:
+        if self.mode == "pooled":
+            self.step.reset()
+        elif self.mode == "pog":
+            for b in self.pog:
+                b.reset()
+
+    def add(self, rows: np.ndarray, live: np.ndarray) -> None:
+        """One transition per task ([k, width] replay-layout rows); ``live`` False: skip."""
+        if self.mode == "pooled":
+            self.step.add_rows(rows, live)
+        elif self.mode == "pog":
+            f = self.agent.encode(self.agent.context_to_tensor(rows[:, None]))
+            mu, var = f.mean[:, 0].cpu().numpy(), f.var[:, 0].cpu().numpy()
+            for i in np.flatnonzero(live):
+                self.pog[i].add(mu[i], var[i])
+
+    def posterior(self) -> Posterior:
+        if self.fixed is not None:
+            return self.fixed
+        if self.mode == "pooled":
+            mean, var = self.step.mean.reshape(self.k, -1), self.step.var.reshape(self.k, -1)
+        else:
+            mean = np.stack([b.mean for b in self.pog])
+            var = np.stack([b.var for b in self.pog])
+            if not self.agent.cfg.use_information_bottleneck:
+                # point-estimate encoder (var 1 per factor): z is the context mean
+                var = np.zeros_like(var)
+        dev = self.agent.device
+        return Posterior(torch.as_tensor(mean, dtype=torch.float32, device=dev),
+                         torch.as_tensor(var, dtype=torch.float32, device=dev))
+
+
 @torch.inference_mode()
 def evaluate_online(agent: PearlAgent, family: TaskFamily, task_indices: Sequence[int],
                     envs: Sequence[MetaEnv], *, num_episodes: int, max_path_length: int,
                     repeats: int, seed: int, z_schedule: str = "mean",
-                    deterministic: bool = True) -> list[TaskEval]:
-    """Per-step belief updates with running precision sums, as on the robot."""
+                    deterministic: bool = True, window: int | None = None) -> list[TaskEval]:
+    """Per-step belief updates with the robot's belief step and window (``window`` None:
+    the runtime's default for this model, ``core.inference.recommended_window``)."""
     if z_schedule not in ("mean", "sample"):
         raise ValueError(f"z_schedule must be 'mean' or 'sample', got {z_schedule!r}")
     cfg = agent.cfg
-    use_next = cfg.use_next_obs_in_context
+    layout = agent.nets.layout
+    if window is None:
+        window = recommended_window(cfg.embedding_batch_size, num_episodes * max_path_length)
     results: list[TaskEval] = []
     for c0 in range(0, len(task_indices), len(envs)):
         chunk = list(task_indices[c0:c0 + len(envs)])
@@ -156,45 +236,35 @@ def evaluate_online(agent: PearlAgent, family: TaskFamily, task_indices: Sequenc
         rets = np.zeros((k, repeats, num_episodes))
         succ = np.zeros((k, repeats, num_episodes), dtype=bool)
         starts = np.zeros((k, repeats, num_episodes, batch_envs[0].obs_dim))
+        beliefs = _OnlineBeliefs(agent, family, chunk, window)
         for rep in range(repeats):
-            prec = torch.zeros(k, cfg.latent_dim)
-            wsum = torch.zeros(k, cfg.latent_dim)
-            count = 0
+            beliefs.reset()
             for ep in range(num_episodes):
                 obs = np.stack([env.reset(seed=_seed(seed, t, rep, ep))[0]
                                 for env, t in zip(batch_envs, chunk)])
                 starts[:, rep, ep] = obs
-                belief = _belief(prec, wsum, count, cfg.latent_dim, cfg.use_information_bottleneck)
-                z = agent.sample_z(belief) if z_schedule == "sample" else belief.mean
+                z = agent.sample_z(beliefs.posterior()) if z_schedule == "sample" \
+                    else _mean_input(agent, beliefs.posterior())
                 done = np.zeros(k, dtype=bool)
                 for _ in range(horizon):
                     phys, norm = agent.act(obs, z, deterministic=deterministic)
-                    rows, nxt = [], obs.copy()
+                    nxt, rew = obs.copy(), np.zeros(k)
                     was_done = done.copy()
                     for i, env in enumerate(batch_envs):
                         if was_done[i]:
-                            rows.append(np.zeros(_ctx_dim(obs, norm, use_next)))
                             continue
                         st = env.step(phys[i])
-                        cr = st.info[family.context_reward_key] if family.context_reward_key \
-                            else st.reward
-                        parts = [obs[i], norm[i], [cr]] + ([st.obs] if use_next else [])
-                        rows.append(np.concatenate(parts))
+                        rew[i] = st.info[family.context_reward_key] \
+                            if family.context_reward_key else st.reward
                         rets[i, rep, ep] += st.reward
                         if family.success_key and st.info.get(family.success_key):
                             succ[i, rep, ep] = True
                         nxt[i] = st.obs
                         done[i] = st.terminated or st.truncated
-                    factors = agent.encode(agent.context_to_tensor(np.stack(rows)[:, None]))
-                    live = torch.as_tensor(~was_done, dtype=torch.float32)
-                    mu, var = factors.mean[:, 0], factors.var[:, 0]
-                    prec += live[:, None] / var
-                    wsum += live[:, None] * mu / var
-                    count += 1
+                    beliefs.add(layout.rows(obs, norm, rew, nxt), ~was_done)
                     obs = nxt
                     if z_schedule == "mean":
-                        z = _belief(prec, wsum, count, cfg.latent_dim,
-                                    cfg.use_information_bottleneck).mean
+                        z = _mean_input(agent, beliefs.posterior())
                     if done.all():
                         break
         for i, t in enumerate(chunk):
@@ -203,18 +273,14 @@ def evaluate_online(agent: PearlAgent, family: TaskFamily, task_indices: Sequenc
     return results
 
 
-def _ctx_dim(obs: np.ndarray, norm: np.ndarray, use_next: bool) -> int:
-    return obs.shape[1] * (2 if use_next else 1) + norm.shape[1] + 1
-
-
-def _belief(prec: torch.Tensor, wsum: torch.Tensor, count: int, latent: int,
-            use_ib: bool) -> Posterior:
-    if count == 0:
-        return prior((prec.shape[0],), latent)
-    if not use_ib:  # deterministic encoder: mean of the per-transition means (var = 1 each)
-        return Posterior(wsum / prec, torch.zeros_like(prec))
-    var = 1.0 / prec
-    return Posterior(wsum * var, var)
+def _mean_input(agent: PearlAgent, post: Posterior) -> torch.Tensor:
+    """The actor's latent input for the belief mean (z = mean; the belief itself when the
+    policy takes the belief)."""
+    if not agent.cfg.task_inference:
+        return agent.sample_z(post)
+    if agent.cfg.policy_input == "belief":
+        return agent.sample_z(post)
+    return post.mean
 
 
 def _seed(base: int, task: int, repeat: int, traj: int) -> int:

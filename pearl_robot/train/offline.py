@@ -137,6 +137,11 @@ class OfflineTrainer(MetaTrainer):
         if new_tasks:
             self.train_tasks.extend(new_tasks)
             self._grow(len(self.train_tasks))
+            # a logged task knows what the robot was told (its goal, say), not its payload:
+            # labels it lacks are masked, never invented
+            labels, mask = self.family.task_labels(self.train_tasks)
+            self.train_labels = labels.astype(np.float32)
+            self.train_label_mask = mask.astype(np.float32)
         low, high = self.spec.action_low, self.spec.action_high
         added = 0
         recent: dict[str, list[tuple[float, int]]] = {}

@@ -47,7 +47,7 @@ from pearl_robot.core.checkpoint import (
 )
 from pearl_robot.core.config import ExperimentConfig, to_dict
 from pearl_robot.core.networks import EnvSpec
-from pearl_robot.core.pearl import build
+from pearl_robot.core.pearl import TaskLabels, build
 from pearl_robot.core.posterior import prior
 from pearl_robot.core.replay import MultiTaskReplay
 from pearl_robot.errors import ConfigError
@@ -92,6 +92,20 @@ class MetaTrainer:
             tuple(getattr(env0, "obs_units", ())), tuple(getattr(env0, "action_units", ())),
             getattr(env0, "command_interface", None))
         self.nets, self.learner = build(cfg.pearl, self.spec, self.device, tc.seed)
+        labels, mask = family.task_labels(self.train_tasks)
+        self.train_labels = labels.astype(np.float32)
+        """Normalized privileged parameters of each training task [n_train, P] (P = 0 when
+        the family exposes none)."""
+        self.train_label_mask = mask.astype(np.float32)
+        pc = cfg.pearl
+        if pc.inference == "privileged" and (labels.shape[1] == 0 or mask.min() < 1):
+            raise ConfigError(f"pearl.inference 'privileged' needs every training task's "
+                              f"labels; {family.name} has {labels.shape[1]} (some masked: "
+                              f"{bool(labels.size and mask.min() < 1)})")
+        if pc.inference in ("pooled", "privileged") and labels.shape[1] > pc.latent_dim:
+            raise ConfigError(f"pearl.latent_dim must be >= the {labels.shape[1]} task labels "
+                              f"of {family.name} for inference {pc.inference!r}, got "
+                              f"{pc.latent_dim}")
         self.agent = self.learner.agent
         n_train = len(self.train_tasks)
         self.rl_buffer = MultiTaskReplay(n_train, tc.replay_capacity, self.spec.obs_dim,
@@ -133,6 +147,9 @@ class MetaTrainer:
                 env.set_task(self.train_tasks[t])
             counts = np.zeros(len(chunk), dtype=np.int64)
             belief = prior((len(chunk),), pc.latent_dim, self.device)
+            if pc.inference == "privileged":
+                belief = self.agent.infer_posterior(
+                    torch.zeros(len(chunk), 0, 1), labels=self.task_labels(chunk).values)
             z = self.agent.sample_z(belief)
             active = list(range(len(chunk)))
             traj = 0
@@ -164,11 +181,32 @@ class MetaTrainer:
         ctx = self.enc_buffer.sample_context(np.asarray(tasks)[has], pc.embedding_batch_size,
                                              self.rng, pc.use_next_obs_in_context,
                                              pc.context_sampling == "trajectories")
-        post = self.agent.infer_posterior(self.agent.context_to_tensor(ctx))
+        lab = self.task_labels(np.asarray(tasks)[has])
+        post = self.agent.infer_posterior(self.agent.context_to_tensor(ctx),
+                                          labels=lab.values if lab is not None else None)
         mean, var = current.mean.clone(), current.var.clone()
         idx = torch.as_tensor(np.flatnonzero(has))
         mean[idx], var[idx] = post.mean, post.var
         return type(current)(mean, var)
+
+    def task_labels(self, tasks: Sequence[int] | np.ndarray) -> TaskLabels | None:
+        """The privileged labels of training tasks (indices), or None when there are none."""
+        if self.train_labels.shape[1] == 0:
+            return None
+        idx = np.asarray(tasks, dtype=np.int64)
+        return TaskLabels(torch.from_numpy(self.train_labels[idx]).to(self.device),
+                          torch.from_numpy(self.train_label_mask[idx]).to(self.device))
+
+    def context_mask(self, n_tasks: int) -> torch.Tensor | None:
+        """Training-context row mask for ``context_lengths: uniform`` (a length drawn per
+        task from 1..embedding_batch_size), None for fixed-length contexts."""
+        pc = self.cfg.pearl
+        if pc.context_lengths == "fixed":
+            return None
+        n = pc.embedding_batch_size
+        lengths = self.rng.integers(1, n + 1, size=n_tasks)
+        mask = (np.arange(n)[None, :] < lengths[:, None]).astype(np.float32)
+        return torch.from_numpy(mask).to(self.device)
 
     # ------------------------------------------------------------------ training
     def trainable_tasks(self) -> np.ndarray:
@@ -195,8 +233,14 @@ class MetaTrainer:
             ctx = self.enc_buffer.sample_context(tasks, pc.embedding_batch_size, self.rng,
                                                  pc.use_next_obs_in_context,
                                                  pc.context_sampling == "trajectories")
+            extra: dict[str, Any] = {}
+            mask = self.context_mask(len(tasks))
+            if mask is not None:
+                extra["context_mask"] = mask
+            if pc.inference != "pog":  # PEARL never sees the labels
+                extra["labels"] = self.task_labels(tasks)
             m = self.learner.update(batch.to_torch(self.device),
-                                    torch.from_numpy(ctx).to(self.device))
+                                    torch.from_numpy(ctx).to(self.device), **extra)
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v
             self.grad_steps += 1
