@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from pearl_robot.core.inference import ContextLayout
 from pearl_robot.core.types import NumpyRLBatch
 
 
@@ -116,10 +117,10 @@ class MultiTaskReplay:
             else self._indices(tasks, n, rng)
         t = tasks[:, None]
         a = self.arrays
-        parts = [a["obs"][t, idx], a["actions"][t, idx], a["context_rewards"][t, idx]]
-        if use_next_obs:
-            parts.append(a["next_obs"][t, idx])
-        return np.concatenate(parts, axis=-1)
+        layout = ContextLayout(self.obs_dim, self.action_dim, use_next_obs)
+        return layout.rows(a["obs"][t, idx], a["actions"][t, idx],
+                           a["context_rewards"][t, idx],
+                           a["next_obs"][t, idx] if use_next_obs else None)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The filled prefix of every task's buffer, plus sizes and write positions."""
@@ -148,8 +149,10 @@ class MultiTaskReplay:
 
 def context_from_path(path: Path, use_next_obs: bool) -> np.ndarray:
     """Context rows of one trajectory, [steps, ctx_dim] (online accumulation in evaluation)."""
-    parts = [path.obs, path.actions, path.context_rewards.reshape(-1, 1)]
-    if use_next_obs:
-        parts.append(path.next_obs)
-    return np.concatenate([np.asarray(p, dtype=np.float32).reshape(len(path.obs), -1)
-                           for p in parts], axis=-1)
+    obs, act = np.asarray(path.obs), np.asarray(path.actions)
+    n = len(obs)
+    layout = ContextLayout(obs.reshape(n, -1).shape[1], act.reshape(n, -1).shape[1],
+                           use_next_obs)
+    return layout.rows(obs.reshape(n, -1), act.reshape(n, -1),
+                       np.asarray(path.context_rewards).reshape(n, 1),
+                       np.asarray(path.next_obs).reshape(n, -1) if use_next_obs else None)

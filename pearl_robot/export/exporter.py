@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from pearl_robot.core.checkpoint import Checkpoint, load_checkpoint, networks_from_checkpoint
-from pearl_robot.core.inference import recommended_window
+from pearl_robot.core.inference import ContextLayout, recommended_window
 from pearl_robot.core.networks import LOG_STD_MAX, LOG_STD_MIN, PearlNetworks
 from pearl_robot.core.pearl import PearlAgent
 from pearl_robot.errors import PearlRobotError
@@ -228,8 +228,7 @@ def recorded_from_rollout(nets: PearlNetworks, family_info: Mapping[str, Any], s
             obs, _ = env.reset(seed=seed + episode)
             with torch.no_grad():
                 if rows:
-                    ctx = np.array([np.concatenate([r[0], r[1], [r[2]]] + (
-                        [r[3]] if nets.cfg.use_next_obs_in_context else [])) for r in rows])
+                    ctx = nets.layout.rows(*(np.array([r[i] for r in rows]) for i in range(4)))
                     post = agent.infer_posterior(agent.context_to_tensor(ctx[None]))
                 else:
                     post = agent.infer_posterior(torch.zeros(1, 0, 1))
@@ -352,10 +351,10 @@ def _random_states(nets: PearlNetworks, n: int, rng: np.random.Generator
 
 
 def _transition_rows(rec: Recorded, use_next: bool) -> np.ndarray:
-    parts = [rec.obs, rec.actions, rec.rewards[:, None]]
-    if use_next:
-        parts.append(rec.next_obs)
-    return np.concatenate(parts, axis=1)
+    """Physical context rows (the encoder graph's input) in the contract's layout."""
+    layout = ContextLayout(rec.obs.shape[1], rec.actions.shape[1], use_next)
+    return layout.rows(rec.obs, rec.actions, rec.rewards, rec.next_obs if use_next else None,
+                       dtype=np.float64)
 
 
 def _random_inputs(nets: PearlNetworks, n: int, rng: np.random.Generator,

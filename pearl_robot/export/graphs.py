@@ -72,20 +72,16 @@ class OnnxEncoder(nn.Module):
         self.obs_dim = nets.spec.obs_dim
         self.action_dim = nets.spec.action_dim
         self.use_next_obs = bool(nets.cfg.use_next_obs_in_context)
-
-    @property
-    def context_dim(self) -> int:
-        return self.obs_dim * (2 if self.use_next_obs else 1) + self.action_dim + 1
+        self.slices = nets.layout.slices
+        self.context_dim = nets.layout.width
 
     def forward(self, transition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        o, a = self.obs_dim, self.action_dim
-        obs = transition[:, :o]
-        act = torch.clamp((transition[:, o:o + a] - self.action_bias) / self.action_scale,
+        sl = self.slices
+        act = torch.clamp((transition[:, sl["action"]] - self.action_bias) / self.action_scale,
                           -1.0, 1.0)
-        rew = transition[:, o + a:o + a + 1]
-        parts = [self.obs_norm(obs), act, rew]
+        parts = [self.obs_norm(transition[:, sl["obs"]]), act, transition[:, sl["reward"]]]
         if self.use_next_obs:
-            parts.append(self.obs_norm(transition[:, o + a + 1:]))
+            parts.append(self.obs_norm(transition[:, sl["next_obs"]]))
         f = self.encoder(torch.cat(parts, dim=-1))
         return f.mean, f.var
 
