@@ -55,12 +55,17 @@ def _bench(bundle: Path, calls: int, block: int, family: str, paced_s: float
     c = b.contract
     rng = np.random.default_rng(0)
     obs32 = rng.standard_normal((1, c.obs_dim)).astype(np.float32)
-    feed = {"obs": obs32, "z": np.zeros((1, c.latent_dim), np.float32),
+    feed = {"obs": obs32, "z": np.zeros((1, c.policy_latent_dim), np.float32),
             "eps": np.zeros((1, c.action_dim), np.float32)}
     enc_feed = {"transition": rng.standard_normal((1, c.context_dim)).astype(np.float32)}
+    enc_names = ["mu", "var"]
+    if c.inference_mode == "pooled":  # one step of the belief state, from a full window
+        enc_feed["ring"] = rng.standard_normal((1, c.step_window, c.step_features)
+                                               ).astype(np.float32)
+        enc_feed["count"] = np.full((1, 1), float(c.step_window), np.float32)
+        enc_names = ["ring_out", "count_out", "mu", "var"]
     actor, encoder = b.actor, b.encoder
     out_names = ["action_mean"]
-    enc_names = ["mu", "var"]
 
     runtimes = {
         "tick_step_mean": PolicyRuntime(bundle, RuntimeConfig(z_schedule="step_mean"),
@@ -182,6 +187,18 @@ def results_first(families: str) -> str:
     return next(f.strip() for f in families.split(",") if f.strip())
 
 
+POOLED_BUNDLES: dict[str, dict[str, Any]] = {
+    # the shipped recipes' sizes (config/train/point_robot_pooled.yaml, twin_arm_pooled.yaml)
+    "point-robot": {"inference": "pooled", "policy_input": "belief", "latent_dim": 5,
+                    "hidden_sizes": (64, 64), "encoder_hidden_sizes": (64, 64),
+                    "feature_dim": 64, "embedding_batch_size": 64},
+    "twin-arm": {"inference": "pooled", "policy_input": "belief", "latent_dim": 16,
+                 "hidden_sizes": (128, 128), "encoder_hidden_sizes": (64, 64),
+                 "head_hidden_sizes": (128, 64), "feature_dim": 64, "embedding_batch_size": 64,
+                 "use_next_obs_in_context": True},
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -190,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--families", default="point-robot,twin-arm",
                    help="comma-separated task families to build bundles for (reference "
                    "network sizes: actor 3x300, encoder 3x200)")
+    p.add_argument("--inference", default="pog,pooled",
+                   help="comma-separated inference modes to build a bundle for, per family "
+                   "(pog: PEARL's factors + running sums; pooled: the step-state graph, sized "
+                   "like config/train/*_pooled.yaml)")
     p.add_argument("--out", type=Path, default=RESULTS, help="JSON results path")
     args = p.parse_args(argv)
     calls = args.calls or (5000 if args.quick else 20000)
@@ -207,15 +228,21 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m bench.bench_runtime" + (" --quick" if args.quick else ""),
         "families": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for family in [f.strip() for f in args.families.split(",") if f.strip()]:
-            bdir = Path(tmp) / family
-            write_test_bundle(bdir, family, seed=0, output_gain=100.0,
-                              config=ExportConfig(random_rows=64, record_steps=40))
-            first = family == results_first(args.families)
+        cases = [(f.strip(), m.strip()) for f in args.families.split(",") if f.strip()
+                 for m in args.inference.split(",") if m.strip()]
+        for family, mode in cases:
+            key = family if mode == "pog" else f"{family}/{mode}"
+            bdir = Path(tmp) / key.replace("/", "-")
+            extra = POOLED_BUNDLES.get(family, POOLED_BUNDLES["point-robot"]) \
+                if mode == "pooled" else {}
+            write_test_bundle(bdir, family, seed=0, output_gain=100.0 if mode == "pog" else 3.0,
+                              config=ExportConfig(random_rows=64, record_steps=40), **extra)
+            first = (family, mode) == cases[0]
             r = _bench(bdir, calls, 1000, family,
                        (3.0 if args.quick else 10.0) if first else 0.0)
-            results["families"][family] = r
-            print(f"{family} (obs {r['bundle']['obs_dim']}, action {r['bundle']['action_dim']},"
+            r["bundle"]["inference"] = mode
+            results["families"][key] = r
+            print(f"{key} (obs {r['bundle']['obs_dim']}, action {r['bundle']['action_dim']},"
                   f" latent {r['bundle']['latent_dim']}):")
             print(f"  {'case':<30}{'median us':>10}{'p99 us':>10}{'p99.9 us':>10}"
                   f"{'x floor (median)':>17}")

@@ -25,6 +25,7 @@ ContextSampling = Literal["transitions", "trajectories"]
 ContextLengths = Literal["fixed", "uniform"]
 InferenceMode = Literal["pog", "pooled", "privileged"]
 PolicyInput = Literal["sample", "belief"]
+BeliefHead = Literal["mlp", "anchors"]
 
 
 def _check(cond: bool, name: str, message: str, value: Any) -> None:
@@ -120,6 +121,12 @@ class PearlConfig:
     concatenated (2 x latent_dim inputs), so the policy knows how sure the belief is."""
     feature_dim: int = 64
     """"pooled": width of the per-transition feature vector that is mean- and max-pooled."""
+    belief_head: BeliefHead = "mlp"
+    """"pooled": how pooled features become the belief. "mlp": an MLP on the features' mean
+    and max and the context size. "anchors": the features are per-transition log-likelihood
+    contributions over ``feature_dim`` learned anchor points in z space, summed over the
+    context (a product of non-Gaussian factors: it can intersect what single transitions
+    only constrain); the belief is the anchors' posterior mixture, moment-matched."""
     head_hidden_sizes: tuple[int, ...] = (64, 64)
     """"pooled": hidden widths of the belief head (pooled features -> belief mean, var)."""
     decoder_hidden_sizes: tuple[int, ...] = (64, 64)
@@ -138,13 +145,17 @@ class PearlConfig:
     "uniform": a length drawn per task from 1..embedding_batch_size (rows beyond it masked),
     so the belief learns how sure to be after a few transitions as well as after many
     ("pooled" and "pog" both honour it)."""
+    inference_updates: int = 1
+    """"pooled": gradient steps of the belief (encoder, head, decoder) per actor-critic step;
+    each extra one draws fresh contexts. The belief's losses are cheap next to the critics',
+    so extra steps buy inference accuracy for little wall clock."""
     belief_window: int | None = None
     """"pooled": newest transitions the online belief keeps (the step graph's ring size);
     None: embedding_batch_size."""
 
     def __post_init__(self) -> None:
         _positive(self, "latent_dim", "meta_batch", "batch_size", "embedding_batch_size",
-                  "feature_dim",
+                  "feature_dim", "inference_updates",
                   "reward_scale", "policy_lr", "qf_lr", "vf_lr", "context_lr", "alpha_lr",
                   "var_floor")
         _non_negative(self, "kl_lambda", "policy_mean_reg", "policy_std_reg",
@@ -153,6 +164,8 @@ class PearlConfig:
                "must be 'pog', 'pooled' or 'privileged'", self.inference)
         _check(self.policy_input in ("sample", "belief"), "PearlConfig.policy_input",
                "must be 'sample' or 'belief'", self.policy_input)
+        _check(self.belief_head in ("mlp", "anchors"), "PearlConfig.belief_head",
+               "must be 'mlp' or 'anchors'", self.belief_head)
         _check(self.context_lengths in ("fixed", "uniform"), "PearlConfig.context_lengths",
                "must be 'fixed' or 'uniform'", self.context_lengths)
         _check(self.belief_window is None or (isinstance(self.belief_window, int)

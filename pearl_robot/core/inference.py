@@ -387,19 +387,26 @@ class StepBelief:
         """Advance the belief by one transition per batch row ([B, width] raw context rows,
         physical units as the step graph takes them). Rows where ``live`` is False keep their
         state (a finished episode in a lockstep batch). Raises ValueError when the step
-        returns non-finite values (the state is then left unchanged)."""
+        returns a non-finite or non-positive belief (the state is then left unchanged): a
+        non-finite feature would reach the pooled mean, so checking the belief covers it."""
         out = self.step_fn(np.asarray(rows, dtype=np.float32).reshape(self.batch, -1),
                            self.ring, self.count_arr)
-        ring, count = np.asarray(out.ring), np.asarray(out.count)
-        mean, var = np.asarray(out.mean), np.asarray(out.var)
-        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(var)) and np.all(var > 0)
-                and np.all(np.isfinite(ring))):
+        if not (np.isfinite(out.mean).all() and np.isfinite(out.var).all()
+                and (out.var > 0).all()):
             raise ValueError("belief step produced non-finite values")
-        sel = slice(None) if live is None else np.asarray(live, dtype=bool)
-        self.ring[sel] = ring[sel]
-        self.count_arr[sel] = count[sel]
-        self._mean[sel] = mean[sel]
-        self._var[sel] = var[sel]
+        if live is None:  # the robot's path: copies into owned arrays, no temporaries
+            np.copyto(self.ring, out.ring)
+            np.copyto(self.count_arr, out.count)
+            np.copyto(self._mean, out.mean)
+            np.copyto(self._var, out.var)
+            if self._count[0] < self.window or self.batch > 1:
+                np.minimum(self._count + 1, self.window, out=self._count)
+            return
+        sel = np.asarray(live, dtype=bool)
+        self.ring[sel] = out.ring[sel]
+        self.count_arr[sel] = out.count[sel]
+        self._mean[sel] = out.mean[sel]
+        self._var[sel] = out.var[sel]
         self._count[sel] = np.minimum(self._count[sel] + 1, self.window)
 
 

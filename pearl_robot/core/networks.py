@@ -151,7 +151,7 @@ class ContextEncoder(nn.Module):
         return GaussianFactors(mean, var)
 
 
-_MASKED = -1e9  # max pooling's value for rows outside the context (never selected)
+_MASKED_OFFSET = 1e9  # subtracted from rows outside the context before max pooling
 
 
 class PooledEncoder(nn.Module):
@@ -173,29 +173,51 @@ class PooledEncoder(nn.Module):
 
     def __init__(self, in_dim: int, hidden: tuple[int, ...], features: int,
                  head_hidden: tuple[int, ...], latent_dim: int, var_floor: float,
-                 window: int) -> None:
+                 window: int, head: str = "mlp") -> None:
         super().__init__()
         self.latent_dim = latent_dim
         self.features = features
         self.var_floor = var_floor
         self.window = window
+        self.head_kind = head
         self.phi = mlp(in_dim, hidden, features, last_init=1.0 / math.sqrt(hidden[-1]))
-        self.head = mlp(2 * features + 1, head_hidden, 2 * latent_dim)
+        if head == "anchors":
+            # K anchors in z space, each with a prior logit and a per-dim spread
+            self.anchors = nn.Parameter(torch.randn(features, latent_dim) * 0.7)
+            self.anchor_logit = nn.Parameter(torch.zeros(features))
+            self.anchor_raw_var = nn.Parameter(torch.full((features, latent_dim), -2.0))
+        else:
+            self.head = mlp(2 * features + 1, head_hidden, 2 * latent_dim)
         self._log_window = math.log1p(window)
 
+    def _anchor_belief(self, h: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor,
+                                                                      torch.Tensor]:
+        """Moment-matched posterior over the anchors: logits = prior + summed evidence."""
+        logits = self.anchor_logit + (h * m).sum(dim=-2)
+        p = torch.softmax(logits, dim=-1).unsqueeze(-1)  # [..., K, 1]
+        c = self.anchors
+        mean = (p * c).sum(dim=-2)
+        spread = F.softplus(self.anchor_raw_var) + (c - mean.unsqueeze(-2)) ** 2
+        return mean, (p * spread).sum(dim=-2)
+
     def pool(self, h: torch.Tensor, mask: torch.Tensor) -> Posterior:
-        """Belief from features ``h`` [..., N, H] and row mask [..., N] (1 = in context)."""
+        """Belief from features ``h`` [..., N, H] and row mask [..., N] (1 = in context).
+
+        Masking is arithmetic (no ``where``/``full_like``): the exported step graph is then a
+        short chain of fused ops, which is what the 20 Hz tick pays for."""
         m = mask.unsqueeze(-1)
         n = mask.sum(dim=-1, keepdim=True)  # [..., 1]
-        mean = (h * m).sum(dim=-2) / torch.clamp(n, min=1.0)
-        mx = torch.where(m > 0, h, torch.full_like(h, _MASKED)).amax(dim=-2)
-        empty = n <= 0
-        mx = torch.where(empty, torch.zeros_like(mx), mx)
-        out = self.head(torch.cat([mean, mx, torch.log1p(n) / self._log_window], dim=-1))
-        mu, raw = out.split(self.latent_dim, dim=-1)
-        var = torch.clamp(F.softplus(raw), min=self.var_floor)
-        return Posterior(torch.where(empty, torch.zeros_like(mu), mu),
-                         torch.where(empty, torch.ones_like(var), var))
+        full = (n > 0).to(h.dtype)  # 0 for an empty context: the belief is the prior
+        if self.head_kind == "anchors":
+            mu, var = self._anchor_belief(h, m)
+        else:
+            mean = (h * m).sum(dim=-2) / torch.clamp(n, min=1.0)
+            mx = (h + (m - 1.0) * _MASKED_OFFSET).amax(dim=-2) * full
+            out = self.head(torch.cat([mean, mx, torch.log1p(n) / self._log_window], dim=-1))
+            mu, raw = out.split(self.latent_dim, dim=-1)
+            var = F.softplus(raw)
+        var = torch.clamp(var, min=self.var_floor)
+        return Posterior(mu * full, var * full + (1.0 - full))
 
     def forward(self, rows: torch.Tensor, mask: torch.Tensor | None = None) -> Posterior:
         """Belief of each context: normalized rows [..., N, width], mask [..., N]."""
@@ -301,7 +323,8 @@ class PearlNetworks(nn.Module):
         if cfg.inference == "pooled":
             self.encoder: nn.Module = PooledEncoder(
                 self.layout.width, cfg.encoder_hidden_sizes, cfg.feature_dim,
-                cfg.head_hidden_sizes, cfg.latent_dim, cfg.var_floor, belief_window(cfg))
+                cfg.head_hidden_sizes, cfg.latent_dim, cfg.var_floor, belief_window(cfg),
+                cfg.belief_head)
             self.decoder = RewardDecoder(o, a, cfg.latent_dim, cfg.decoder_hidden_sizes)
         else:  # pog; "privileged" keeps an (unused) encoder so checkpoints have one layout
             self.encoder = ContextEncoder(self.layout.width, cfg.encoder_hidden_sizes,

@@ -317,6 +317,25 @@ class PearlLearner:
         return metrics
 
 
+    def update_inference(self, batch: RLBatch, context: torch.Tensor,
+                         context_mask: torch.Tensor | None = None,
+                         labels: TaskLabels | None = None) -> dict[str, float]:
+        """One gradient step of the "pooled" belief alone (encoder, head, reward decoder) on
+        its own losses; the actor-critic is untouched."""
+        if self.cfg.inference != "pooled":
+            raise ValueError("update_inference is for inference 'pooled'")
+        nets = self.nets
+        T, B = batch.obs.shape[:2]
+        post = self.agent.infer_posterior(context, context_mask)
+        kl, loss, aux = self._pooled_losses(
+            post, labels, nets.obs_norm(batch.obs.reshape(T * B, -1)),
+            batch.actions.reshape(T * B, -1), nets.obs_norm(batch.next_obs.reshape(T * B, -1)),
+            batch.rewards.reshape(T * B, 1), T, B)
+        self.context_opt.zero_grad(set_to_none=True)
+        (self.cfg.kl_lambda * kl + loss).backward()
+        self.context_opt.step()
+        return {k: float(v.detach()) for k, v in aux.items()}
+
     def _pooled_losses(self, post: Posterior, labels: TaskLabels | None, obs: torch.Tensor,
                        actions: torch.Tensor, next_obs: torch.Tensor, rewards: torch.Tensor,
                        T: int, B: int

@@ -52,7 +52,7 @@ def write_test_checkpoint(path: str | Path, family: str = "point-robot", seed: i
     if output_gain != 1.0:
         with torch.no_grad():
             nets.actor.mean_head.weight.mul_(output_gain)
-            last = nets.encoder.head[-1] if cfg.pearl.inference == "pooled" \
+            last = nets.encoder.phi[-1] if cfg.pearl.inference == "pooled" \
                 else nets.encoder.net[-1]
             last.weight.mul_(output_gain)
     payload = {"config": dataclasses.asdict(cfg), "env_spec": meta,

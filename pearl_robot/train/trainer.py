@@ -239,8 +239,15 @@ class MetaTrainer:
                 extra["context_mask"] = mask
             if pc.inference != "pog":  # PEARL never sees the labels
                 extra["labels"] = self.task_labels(tasks)
-            m = self.learner.update(batch.to_torch(self.device),
-                                    torch.from_numpy(ctx).to(self.device), **extra)
+            tbatch = batch.to_torch(self.device)
+            m = self.learner.update(tbatch, torch.from_numpy(ctx).to(self.device), **extra)
+            for _ in range(pc.inference_updates - 1 if pc.inference == "pooled" else 0):
+                ctx = self.enc_buffer.sample_context(tasks, pc.embedding_batch_size, self.rng,
+                                                     pc.use_next_obs_in_context,
+                                                     pc.context_sampling == "trajectories")
+                self.learner.update_inference(tbatch, torch.from_numpy(ctx).to(self.device),
+                                              self.context_mask(len(tasks)),
+                                              self.task_labels(tasks))
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v
             self.grad_steps += 1

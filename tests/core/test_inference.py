@@ -26,9 +26,9 @@ DATA = Path(__file__).parent / "data"
 SPEC = EnvSpec(3, 2, np.full(2, -1.0), np.full(2, 1.0))
 
 
-def _pooled(window: int = 8, **kw) -> PooledEncoder:  # noqa: ANN003
+def _pooled(window: int = 8, head: str = "mlp") -> PooledEncoder:
     torch.manual_seed(0)
-    return PooledEncoder(6, (16, 16), 12, (16,), 3, 1e-4, window, **kw).eval()
+    return PooledEncoder(6, (16, 16), 12, (16,), 3, 1e-4, window, head).eval()
 
 
 class TestContextLayout:
@@ -57,8 +57,9 @@ class TestContextLayout:
 
 
 class TestPooledBelief:
-    def test_step_equals_batch_inference_inside_and_beyond_the_window(self) -> None:
-        enc = _pooled(window=8)
+    @pytest.mark.parametrize("head", ["mlp", "anchors"])
+    def test_step_equals_batch_inference_inside_and_beyond_the_window(self, head: str) -> None:
+        enc = _pooled(window=8, head=head)
         rows = torch.randn(1, 20, 6)
         ring, count = torch.zeros(1, 8, 12), torch.zeros(1, 1)
         with torch.no_grad():
@@ -70,8 +71,9 @@ class TestPooledBelief:
                 torch.testing.assert_close(var, want.var, atol=1e-6, rtol=1e-5)
                 assert int(count.item()) == min(t + 1, 8)
 
-    def test_order_invariant_and_empty_context_is_the_prior(self) -> None:
-        enc = _pooled()
+    @pytest.mark.parametrize("head", ["mlp", "anchors"])
+    def test_order_invariant_and_empty_context_is_the_prior(self, head: str) -> None:
+        enc = _pooled(head=head)
         rows = torch.randn(2, 7, 6)
         with torch.no_grad():
             a = enc(rows)
