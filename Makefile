@@ -5,13 +5,14 @@
 #   make test-slow  long tests (learning runs, soak, full fuzz), not in CI
 #   make bench      benchmarks -> bench/results/*.json and the tables in docs/performance.md
 #   make lint       ruff
+#   make model      retrain the shipped bundle models/arm3 from its recipe (seeded; ~30 min)
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow bench lint colcon-check clean
+.PHONY: setup demo test test-slow bench lint colcon-check clean model
 
 setup: $(STAMP)
 
@@ -35,6 +36,16 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.run_all
+
+# The shipped model: the twin-arm "pooled" recipe, seed 0, then export (parity-checked) and the
+# robot-side check. Wall clock and held-out numbers land in the bundle's provenance.
+MODEL_ITERATIONS ?= 120
+MODEL_RUN ?= runs/model-arm3
+model: $(STAMP)
+	$(VENV)/bin/pearl-robot train --config config/train/twin_arm_pooled.yaml --seed 0 \
+		--iterations $(MODEL_ITERATIONS) --out $(MODEL_RUN) --no-tensorboard
+	$(VENV)/bin/pearl-robot export $(MODEL_RUN)/checkpoints/final.pt models/arm3 --force
+	$(VENV)/bin/pearl-robot bundle check models/arm3 --robot
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pearl_robot tests bench launch

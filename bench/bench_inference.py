@@ -61,7 +61,10 @@ def variant_config(family: str, variant: str, seed: int):  # noqa: ANN201 - Expe
     fam = FAMILIES[family]
     base = load_experiment(ROOT / fam["pooled" if variant in ("pooled", "privileged")
                                          else "pog"])
-    over: dict[str, dict[str, Any]] = {"train": {"seed": seed, "torch_threads": 1}}
+    # the wall-clock cap ends every run, not the configs' iteration counts
+    over: dict[str, dict[str, Any]] = {"train": {"seed": seed, "torch_threads": 1,
+                                                 "num_iterations": 1_000_000,
+                                                 "checkpoint_every": 1_000_000}}
     if variant == "no_inference":
         over["pearl"] = {"task_inference": False}
     elif variant == "privileged":

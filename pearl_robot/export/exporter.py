@@ -708,8 +708,12 @@ def export_checkpoint(checkpoint: str | Path | Checkpoint, out_dir: str | Path,
         recorded = recorded_from_replay(ckpt.replay, nets)
     trainer = {k: v for k, v in (ckpt.trainer or {}).items()  # counters, not RNG states
                if isinstance(v, (int, float, bool)) or (isinstance(v, str) and len(v) <= 64)}
+    held_out = {k: float(v) for k, v in dict((ckpt.trainer or {}).get("last_eval") or {}
+                                             ).items()
+                if isinstance(v, (int, float)) and np.isfinite(v)}
     prov = {"checkpoint": str(Path(ckpt.path).resolve()),
             "checkpoint_sha256": sha256_file(ckpt.path), "trainer": trainer,
+            "held_out": held_out,
             "training": dict(ckpt.provenance or {}),
             "config": {"pearl": _jsonable(ckpt.config.pearl.__dict__),
                        "train": _jsonable(ckpt.config.train.__dict__)}}
