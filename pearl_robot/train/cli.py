@@ -43,8 +43,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="shortcut for --set train.seed=N")
     p.add_argument("--out", type=Path, help="run directory (default runs/<family>-<time>)")
     p.add_argument("--resume", type=Path, metavar="CHECKPOINT",
-                   help="continue a run exactly from its checkpoint (same config unless "
-                   "overridden; --iterations raises the total)")
+                   help="continue a run from its checkpoint (same config unless overridden; "
+                   "--iterations raises the total). Restores networks, optimizers, counters "
+                   "and RNG states; the replay buffers only when the run saved them "
+                   "(train.save_replay_buffers: true, off in the shipped configs: otherwise "
+                   "the initial data is re-collected and the continuation is not bit-exact)")
     p.add_argument("--init", type=Path, metavar="CHECKPOINT",
                    help="warm-start the networks from a checkpoint (optimizers and counters "
                    "start fresh), e.g. to retrain from logs; without --config the family, "
