@@ -16,7 +16,7 @@ driven in-process, without the ROS graph and without the episode log.
 Examples:
   pearl-robot demo                         # 6 episodes in real time (about a minute)
   pearl-robot demo --real-time-factor 4    # faster than real time (sim time)
-  pearl-robot demo --bundle models/twin_arm --episodes 9 --out runs/demo
+  pearl-robot demo --bundle models/arm3 --episodes 9 --out runs/demo
 """
 
 from __future__ import annotations

@@ -95,6 +95,12 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Read and validate a checkpoint (``weights_only=True``: no code runs from the file)."""
     path = Path(path)
+    if path.is_dir():
+        found = [p for p in (path / "checkpoints" / "final.pt", path / "checkpoints" / "latest.pt",
+                             path / "final.pt", path / "latest.pt") if p.is_file()]
+        hint = f"pass {found[0]}" if found else \
+            "pass a .pt file (a run directory holds checkpoints/final.pt and latest.pt)"
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file; {hint}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:

@@ -36,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                 metavar="{info,check,recover,export}")
     info = sub.add_parser("info", help="summary and a plot of one or more datasets")
     info.add_argument("dirs", nargs="+", type=Path, help="dataset directories")
-    info.add_argument("--plot", type=Path, default=Path("dataset-summary.png"),
-                      help="PNG with returns per episode and per task (default: %(default)s)")
+    info.add_argument("--plot", type=Path, default=None,
+                      help="PNG with returns per episode and per task (default: "
+                      "runs/plots/<first DIR's name>-summary.png; runs/ is git-ignored)")
     info.add_argument("--no-plot", action="store_true", help="skip the plot")
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
     check = sub.add_parser("check", help="validate; non-zero exit when anything is wrong")
@@ -74,8 +75,10 @@ def _info(args: argparse.Namespace) -> int:
     else:
         print(format_summary(summary))
     if not args.no_plot and loaded.episodes:
-        if plot_summary(loaded, args.plot):
-            print(f"plot: {args.plot}")
+        plot = args.plot or Path("runs") / "plots" / \
+            f"{Path(args.dirs[0]).resolve().name or 'dataset'}-summary.png"
+        if plot_summary(loaded, plot):
+            print(f"plot: {plot}")
     return 0
 
 

@@ -452,7 +452,9 @@ def check_datasets(roots: Sequence[Path | str], verify_sha: bool = True) -> list
         try:
             problems += load_datasets([r], use_cache=False, verify_sha=verify_sha).problems
         except DatasetError as exc:
-            problems.append(Problem("error", str(r), -1, str(exc)))
+            msg = str(exc)  # it usually starts with the path, which Problem prints already
+            msg = msg[len(f"{r}: "):] if msg.startswith(f"{r}: ") else msg
+            problems.append(Problem("error", str(r), -1, msg))
     return problems
 
 

@@ -1,7 +1,7 @@
 """Export a checkpoint to a model bundle the robot can run (ONNX actor + encoder, contract,
 golden vectors).
 
-  pearl-robot export runs/point/checkpoint.pt models/point
+  pearl-robot export runs/point/checkpoints/final.pt runs/point/bundle
 
 The ONNX graphs are checked against the torch model on recorded inputs (transitions logged on
 the robot with --recorded, else the checkpoint's replay buffers, else a short rollout in the

@@ -127,9 +127,10 @@ class LoggerNodeConfig:
 
     DYNAMIC: ClassVar[frozenset[str]] = frozenset()
 
-    dataset_dir: str = "data/adapt"
+    dataset_dir: str = "runs/data/adapt"
     """Dataset directory (MCAP episode files + manifest.jsonl); created if missing, resumed
-    (episode numbering continues, unfinished files recovered) if it exists."""
+    (episode numbering continues, unfinished files recovered) if it exists. The default lies
+    under ``runs/`` (git-ignored, where every run output goes), never in the source tree."""
     robot_id: str = "robot"
     """Robot name recorded in the manifest, so datasets of several robots can be merged."""
     queue_size: int = 12000

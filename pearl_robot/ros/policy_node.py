@@ -511,8 +511,10 @@ class PolicyNode(Node):
         """Score the transition that ends at this state, act (command out first: it is the
         latency-critical message), then publish the transition and the belief."""
         obs = self._obs
+        # the runtime's check (finite, inside the contract's range) keeps a refused state out
+        # of the logged transition and the step count too, not only out of the command
         obs_ok = (obs is not None and age is not None and age <= self.params.value.stale_obs_s
-                  and bool(np.all(np.isfinite(obs))))
+                  and not self.runtime.check_observation(obs))
         reward = None
         pending = self._pending
         transition: Callable[[], np.ndarray] | None

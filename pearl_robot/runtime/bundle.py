@@ -27,6 +27,8 @@ import io
 import json
 import math
 import os
+import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +67,12 @@ POSTERIOR_CONVENTIONS = ("pog-no-prior", "pog-with-prior")
 training KL only and is the belief when the context is empty (``core.posterior``).
 ``pog-with-prior``: the prior is one more factor in the product."""
 
+MAX_FILE_BYTES = {CONTRACT_FILE: 16 << 20, ACTOR_FILE: 256 << 20, ENCODER_FILE: 256 << 20,
+                  GOLDEN_FILE: 64 << 20}
+"""Largest accepted size of each bundle file. The exported MLPs are well under 10 MiB and a
+contract with its task list under 1 MiB; the bounds only keep a wrong file (a disk image, a
+log) from being read into memory on the robot."""
+
 GOLDEN_KEYS = ("actor_obs", "actor_z", "actor_eps", "actor_action_mean", "actor_action_sample",
                "encoder_transition", "encoder_mu", "encoder_var")
 GOLDEN_STEP_KEYS = ("encoder_ring", "encoder_count", "encoder_ring_out", "encoder_count_out")
@@ -81,6 +89,11 @@ class BundleNotFoundError(BundleError):
 
 class BundleFileMissingError(BundleError):
     """A file the bundle must contain is missing."""
+
+
+class BundleFileTypeError(BundleError):
+    """A bundle file is not a regular file (a FIFO, a device, a socket, a directory, or a link
+    to one) or is larger than :data:`MAX_FILE_BYTES` allows; it is never read."""
 
 
 class BundleHashError(BundleError):
@@ -153,6 +166,104 @@ def seal_contract(bundle_dir: str | Path, contract: dict[str, Any]) -> dict[str,
         f.flush()
         os.fsync(f.fileno())
     return contract
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_bundle_file(bundle_dir: str | Path, name: str, limit: int | None = None) -> bytes:
+    """The bytes of one bundle file, read only when it is a regular file within its bound.
+
+    A FIFO would block ``open``/``read`` forever, a device (``/dev/zero``) would read without
+    end, and opening a serial device can toggle its control lines: so the path is ``stat``-ed
+    (following links) before it is opened, opened non-blocking without becoming a controlling
+    terminal, checked again on the open descriptor (the path may have been swapped in
+    between), and read to at most ``limit`` + 1 bytes."""
+    path = Path(bundle_dir) / name
+    limit = MAX_FILE_BYTES.get(name, 16 << 20) if limit is None else limit
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        what = "a link to nothing" if os.path.islink(path) else "missing"
+        raise BundleFileMissingError(f"{bundle_dir}: {name} is {what}") from None
+    except OSError as exc:
+        raise BundleFileTypeError(f"{bundle_dir}: {name} cannot be read ({exc.strerror})"
+                                  ) from None
+
+    def refuse(mode: int, size: int) -> None:
+        if not stat.S_ISREG(mode):
+            link = " (through a symbolic link)" if os.path.islink(path) else ""
+            raise BundleFileTypeError(f"{bundle_dir}: {name} is {_kind(mode)}{link}, not a "
+                                      f"regular file; refused without reading it")
+        if size > limit:
+            raise BundleFileTypeError(f"{bundle_dir}: {name} is {size} bytes, over the "
+                                      f"{limit >> 20} MiB a bundle file may have")
+
+    refuse(st.st_mode, st.st_size)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | \
+        getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise BundleFileMissingError(f"{bundle_dir}: {name} is missing") from None
+    except OSError as exc:
+        raise BundleFileTypeError(f"{bundle_dir}: {name} cannot be opened ({exc.strerror})"
+                                  ) from None
+    try:
+        fst = os.fstat(fd)
+        refuse(fst.st_mode, fst.st_size)
+        chunks, total = [], 0
+        while True:
+            block = os.read(fd, min(1 << 20, limit + 1 - total))
+            if not block:
+                break
+            chunks.append(block)
+            total += len(block)
+            if total > limit:
+                raise BundleFileTypeError(f"{bundle_dir}: {name} grew past the "
+                                          f"{limit >> 20} MiB a bundle file may have while "
+                                          f"being read")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise BundleFileTypeError(f"{bundle_dir}: {name} cannot be read ({exc.strerror})"
+                                  ) from None
+    finally:
+        os.close(fd)
+
+
+_NONFINITE_TOKEN = re.compile(r"(?<![\w.\"])(-?Infinity|NaN)(?![\w\"])")
+
+
+def parse_contract_json(text: str) -> Any:
+    """``json.loads`` for ``contract.json`` that refuses what is not JSON but Python's parser
+    accepts: ``NaN``/``Infinity`` tokens and numbers that overflow to infinity (``1e400``).
+    BundleContractError naming the line; never a bare ValueError."""
+
+    def bad(token: str) -> float:
+        m = _NONFINITE_TOKEN.search(text) if token in ("NaN", "Infinity", "-Infinity") else None
+        pos = m.start() if m else text.find(token)
+        line = text.count("\n", 0, pos) + 1 if pos >= 0 else "?"
+        raise BundleContractError(f"{CONTRACT_FILE}: {token} at line {line} is not a valid "
+                                  f"JSON number (NaN and Infinity are not JSON; every number "
+                                  f"in a contract must be finite)")
+
+    def number(token: str) -> float:
+        x = float(token)
+        return x if math.isfinite(x) else bad(token)
+
+    try:
+        return json.loads(text, parse_constant=bad, parse_float=number)
+    except json.JSONDecodeError as exc:
+        raise BundleContractError(f"{CONTRACT_FILE} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise BundleContractError(f"{CONTRACT_FILE} nests too deeply to be a contract"
+                                  ) from None
 
 
 # --------------------------------------------------------------------------- contract
@@ -296,6 +407,71 @@ def _floats(obj: dict[str, Any], key: str, where: str, n: int) -> np.ndarray:
     return arr
 
 
+def declared_graph_io(obs_dim: int, action_dim: int, latent_dim: int, context_dim: int,
+                      z_dim: int | None = None, step_state: tuple[int, int] | None = None
+                      ) -> dict[str, tuple[str, dict[str, dict[str, int | tuple[int, ...]]]]]:
+    """Graph name -> (file, {"inputs"|"outputs": {tensor: trailing shape}}): what the
+    observation, action, latent and context sizes imply; the one table both the contract's
+    ``graphs`` section and the loaded ONNX graphs are compared with. ``z_dim``: the actor's
+    latent input when it is not ``latent_dim`` (a belief-input policy: 2 x latent);
+    ``step_state``: (window, features) of a step-state encoder (inference ``pooled``)."""
+    z = latent_dim if z_dim is None else z_dim
+    if step_state is not None:
+        enc: dict[str, dict[str, int | tuple[int, ...]]] = {
+            "inputs": {"transition": context_dim, "ring": step_state, "count": 1},
+            "outputs": {"ring_out": step_state, "count_out": 1, "mu": latent_dim,
+                        "var": latent_dim}}
+    else:
+        enc = {"inputs": {"transition": context_dim},
+               "outputs": {"mu": latent_dim, "var": latent_dim}}
+    return {
+        "actor": (ACTOR_FILE, {"inputs": {"obs": obs_dim, "z": z, "eps": action_dim},
+                               "outputs": {"action_mean": action_dim,
+                                           "action_sample": action_dim}}),
+        "encoder": (ENCODER_FILE, enc),
+    }
+
+
+def contract_graph_io(contract: Contract
+                      ) -> dict[str, tuple[str, dict[str, dict[str, int | tuple[int, ...]]]]]:
+    """:func:`declared_graph_io` for a parsed contract (its inference mode included)."""
+    state = (contract.step_window, contract.step_features) \
+        if contract.inference_mode == "pooled" else None
+    return declared_graph_io(contract.obs_dim, contract.action_dim, contract.latent_dim,
+                             contract.context_dim, contract.policy_latent_dim, state)
+
+
+def _check_declared_graphs(raw: dict[str, Any], o: int, a: int, L: int, c: int,
+                           z_dim: int | None = None,
+                           step_state: tuple[int, int] | None = None) -> None:
+    """The ``graphs`` section must state exactly the I/O the sizes imply: a contract that
+    lies about its graphs (another file, another tensor, another width) is refused here,
+    before any graph is loaded, even when the graphs themselves would fit the sizes."""
+    graphs = _need(raw, "graphs", "", dict)
+    for gname, (fname, io_) in declared_graph_io(o, a, L, c, z_dim, step_state).items():
+        g = _need(graphs, gname, "graphs.", dict)
+        if g.get("file") != fname:
+            raise BundleContractError(f"{CONTRACT_FILE}: graphs.{gname}.file is "
+                                      f"{g.get('file')!r}; this runtime reads {fname!r}")
+        for kind, tensors in io_.items():
+            declared = _need(g, kind, f"graphs.{gname}.", dict)
+            if list(declared) != list(tensors):
+                raise BundleContractError(
+                    f"{CONTRACT_FILE}: graphs.{gname}.{kind} names {list(declared)}, the "
+                    f"runtime feeds {list(tensors)}")
+            for tname, width in tensors.items():
+                shape = declared[tname]
+                tail = list(width) if isinstance(width, tuple) else [width]
+                if not (isinstance(shape, list) and len(shape) == 1 + len(tail) and
+                        shape[0] in ("batch", 1) and shape[1:] == tail and
+                        not any(isinstance(x, bool) for x in shape[1:])):
+                    want = ", ".join(map(str, ["'batch'", *tail]))
+                    raise BundleContractError(
+                        f"{CONTRACT_FILE}: graphs.{gname}.{kind}.{tname} declares shape "
+                        f"{shape!r}, but the contract's sizes make it [{want}] "
+                        f"(obs {o}, action {a}, latent {L}, context {c})")
+
+
 def parse_contract(raw: Any) -> Contract:
     """Validate a contract JSON object (BundleContractError naming the first bad field)."""
     if not isinstance(raw, dict):
@@ -321,6 +497,11 @@ def parse_contract(raw: Any) -> Contract:
     if obs.get("low") is not None or obs.get("high") is not None:
         obs_low = _floats(obs, "low", "observation.", len(obs_names))
         obs_high = _floats(obs, "high", "observation.", len(obs_names))
+        if not np.all(obs_high >= obs_low):
+            i = int(np.flatnonzero(obs_high < obs_low)[0])
+            raise BundleContractError(f"{CONTRACT_FILE}: observation.high[{obs_names[i]}] = "
+                                      f"{obs_high[i]:g} is below observation.low "
+                                      f"{obs_low[i]:g}")
     joints = act.get("joints")
     if joints is None:
         joints = [n.rpartition(".")[0] or n for n in act_names]
@@ -391,6 +572,23 @@ def parse_contract(raw: Any) -> Contract:
     golden = _need(raw, "golden", "", dict)
     atol = _need(golden, "atol", "golden.", float)
     rtol = _need(golden, "rtol", "golden.", float)
+    for where, value in (("posterior.var_floor", var_floor), ("golden.atol", atol),
+                         ("golden.rtol", rtol)):
+        if not (math.isfinite(value) and value >= 0):
+            raise BundleContractError(f"{CONTRACT_FILE}: {where} must be a finite number >= 0, "
+                                      f"got {value!r}")
+    if golden.get("file", GOLDEN_FILE) != GOLDEN_FILE:
+        raise BundleContractError(f"{CONTRACT_FILE}: golden.file is {golden.get('file')!r}; "
+                                  f"this runtime reads {GOLDEN_FILE!r}")
+    golden_rows = golden.get("rows")
+    if golden_rows is not None and (not isinstance(golden_rows, int) or
+                                    isinstance(golden_rows, bool) or golden_rows <= 0):
+        raise BundleContractError(f"{CONTRACT_FILE}: golden.rows must be a positive integer, "
+                                  f"got {golden_rows!r}")
+    context_dim = sum(f.size for f in fields)
+    _check_declared_graphs(raw, len(obs_names), len(act_names), latent, context_dim,
+                           2 * latent if policy_input == "belief" else latent,
+                           (step_window, step_features) if mode == "pooled" else None)
     files = _need(raw, "files", "", dict)
     missing = [n for n in HASHED_FILES if n not in files]
     if missing:
@@ -570,6 +768,18 @@ class Bundle:
         return self.contract.contract_sha256
 
 
+def read_contract_json(bundle_dir: str | Path) -> Any:
+    """``contract.json`` as parsed JSON (regular file, size bound, strict numbers); not yet
+    validated or hash-checked."""
+    blob = read_bundle_file(bundle_dir, CONTRACT_FILE)
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BundleContractError(f"{CONTRACT_FILE} is not valid JSON (not UTF-8: {exc})"
+                                  ) from None
+    return parse_contract_json(text)
+
+
 def read_contract(bundle_dir: str | Path) -> Contract:
     """Parse and hash-check ``contract.json`` alone (no graphs loaded)."""
     bundle_dir = Path(bundle_dir)
@@ -577,14 +787,10 @@ def read_contract(bundle_dir: str | Path) -> Contract:
         raise BundleNotFoundError(f"bundle directory not found: {bundle_dir}")
     if not bundle_dir.is_dir():
         raise BundleNotFoundError(f"bundle path is not a directory: {bundle_dir}")
-    cpath = bundle_dir / CONTRACT_FILE
-    if not cpath.is_file():
-        raise BundleFileMissingError(f"{bundle_dir}: missing {CONTRACT_FILE}")
-    try:
-        raw = json.loads(cpath.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleContractError(f"{CONTRACT_FILE} is not valid JSON ({exc})") from exc
-    contract = parse_contract(raw)
+    raw = read_contract_json(bundle_dir)
+    if not isinstance(raw, dict):
+        raise BundleContractError(f"{CONTRACT_FILE}: top level must be an object")
+    # the hash first: a corrupted byte is reported as corruption, not as the odd field it made
     want = raw.get("contract_sha256")
     if not isinstance(want, str):
         raise BundleContractError(f"{CONTRACT_FILE}: missing field contract_sha256")
@@ -592,7 +798,7 @@ def read_contract(bundle_dir: str | Path) -> Contract:
     if got != want:
         raise BundleHashError(f"{CONTRACT_FILE}: content hash {got[:16]}... differs from the "
                               f"recorded contract_sha256 {want[:16]}... (edited or corrupted)")
-    return contract
+    return parse_contract(raw)
 
 
 def check_files(bundle_dir: Path, contract: Contract) -> dict[str, bytes]:
@@ -603,13 +809,7 @@ def check_files(bundle_dir: Path, contract: Contract) -> dict[str, bytes]:
     with ``--force`` to the same path) can never mix checked and unchecked content."""
     data: dict[str, bytes] = {}
     for name in HASHED_FILES:
-        p = bundle_dir / name
-        try:
-            blob = p.read_bytes()
-        except FileNotFoundError:
-            raise BundleFileMissingError(f"{bundle_dir}: missing {name}") from None
-        except IsADirectoryError:
-            raise BundleFileMissingError(f"{bundle_dir}: {name} is a directory") from None
+        blob = read_bundle_file(bundle_dir, name)
         got = hashlib.sha256(blob).hexdigest()
         if got != contract.files[name]:
             raise BundleHashError(f"{name}: sha256 {got[:16]}... differs from the contract's "
@@ -640,23 +840,16 @@ def _load_golden(blob: bytes, contract: Contract) -> dict[str, np.ndarray]:
         state = (contract.step_window, contract.step_features)
         widths.update(encoder_ring=state, encoder_ring_out=state, encoder_count=1,
                       encoder_count_out=1)
+    rows = contract.raw.get("golden", {}).get("rows")
     for k, w in widths.items():
         tail = w if isinstance(w, tuple) else (w,)
         if data[k].shape[1:] != tail or data[k].shape[0] == 0:
             raise BundleGoldenError(f"{GOLDEN_FILE}: array {k} has shape {data[k].shape}, "
                                     f"expected [rows>0, {', '.join(map(str, tail))}]")
+        if rows is not None and data[k].shape[0] != rows:
+            raise BundleGoldenError(f"{GOLDEN_FILE}: array {k} has {data[k].shape[0]} rows, "
+                                    f"the contract's golden.rows says {rows}")
     return data
-
-
-def encoder_io(contract: Contract) -> tuple[dict[str, int | tuple[int, ...]],
-                                            dict[str, int | tuple[int, ...]]]:
-    """(inputs, outputs) of the contract's encoder graph: name -> trailing shape."""
-    c, L = contract.context_dim, contract.latent_dim
-    if contract.inference_mode == "pooled":
-        state = (contract.step_window, contract.step_features)
-        return ({"transition": c, "ring": state, "count": 1},
-                {"ring_out": state, "count_out": 1, "mu": L, "var": L})
-    return {"transition": c}, {"mu": L, "var": L}
 
 
 def _golden_compare(name: str, got: np.ndarray, want: np.ndarray, atol: float,
@@ -730,12 +923,10 @@ def load_bundle(bundle_dir: str | Path, robot: RobotExpectation | None = None,
     actor = _session(ACTOR_FILE, blobs[ACTOR_FILE])
     step()
     encoder = _session(ENCODER_FILE, blobs[ENCODER_FILE])
-    o, a = contract.obs_dim, contract.action_dim
-    _check_io(actor, ACTOR_FILE, "input", {"obs": o, "z": contract.policy_latent_dim, "eps": a})
-    _check_io(actor, ACTOR_FILE, "output", {"action_mean": a, "action_sample": a})
-    enc_in, enc_out = encoder_io(contract)
-    _check_io(encoder, ENCODER_FILE, "input", enc_in)
-    _check_io(encoder, ENCODER_FILE, "output", enc_out)
+    io_ = contract_graph_io(contract)
+    for sess, (fname, tensors) in ((actor, io_["actor"]), (encoder, io_["encoder"])):
+        _check_io(sess, fname, "input", tensors["inputs"])
+        _check_io(sess, fname, "output", tensors["outputs"])
     step()
     golden = _load_golden(blobs[GOLDEN_FILE], contract)
     err = run_golden(actor, encoder, golden, contract)

@@ -6,12 +6,19 @@
   pearl-robot bundle check PATH --robot   ... and against the robot's declared joints
                                           (the twin's MJCF in sim/, or --robot FILE.xml)
 
-`check` exits 0 when the bundle would be accepted, 1 with the reason otherwise. Needs no torch.
+`check` exits 0 when the bundle would be accepted, 1 with the reason otherwise; `info` prints
+what the contract says and exits 1, naming every missing, corrupted or non-regular file, when
+the bundle would be refused. Needs no torch.
+
+examples:
+  pearl-robot bundle info models/arm3
+  pearl-robot bundle check models/arm3 --robot
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -22,13 +29,16 @@ import numpy as np
 
 from pearl_robot.errors import PearlRobotError
 from pearl_robot.runtime.bundle import (
-    CONTRACT_FILE,
+    HASHED_FILES,
+    BundleError,
     BundleHashError,
     Contract,
     RobotExpectation,
     load_bundle,
     parse_contract,
+    read_bundle_file,
     read_contract,
+    read_contract_json,
 )
 
 
@@ -130,18 +140,45 @@ def timed_ticks(path: Path, n: int) -> tuple[float, float]:
     return float(np.median(t)), float(np.percentile(t, 99))
 
 
+def file_problems(path: Path, c: Contract) -> list[str]:
+    """Every hashed file's problem (missing, not a regular file, too large, wrong sha256),
+    all of them rather than the first: ``info`` is what an operator runs to see what is
+    wrong with a bundle."""
+    problems = []
+    for name in HASHED_FILES:
+        try:
+            blob = read_bundle_file(path, name)
+        except BundleError as exc:
+            problems.append(str(exc))
+            continue
+        got = hashlib.sha256(blob).hexdigest()
+        if got != c.files.get(name):
+            problems.append(f"{name}: sha256 {got[:16]}... differs from the contract's "
+                            f"{str(c.files.get(name))[:16]}... (corrupted or replaced)")
+    return problems
+
+
 def run(args: argparse.Namespace) -> int:
     if args.action == "info":
+        show = (lambda c: json.dumps(c.raw, indent=2)) if args.json else \
+            (lambda c: summary(args.path, c))
         try:
             c = read_contract(args.path)
         except BundleHashError as exc:
             # still show what the bundle claims to be: that helps find the right re-export
-            raw = json.loads((args.path / CONTRACT_FILE).read_text(encoding="utf-8"))
-            c = parse_contract(raw)
-            print(json.dumps(c.raw, indent=2) if args.json else summary(args.path, c))
-            print(f"WARNING: {exc}; this bundle would be refused", file=sys.stderr)
+            c = parse_contract(read_contract_json(args.path))
+            print(show(c))
+            print(f"pearl-robot bundle: error: {exc}; this bundle would be refused",
+                  file=sys.stderr)
             return 1
-        print(json.dumps(c.raw, indent=2) if args.json else summary(args.path, c))
+        print(show(c))
+        problems = file_problems(args.path, c)
+        for p in problems:
+            print(f"pearl-robot bundle: error: {p}", file=sys.stderr)
+        if problems:
+            print(f"pearl-robot bundle: this bundle would be refused ({len(problems)} "
+                  f"problem{'s' if len(problems) > 1 else ''}); re-export it", file=sys.stderr)
+            return 1
         return 0
     robot = _robot(args)
     bundle = load_bundle(args.path, robot)

@@ -14,7 +14,10 @@ API (everything a ROS node or a plain loop needs)::
 
 Per tick, ``tick(obs, reward, obs_age)``:
 
-1. checks the observation (shape, finite, age <= ``max_obs_age``);
+1. checks the observation: ``obs_dim`` real numbers, all finite, each inside the range the
+   contract declares widened by ``obs_range_margin`` (a sensor glitch such as a joint at 1e6
+   rad is not an observation), and, when ``obs_age`` is given, a real number in
+   ``[0, max_obs_age]`` (a negative age is a clock fault, never a fresh observation);
 2. encodes the newest transition (previous obs, previous command, ``reward``, this obs) with
    ``encoder.onnx`` and multiplies its factor into the :class:`OnlineBelief` (O(latent));
 3. picks z by the schedule (``episode``: drawn from the belief at ``begin_episode``;
@@ -28,10 +31,18 @@ ignored on the first tick of an episode. A transition enters the belief only whe
 observations were valid and its reward is finite; a bad one is skipped and flagged, never
 fed to the encoder. The command that entered the context is the one actually sent.
 
-Faults never raise from ``tick``: the tick returns the safe command with ``safe=True`` and the
-reasons in ``reason``, and the loop goes on. Reproducibility: ``rng`` is drawn from only at
-``begin_episode`` (``latent_dim`` standard normals, schedule ``episode`` with the information
-bottleneck) and per actor call when ``stochastic_actions`` (``action_dim`` standard normals).
+Faults never raise from ``tick``, whatever is passed (any type for ``obs``, ``reward`` and
+``obs_age``; objects whose conversion raises anything): the tick returns the safe command with
+``safe=True`` and the reasons in ``reason``, and the loop goes on. An unusable observation
+leaves exactly the trace of a NaN observation: the safe command, a broken transition chain
+(neither the transition ending at it nor the one starting from it enters the belief) and
+nothing else, so the next good input is handled as after any other dropped tick; with the
+``episode``/``fixed`` schedules and no rate limit its command equals that of a runtime that
+never saw the bad input (``tests/runtime/test_tick_fuzz.py``).
+
+Reproducibility: ``rng`` is drawn from only at ``begin_episode`` (``latent_dim`` standard
+normals, schedule ``episode`` with the information bottleneck) and per actor call when
+``stochastic_actions`` (``action_dim`` standard normals).
 
 Arrays in a :class:`TickResult` are fresh copies (safe to keep). The control path allocates
 nothing bigger than these small vectors: feeds are preallocated float32 buffers reused every
@@ -41,6 +52,7 @@ tick. No torch, no rclpy.
 from __future__ import annotations
 
 import math
+import operator
 import threading
 import time
 from collections import Counter
@@ -67,26 +79,60 @@ from pearl_robot.runtime.session import BoundGraph
 
 ZSchedule = Literal["episode", "step_mean", "fixed"]
 _isfinite = math.isfinite
+_le = operator.le
 
 
-def _to_float(x: Any) -> float:
+_REAL_TYPES = (int, float, np.integer, np.floating)
+
+
+def _real(x: Any) -> float | None:
+    """``x`` as a float when it is one real number (Python or numpy scalar, 0-d real array),
+    else None. Strings, lists, arrays, bools and objects whose conversion raises are not
+    numbers here: ``float("0.1")`` working is no reason to accept a string as an age."""
+    if type(x) is float:  # the control loop's case, first
+        return x
     try:
-        return float(x)
-    except (TypeError, ValueError):
-        return math.nan
+        if isinstance(x, _REAL_TYPES) and not isinstance(x, bool):
+            return float(x)
+        if isinstance(x, np.ndarray) and x.ndim == 0 and x.dtype.kind in "iuf":
+            return float(x)
+    except OverflowError:  # an int beyond float range is a real number, just not finite
+        return math.inf
+    except Exception:  # noqa: BLE001 - a float subclass with a raising __float__, ...
+        return None
+    return None
 
 # fault reasons (TickResult.reason is a comma-joined list of these)
 OBS_SHAPE = "obs_shape"
 OBS_NONFINITE = "obs_nonfinite"
+OBS_RANGE = "obs_range"
 OBS_STALE = "obs_stale"
+OBS_CLOCK = "obs_clock"
+OBS_AGE_INVALID = "obs_age_invalid"
 REWARD_NONFINITE = "reward_nonfinite"
+REWARD_INVALID = "reward_invalid"
 ENCODER_NONFINITE = "encoder_nonfinite"
 ENCODER_ERROR = "encoder_error"
 ACTION_NONFINITE = "action_nonfinite"
 ACTOR_ERROR = "actor_error"
-UNSAFE_REASONS = frozenset({OBS_SHAPE, OBS_NONFINITE, OBS_STALE, ACTION_NONFINITE, ACTOR_ERROR})
+TICK_ERROR = "tick_error"
+MAX_ABANDONED_VALIDATIONS = 4
+"""Timed-out validation threads that may still hang before ``request_swap`` refuses to start
+another (each holds a thread and maybe an open file; a robot with this many has a mount or
+disk problem an operator must see)."""
+UNSAFE_REASONS = frozenset({OBS_SHAPE, OBS_NONFINITE, OBS_RANGE, OBS_STALE, OBS_CLOCK,
+                            OBS_AGE_INVALID, ACTION_NONFINITE, ACTOR_ERROR, TICK_ERROR})
 """Reasons that replace the command with the safe command (the others only skip a belief
-update)."""
+update). What each means is tabled in docs/architecture.md ("What each bad input gets"):
+``obs_shape``: not ``obs_dim`` real numbers (wrong size or type, conversion raised);
+``obs_nonfinite``: NaN/inf entry; ``obs_range``: an entry outside the contract's declared range
+widened by ``obs_range_margin``; ``obs_stale``: age above ``max_obs_age`` (or NaN);
+``obs_clock``: negative age (timestamp from the future: a clock fault); ``obs_age_invalid``:
+the age is not a number; ``action_nonfinite``/``actor_error``: the actor failed;
+``tick_error``: an unexpected internal error (a bug; the tick still answers)."""
+OBS_REASONS = frozenset({OBS_SHAPE, OBS_NONFINITE, OBS_RANGE, OBS_STALE, OBS_CLOCK,
+                         OBS_AGE_INVALID})
+"""The reasons :meth:`PolicyRuntime.check_observation` can return."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +165,20 @@ class RuntimeConfig:
     """Command sent whenever the policy cannot be trusted; None: zeros clipped to limits."""
     reset_belief_on_task_change: bool = True
     """``begin_episode(task=...)`` with a task different from the last one resets the belief."""
+    obs_range_margin: float | tuple[float, ...] | None = 1.0
+    """How far outside the contract's declared observation range (``observation.low/high``:
+    joint limits, velocity limits) an entry may lie before the observation is refused
+    (``obs_range``: safe command, never enters the belief or the log), as a multiple of each
+    entry's declared span (high - low); one number or one per entry; None: no range check.
+    The default 1.0 accepts [low - span, high + span] (a joint limited to +-2.6 rad passes up
+    to +-7.8 rad, a +-6 rad/s velocity up to +-18 rad/s): real data overshoots declared
+    limits (soft limits, impacts, velocity estimates) and must not trip it, while a glitch
+    (1e6 rad, 1e30 rad/s) does. Bundles whose contract declares no range are not checked."""
+    swap_timeout: float = 60.0
+    """Seconds a hot-swap validation may take (reading files, creating sessions, golden run)
+    before it is declared ``failed``; its thread is abandoned (Python threads cannot be
+    killed) and a later request starts a fresh validation. A bundle on a hung network mount
+    or a file that blocks on read must not block every later swap."""
 
     def __post_init__(self) -> None:
         if self.z_schedule not in ("episode", "step_mean", "fixed"):
@@ -141,6 +201,16 @@ class RuntimeConfig:
                               "window or a forgetting factor < 1")
         if self.max_obs_age is not None and not self.max_obs_age > 0:
             raise ConfigError(f"RuntimeConfig.max_obs_age must be > 0, got {self.max_obs_age}")
+        if self.obs_range_margin is not None:
+            margin = np.asarray(self.obs_range_margin, dtype=np.float64)
+            if margin.ndim > 1 or margin.size == 0 or not np.all(margin >= 0) or \
+                    not np.all(np.isfinite(margin)):
+                raise ConfigError(f"RuntimeConfig.obs_range_margin must be a finite number "
+                                  f">= 0 (or one per observation entry), or None, got "
+                                  f"{self.obs_range_margin!r}")
+        if not (math.isfinite(self.swap_timeout) and self.swap_timeout > 0):
+            raise ConfigError(f"RuntimeConfig.swap_timeout must be > 0 seconds, got "
+                              f"{self.swap_timeout}")
 
 
 class TickTimings(NamedTuple):
@@ -318,6 +388,20 @@ class _Model:
             self.fixed_z = fz
         self.max_obs_age = cfg.max_obs_age if cfg.max_obs_age is not None \
             else 2.0 * c.control_period
+        # accepted observation range as Python floats (the per-tick check compares lists:
+        # fastest for a few entries, no allocation beyond the tolist the finiteness check
+        # already makes); None when the contract declares no range or the check is off
+        self.obs_lo: list[float] | None = None
+        self.obs_hi: list[float] | None = None
+        if cfg.obs_range_margin is not None and c.obs_low is not None and \
+                c.obs_high is not None:
+            margin = np.asarray(cfg.obs_range_margin, dtype=np.float64)
+            if margin.ndim == 1 and margin.shape != (o,):
+                raise ConfigError(f"RuntimeConfig.obs_range_margin has {margin.size} entries, "
+                                  f"the bundle observes {o}")
+            span = (c.obs_high - c.obs_low) * margin
+            self.obs_lo = (c.obs_low - span).tolist()
+            self.obs_hi = (c.obs_high + span).tolist()
         # per-tick state
         self.z = np.zeros(Lz)
         self._half = L
@@ -369,6 +453,9 @@ class PolicyRuntime:
         self._pending: _Model | None = None
         self._swap = SwapStatus("idle", None, "", None)
         self._swap_thread: threading.Thread | None = None
+        self._swap_gen = 0  # identifies the validation whose result still counts
+        self._swap_started = 0.0
+        self._abandoned: list[threading.Thread] = []  # timed-out validations, maybe hung
         # set at the end of every tick while a validation runs (see _after_tick)
         self._tick_done = threading.Event()
         self._validating = False
@@ -466,11 +553,20 @@ class PolicyRuntime:
         then enters the belief (no command is computed)."""
         m = self._m
         if self._in_episode and final_obs is not None and reward is not None:
-            r = _to_float(reward)
-            if _isfinite(r):
-                self._ep_return += r
-            if not self._read_obs(final_obs, None):
-                self._update_belief(r)
+            try:
+                r = _real(reward)
+                why = self._read_obs(final_obs, None)
+                if r is None:
+                    why = why or REWARD_INVALID
+                else:
+                    if _isfinite(r):
+                        self._ep_return += r
+                    if not why:
+                        why = self._update_belief(r)
+            except Exception:  # noqa: BLE001 - closing an episode must not fail either
+                why = TICK_ERROR
+            if why:
+                self._ep_faults[why] += 1
         self._in_episode = False
         m.prev_valid = False
         return EpisodeSummary(self._episode, self._task if self._have_task else None,
@@ -479,23 +575,48 @@ class PolicyRuntime:
                               m.belief.var.copy(), m.bundle.sha256)
 
     # ------------------------------------------------------------------ the tick
-    def _read_obs(self, obs: Any, obs_age: float | None) -> str:
-        """Copy a valid obs into the model's buffer; "" or the fault reason."""
+    def _obs_fault(self, obs: Any, obs_age: Any) -> tuple[str, Any]:
+        """The fault reason of an observation ("" when usable) and its values as a list."""
         m = self._m
         try:
-            arr = np.asarray(obs, dtype=np.float64)
-        except (TypeError, ValueError):
+            # real numbers only: no strings (numpy would parse "0.3"), bools, objects, complex
+            arr = obs if isinstance(obs, np.ndarray) else np.asarray(obs)
+            if arr.size != m.obs.size or arr.dtype.kind not in "iuf":
+                return OBS_SHAPE, None
+            vals = arr.ravel().tolist()
+            if not all(map(_isfinite, vals)):  # fastest check for a few entries
+                return OBS_NONFINITE, None
+        except Exception:  # noqa: BLE001 - any conversion failure is "not obs_dim numbers"
+            return OBS_SHAPE, None  # (a masked entry lists as None, an odd subclass...)
+        lo = m.obs_lo
+        if lo is not None and not (all(map(_le, lo, vals)) and all(map(_le, vals, m.obs_hi))):
+            return OBS_RANGE, None
+        if obs_age is not None:
+            age = _real(obs_age)
+            if age is None:
+                return OBS_AGE_INVALID, None
+            if age < 0.0:
+                return OBS_CLOCK, None
+            if not (age <= m.max_obs_age):  # NaN age is stale too
+                return OBS_STALE, None
+        return "", vals
+
+    def check_observation(self, obs: Any, obs_age: Any = None) -> str:
+        """Would ``tick`` accept this observation? "" or the fault reason (one of
+        :data:`OBS_REASONS`); changes nothing. A node uses it to keep a refused observation
+        out of everything else it does with it (the logged transition, the episode's step
+        count), not only out of the command."""
+        try:
+            return self._obs_fault(obs, obs_age)[0]
+        except Exception:  # noqa: BLE001 - never raises, like tick
             return OBS_SHAPE
-        if arr.shape != m.obs.shape:
-            if arr.size != m.obs.size:
-                return OBS_SHAPE
-            arr = arr.reshape(m.obs.shape)
-        if not all(map(_isfinite, arr.tolist())):  # fastest check for a few entries
-            return OBS_NONFINITE
-        if obs_age is not None and not (obs_age <= m.max_obs_age):  # NaN age is stale too
-            return OBS_STALE
-        m.obs[:] = arr
-        return ""
+
+    def _read_obs(self, obs: Any, obs_age: Any) -> str:
+        """Copy a usable obs into the model's buffer; "" or the fault reason."""
+        why, vals = self._obs_fault(obs, obs_age)
+        if not why:
+            self._m.obs[:] = vals
+        return why
 
     def _update_belief(self, r: float) -> str:
         """Encode (prev obs, prev command, r, obs) into the belief; "" or the fault."""
@@ -535,9 +656,15 @@ class PolicyRuntime:
 
     def tick(self, obs: Any, reward: float | None = None, obs_age: float | None = None
              ) -> TickResult:
-        """One control tick (see module doc). Never raises for bad data."""
+        """One control tick (see module doc). Never raises, whatever it is given."""
+        t0 = time.perf_counter()
+        try:
+            return self._tick(obs, reward, obs_age, t0)
+        except Exception:  # noqa: BLE001 - a bug must not stop the loop; answer safely
+            return self._failed_tick(t0)
+
+    def _tick(self, obs: Any, reward: Any, obs_age: Any, t0: float) -> TickResult:
         pc = time.perf_counter
-        t0 = pc()
         if not self._in_episode:
             self.begin_episode()
         m = self._m
@@ -548,15 +675,18 @@ class PolicyRuntime:
             reasons.append(why)
         t_enc = 0.0
         if reward is not None and self._step > 0:
-            r = _to_float(reward)
-            if _isfinite(r):
-                self._ep_return += r
-            if valid:
-                t1 = pc()
-                why = self._update_belief(r)
-                t_enc = pc() - t1
-                if why:
-                    reasons.append(why)
+            r = _real(reward)
+            if r is None:
+                reasons.append(REWARD_INVALID)  # the transition is skipped, like a NaN one
+            else:
+                if _isfinite(r):
+                    self._ep_return += r
+                if valid:
+                    t1 = pc()
+                    why = self._update_belief(r)
+                    t_enc = pc() - t1
+                    if why:
+                        reasons.append(why)
         if self._step_mean:
             m.set_z_from_belief()
         t_act = 0.0
@@ -601,21 +731,73 @@ class PolicyRuntime:
                           m.z.copy(), belief.mean.copy(), belief.var.copy(), belief.count,
                           self._episode, step, TickTimings(t_enc, t_act, pc() - t0))
 
+    def _failed_tick(self, t0: float) -> TickResult:
+        """The answer when ``_tick`` itself raised (a bug, not bad data): the safe command,
+        the transition chain broken, the fault counted. Reads nothing that may be broken
+        without a fallback (the belief reports NaN when it cannot be read)."""
+        m = self._m
+        m.safety.write_safe(m.cmd)
+        m.prev_valid = False
+        self._ep_safe += 1
+        self._ep_faults[TICK_ERROR] += 1
+        if self._validating:
+            self._tick_done.set()
+        try:
+            belief = m.belief
+            mean, var, count = belief.mean.copy(), belief.var.copy(), int(belief.count)
+        except Exception:  # noqa: BLE001
+            mean = np.full(m.latent_dim, np.nan)
+            var, count = mean.copy(), 0
+        step = self._step
+        self._step = step + 1
+        return TickResult(m.cmd.copy(), True, True, TICK_ERROR, False, m.z.copy(), mean, var,
+                          count, self._episode, step,
+                          TickTimings(0.0, 0.0, time.perf_counter() - t0))
+
     # ------------------------------------------------------------------ hot-swap
     def request_swap(self, path: str | Path) -> bool:
         """Validate the bundle at ``path`` on a background thread; if it passes, it replaces
         the running one at the next ``begin_episode`` (with a fresh belief). False if a
-        validation is already running (the request is ignored)."""
+        validation is already running (the request is ignored). A validation running longer
+        than ``RuntimeConfig.swap_timeout`` is declared failed and abandoned, so it never
+        blocks a later request."""
         with self._lock:
-            if self._swap_thread is not None and self._swap_thread.is_alive():
+            self._expire_locked()
+            if self._swap_thread is not None and self._swap_thread.is_alive() and \
+                    self._swap.state == "validating":
                 return False
+            self._abandoned = [t for t in self._abandoned if t.is_alive()]
+            if len(self._abandoned) >= MAX_ABANDONED_VALIDATIONS:
+                self._swap = SwapStatus(
+                    "failed", str(path), f"{len(self._abandoned)} earlier validations are "
+                    f"still hung (reads that never return: a bundle on a dead mount?); not "
+                    f"starting another until they end", None)
+                return True
+            self._swap_gen += 1
             self._swap = SwapStatus("validating", str(path), "", None)
+            self._swap_started = time.monotonic()
             self._pending = None
-            t = threading.Thread(target=self._validate, args=(Path(path),),
+            t = threading.Thread(target=self._validate, args=(Path(path), self._swap_gen),
                                  name="pearl-bundle-validate", daemon=True)
             self._swap_thread = t
+            self._validating = True
         t.start()
         return True
+
+    def _expire_locked(self) -> None:
+        """Caller holds the lock: a validation past its deadline becomes ``failed``."""
+        if self._swap.state != "validating" or \
+                time.monotonic() - self._swap_started <= self.config.swap_timeout:
+            return
+        self._swap = SwapStatus("failed", self._swap.path,
+                                f"validation did not finish within "
+                                f"{self.config.swap_timeout:g} s (a file that blocks on read, "
+                                f"a hung mount?); abandoned, the running bundle stays", None)
+        self._swap_gen += 1  # whatever the hung thread finds later is dropped
+        self._validating = False
+        if self._swap_thread is not None:
+            self._abandoned.append(self._swap_thread)
+            self._swap_thread = None
 
     def _after_tick(self) -> None:
         """Validation thread: wait (up to one control period) until a tick has just ended,
@@ -624,43 +806,49 @@ class PolicyRuntime:
         self._tick_done.clear()
         self._tick_done.wait(self._m.contract.control_period)
 
-    def _validate(self, path: Path) -> None:
-        self._validating = True
+    def _validate(self, path: Path, gen: int) -> None:
+        def report(status: SwapStatus, model: _Model | None = None) -> None:
+            with self._lock:
+                if gen != self._swap_gen:
+                    return  # expired (or superseded): its result is dropped
+                self._swap = status
+                self._pending = model
+                self._validating = False
+
         try:
             bundle = load_bundle(path, self.robot, yield_point=self._after_tick)
             check_compatible(self._m.contract, bundle.contract)
             if bundle.sha256 == self._m.bundle.sha256:
-                with self._lock:  # same model: nothing to swap, keep the belief
-                    self._swap = SwapStatus("unchanged", str(path), "candidate is the running "
-                                            "bundle; nothing to swap", bundle.sha256)
+                # same model: nothing to swap, keep the belief
+                report(SwapStatus("unchanged", str(path), "candidate is the running bundle; "
+                                  "nothing to swap", bundle.sha256))
                 return
             self._after_tick()
             model = _Model(bundle, self.config)
         except (BundleError, ConfigError) as exc:
-            with self._lock:
-                self._swap = SwapStatus("failed", str(path), str(exc), None)
+            report(SwapStatus("failed", str(path), str(exc), None))
             return
         except Exception as exc:  # noqa: BLE001 - report, never kill the caller
-            with self._lock:
-                self._swap = SwapStatus("failed", str(path),
-                                        f"unexpected {type(exc).__name__}: {exc}", None)
+            report(SwapStatus("failed", str(path), f"unexpected {type(exc).__name__}: {exc}",
+                              None))
             return
-        finally:
-            self._validating = False
-        with self._lock:
-            self._pending = model
-            self._swap = SwapStatus("ready", str(path), "validated; swaps at the next episode",
-                                    bundle.sha256)
+        report(SwapStatus("ready", str(path), "validated; swaps at the next episode",
+                          bundle.sha256), model)
 
     def swap_status(self) -> SwapStatus:
         with self._lock:
+            self._expire_locked()
             return self._swap
 
     def wait_for_validation(self, timeout: float | None = None) -> SwapStatus:
-        """Block until a running validation ends (tests, CLI tools; never the control loop)."""
-        t = self._swap_thread
+        """Block until a running validation ends or times out (tests, CLI tools; never the
+        control loop); never longer than the validation's remaining ``swap_timeout``."""
+        with self._lock:
+            t = self._swap_thread
+            left = self.config.swap_timeout - (time.monotonic() - self._swap_started)
         if t is not None:
-            t.join(timeout)
+            wait = max(left, 0.0) + 0.01
+            t.join(wait if timeout is None else min(timeout, wait))
         return self.swap_status()
 
     def close(self) -> None:

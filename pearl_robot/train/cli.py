@@ -6,7 +6,7 @@ Examples:
   pearl-robot train --resume runs/point/checkpoints/latest.pt --iterations 80
   pearl-robot train --config config/train/twin_arm.yaml --set pearl.kl_lambda=0.3
   pearl-robot train --data /data/night1 /data/night2 --init runs/twin/checkpoints/latest.pt
-  pearl-robot train ... --export-bundle models/new_bundle
+  pearl-robot train ... --export-bundle runs/point/bundle
 
 A run directory holds config.yaml, progress.csv (one row per iteration), tensorboard/,
 learning_curve.png and checkpoints/latest.pt (resumable; loads with weights_only=True).
@@ -43,11 +43,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="shortcut for --set train.seed=N")
     p.add_argument("--out", type=Path, help="run directory (default runs/<family>-<time>)")
     p.add_argument("--resume", type=Path, metavar="CHECKPOINT",
-                   help="continue a run exactly from its checkpoint (same config unless "
-                   "overridden; --iterations raises the total)")
+                   help="continue a run from its checkpoint (same config unless overridden; "
+                   "--iterations raises the total). Restores networks, optimizers, counters "
+                   "and RNG states; the replay buffers only when the run saved them "
+                   "(train.save_replay_buffers: true, off in the shipped configs: otherwise "
+                   "the initial data is re-collected and the continuation is not bit-exact)")
     p.add_argument("--init", type=Path, metavar="CHECKPOINT",
                    help="warm-start the networks from a checkpoint (optimizers and counters "
-                   "start fresh), e.g. to retrain from logs")
+                   "start fresh), e.g. to retrain from logs; without --config the family, "
+                   "sizes and hyperparameters are the checkpoint's")
     p.add_argument("--data", type=Path, nargs="+", metavar="DIR",
                    help="logged dataset directories to train from (see docs/dataset-format.md)")
     p.add_argument("--sim", action="store_true",
@@ -107,6 +111,27 @@ def resolve_config(args: argparse.Namespace, base: ExperimentConfig | None = Non
     return merge(cfg, ov, where="command line")
 
 
+def _config_from_init(args: argparse.Namespace) -> ExperimentConfig | None:
+    """Without --config, a warm start takes family, network sizes and hyperparameters from
+    the --init checkpoint (the networks must match it anyway; the point-robot default would
+    fail on twin logs), and says so. None when --config decides (or there is no --init)."""
+    if args.init is None or args.config is not None:
+        return None
+    from pearl_robot.core.checkpoint import load_checkpoint
+
+    base = load_checkpoint(args.init).config
+    if args.family and args.family != base.train.task_family:
+        raise ConfigError(f"--family {args.family} differs from the --init checkpoint's family "
+                          f"{base.train.task_family!r}; its networks cannot drive another "
+                          f"family (pass --config to start from another config)")
+    p = base.pearl
+    print(f"config: from --init {args.init} (family {base.train.task_family}, latent "
+          f"{p.latent_dim}, actor/critic {list(p.hidden_sizes)}, encoder "
+          f"{list(p.encoder_hidden_sizes)}, {base.train.num_iterations} iterations); "
+          f"--config FILE or --set KEY=VALUE to change it")
+    return base
+
+
 def run(args: argparse.Namespace) -> int:
     from pearl_robot.core.checkpoint import load_checkpoint
     from pearl_robot.tasks.registry import make_family
@@ -117,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = resolve_config(args, ckpt.config)
         out = args.out or args.resume.parent.parent
     else:
-        cfg = resolve_config(args)
+        cfg = resolve_config(args, _config_from_init(args))
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = args.out or Path("runs") / f"{cfg.train.task_family}-{stamp}"
     family = make_family(cfg.train.task_family)

@@ -91,3 +91,27 @@ def test_export_lerobot_like_parquet(tmp_path: Path) -> None:
     assert eps.column("dataset_to_index").to_pylist()[-1] == n
     assert pq.read_table(out / "meta" / "tasks.parquet").num_rows == 4
     assert main(["data", "export", str(tmp_path / "ds"), "--out", str(out)]) == 1
+
+
+def test_default_outputs_stay_out_of_the_cwd_and_paths_print_once(tmp_path: Path, capsys,
+                                                                   monkeypatch) -> None:
+    """`data info` without --plot writes under runs/plots/ (git-ignored), not into the
+    current directory; `data check` names a bad path once per line."""
+    _dataset(tmp_path / "night-3", range(2))
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", "info", str(tmp_path / "night-3")]) == 0
+    assert "plot: runs/plots/night-3-summary.png" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "plots" / "night-3-summary.png").is_file()
+    assert not list(tmp_path.glob("*.png"))
+    missing = tmp_path / "nothere"
+    assert main(["data", "check", str(missing)]) == 1
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.count(str(missing)) == 1, line
+
+
+def test_adapt_default_dataset_dir_is_under_runs() -> None:
+    from pearl_robot.ros.node_config import LoggerNodeConfig
+
+    assert LoggerNodeConfig().dataset_dir.startswith("runs/")
+    text = (Path(__file__).resolve().parents[2] / "config" / "adapt.yaml").read_text()
+    assert f"dataset_dir: {LoggerNodeConfig().dataset_dir}" in text

@@ -136,3 +136,46 @@ def test_sim_tasks_sets_how_many_twin_tasks_join_the_logs(tmp_path: Path, capsys
     assert main(["train", "--family", "point-robot", "--sim-tasks", "3", "--iterations", "1",
                  "--out", str(tmp_path / "nodata"), "--no-progress"]) == 1
     assert "need --data" in capsys.readouterr().err
+
+
+def test_readme_retrain_command_on_twin_logs_without_config(tmp_path: Path, capsys) -> None:
+    """README: `pearl-robot train --data DIR --init CKPT` (no --config) on twin-arm logs:
+    family, sizes and hyperparameters come from the checkpoint, and the CLI says so."""
+    pytest.importorskip("mujoco")
+    from pearl_robot.tasks.registry import make_family
+
+    family = make_family("twin-arm")
+    from pearl_robot.core.config import load_experiment
+
+    twin_yaml = Path(__file__).resolve().parents[2] / "config" / "train" / "twin_arm.yaml"
+    cfg = merge(load_experiment(twin_yaml), {
+        "pearl": {"hidden_sizes": [16, 16], "encoder_hidden_sizes": [16], "meta_batch": 2,
+                  "batch_size": 16, "embedding_batch_size": 8},
+        "train": {"num_iterations": 1, "num_train_steps_per_itr": 2, "num_tasks_sample": 1,
+                  "num_initial_steps": 8, "num_steps_prior": 8, "num_steps_posterior": 0,
+                  "num_extra_rl_steps_posterior": 0, "checkpoint_every": 1,
+                  "torch_threads": 1, "num_eval_train_tasks": 0, "num_evals": 1,
+                  "num_steps_per_eval": 8, "max_path_length": 8}})
+    ckpt = MetaTrainer(cfg, family, tmp_path / "base", tensorboard=False,
+                       progress=False).save(tmp_path / "twin.pt")
+    ds = tmp_path / "night"
+    env = family.make_env(seed=0)
+    env.family = family.name
+    rng = np.random.default_rng(0)
+    with DatasetWriter(ds, TransitionLayout(env.obs_dim, env.action_dim, 0),
+                       WriterConfig(commit_every=20, commit_interval_s=0.05)) as w:
+        session = OvernightSession(ScheduleConfig(task_indices=(3, 4), episode_steps=10,
+                                                  max_episodes=2), family.tasks, ds)
+        drive_env(session, env, lambda obs, cmd: rng.uniform(-1, 1, env.action_dim), w,
+                  max_ticks=10_000)
+        assert w.flush()
+    rc = main(["train", "--data", str(ds), "--init", str(ckpt), "--iterations", "1",
+               "--out", str(tmp_path / "run"), "--no-progress", "--no-tensorboard"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert f"config: from --init {ckpt} (family twin-arm" in out.out
+    assert (tmp_path / "run" / "checkpoints" / "final.pt").is_file()
+    # a family that contradicts the checkpoint is refused up front, in one line
+    assert main(["train", "--data", str(ds), "--init", str(ckpt), "--family", "point-robot",
+                 "--out", str(tmp_path / "run2"), "--no-progress"]) == 1
+    assert "differs from the --init checkpoint's family" in capsys.readouterr().err

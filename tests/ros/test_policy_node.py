@@ -161,6 +161,25 @@ def test_nan_and_malformed_observations_do_not_kill_the_node(policy_setup) -> No
     assert all(np.all(np.isfinite(t[:6])) for t in robot.transitions)
 
 
+def test_impossible_observation_is_refused_and_never_logged(policy_setup) -> None:  # noqa: ANN001
+    """A finite glitch (a joint at 1e6 rad): the safe command on its tick, counted as
+    obs_range on /diagnostics' fault counters, no step taken, no transition carrying it."""
+    g, policy, robot, step = policy_setup
+    _start(policy, step)
+    steps_before = policy.session.step
+    (cmd,) = step(robot.joint_state(np.array([1e6, 0.3, -0.2])))
+    np.testing.assert_array_equal(cmd, np.zeros(3))
+    assert policy.faults.get("obs_range", 0) == 1
+    assert policy.session.step == steps_before
+    good = _flat([step() for _ in range(4)])
+    assert np.any(good[-1] != 0.0)
+    g.spin_until(lambda: False, 0.2)
+    assert robot.transitions
+    # obs (0:6) and next_obs (10:16) of every logged transition are real states
+    assert all(np.all(np.abs(t[:6]) < 100.0) and np.all(np.abs(t[10:16]) < 100.0)
+               for t in robot.transitions)
+
+
 def test_estop_holds_until_cleared_by_the_service(policy_setup) -> None:  # noqa: ANN001
     g, policy, robot, step = policy_setup
     _start(policy, step)

@@ -108,9 +108,21 @@ class TestCorruption:
             load_bundle(bundle_copy)
 
     def test_wrong_latent_shape_refused(self, bundle_copy: Path) -> None:
-        """A consistently hashed contract whose latent size disagrees with the graphs."""
+        """A consistently hashed contract whose latent size disagrees with its own graphs
+        section is refused before any graph is loaded."""
         raw = _raw(bundle_copy)
         raw["latent_dim"] = 6
+        seal_contract(bundle_copy, raw)
+        with pytest.raises(BundleContractError, match=r"graphs\.actor\.inputs\.z declares"):
+            load_bundle(bundle_copy)
+
+    def test_contract_consistent_but_graphs_differ(self, bundle_copy: Path) -> None:
+        """Contract and its graphs section agree on latent 6; the ONNX graphs say 5."""
+        raw = _raw(bundle_copy)
+        raw["latent_dim"] = 6
+        raw["graphs"]["actor"]["inputs"]["z"] = ["batch", 6]
+        for t in ("mu", "var"):
+            raw["graphs"]["encoder"]["outputs"][t] = ["batch", 6]
         seal_contract(bundle_copy, raw)
         with pytest.raises(BundleShapeError, match=r"actor\.onnx: input 'z' has shape"):
             load_bundle(bundle_copy)
