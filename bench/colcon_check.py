@@ -94,6 +94,30 @@ def sourced_env(install: Path, base: dict[str, str] | None = None) -> dict[str, 
     return env
 
 
+LAUNCH_TOOLS = ("launch", "launch_ros", "launch_testing", "launch_testing_ros", "ros2cli",
+                "ros2launch", "rosidl_runtime_py", "composition_interfaces")
+"""Import names the launch tests need (the wheels in ../shared/ros-launch-wheels, or a distro)."""
+
+
+def launch_tools() -> dict[str, str | None]:
+    """Import name -> installed version ('distro' when importable without metadata), None when
+    missing."""
+    from importlib.metadata import PackageNotFoundError, packages_distributions, version
+
+    dists = packages_distributions()
+    out: dict[str, str | None] = {}
+    for name in LAUNCH_TOOLS:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:  # None: a namespace package, e.g. ./launch/
+            out[name] = None
+            continue
+        try:
+            out[name] = version(dists.get(name, [name])[0])
+        except PackageNotFoundError:
+            out[name] = "distro"
+    return out
+
+
 def ros2_cli() -> str | None:
     """The ``ros2`` executable (distro or launch wheels), or None."""
     if importlib.util.find_spec("ros2cli") is None:
@@ -190,7 +214,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--keep", action="store_true", help="keep the temporary workspace")
+    p.add_argument("--launch-tools", action="store_true",
+                   help="only report the ROS launch tools' versions (exit 1 if any is missing)")
+    p.add_argument("--quiet", action="store_true", help="with --launch-tools: print nothing")
     args = p.parse_args(argv)
+    if args.launch_tools:
+        tools = launch_tools()
+        if not args.quiet:
+            print("ROS launch tools: " + ", ".join(f"{k} {v or 'MISSING'}"
+                                                   for k, v in tools.items()))
+        return 0 if all(tools.values()) else 1
     ws = Path(tempfile.mkdtemp(prefix="pearl-colcon-"))
     try:
         t0 = time.perf_counter()

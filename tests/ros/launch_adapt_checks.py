@@ -37,7 +37,6 @@ from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, ListParameters, SetParameters
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.parameter import parameter_value_to_python
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
@@ -63,6 +62,25 @@ def generate_test_description():
         PythonLaunchDescriptionSource(str(share / "launch" / "adapt.launch.py")),
         launch_arguments=LAUNCH_ARGS.items())
     return LaunchDescription([adapt, launch_testing.actions.ReadyToTest()])
+
+
+_VALUE_FIELDS = {
+    ParameterType.PARAMETER_BOOL: "bool_value", ParameterType.PARAMETER_INTEGER: "integer_value",
+    ParameterType.PARAMETER_DOUBLE: "double_value",
+    ParameterType.PARAMETER_STRING: "string_value",
+    ParameterType.PARAMETER_BOOL_ARRAY: "bool_array_value",
+    ParameterType.PARAMETER_INTEGER_ARRAY: "integer_array_value",
+    ParameterType.PARAMETER_DOUBLE_ARRAY: "double_array_value",
+    ParameterType.PARAMETER_STRING_ARRAY: "string_array_value",
+}
+
+
+def _python_value(value: ParameterValue) -> Any:
+    """rcl_interfaces ParameterValue -> Python (rclpy's own helper is not in every distro)."""
+    if value.type == ParameterType.PARAMETER_NOT_SET:
+        return None
+    got = getattr(value, _VALUE_FIELDS[value.type])
+    return list(got) if value.type >= ParameterType.PARAMETER_BOOL_ARRAY else got
 
 
 class _Probe:
@@ -131,7 +149,7 @@ class _Probe:
                           ListParameters.Request()).result.names
         values = self.call(GetParameters, f"/{node}/get_parameters",
                            GetParameters.Request(names=list(names))).values
-        return {n: parameter_value_to_python(v) for n, v in zip(names, values)}
+        return {n: _python_value(v) for n, v in zip(names, values)}
 
     def set_bundle(self, path: str):  # noqa: ANN201
         value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=path)

@@ -33,7 +33,16 @@ import pytest
 from .conftest import REPO
 
 LAUNCH_TOOLS = ("launch", "launch_ros", "launch_testing", "ros2cli", "ros2launch")
-_missing = [m for m in LAUNCH_TOOLS if importlib.util.find_spec(m) is None]
+
+
+def _installed(name: str) -> bool:
+    """Importable as a real package (the checkout's launch/ directory is a namespace package
+    named 'launch' too)."""
+    spec = importlib.util.find_spec(name)
+    return spec is not None and spec.origin is not None
+
+
+_missing = [m for m in LAUNCH_TOOLS if not _installed(m)]
 pytestmark = [
     pytest.mark.ros,
     pytest.mark.skipif(bool(_missing), reason=(
@@ -180,8 +189,26 @@ def test_exit_when_done_without_a_fixed_episode_count_is_refused(workspace: dict
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+    assert proc.returncode != 0
     assert "exit_when_done" in out and "episodes > 0" in out, out[-3000:]
     assert "process started" not in out, "nodes started with an impossible stop condition"
+
+
+def test_a_policy_that_cannot_start_ends_the_launch(workspace: dict[str, str],
+                                                    tmp_path: Path) -> None:
+    """The policy node is required: without it nothing commands the robot, so the launch ends
+    instead of running the logger and the twin on their own."""
+    proc = _launch(workspace, f"bundle:={tmp_path / 'no-such-bundle'}",
+                   f"dataset_dir:={tmp_path / 'dataset'}", cwd=tmp_path)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert "bundle directory not found" in out, out[-3000:]
+    assert "process[policy_node-1] was required: shutting down launched system" in out
+    assert not _finished_cleanly(out, ("logger_node", "twin_node")), out[-3000:]
 
 
 def test_readme_robot_command_stopped_with_sigint_leaves_a_closed_dataset(
