@@ -1,5 +1,7 @@
 # pearl_robot developer entry points. Every target sets up the venv first if needed.
-#   make setup      venv with torch (CPU), the twin, ROS 2 wheels and test tools
+#   make setup      venv with torch (CPU), the twin, ROS 2 wheels and test tools; the ROS launch
+#                   tools (launch, launch_ros, launch_testing, ros2 CLI) from LAUNCH_WHEELS
+#                   (default ../shared/ros-launch-wheels next to the checkout) when it exists
 #   make demo       the README's main command: the adapt graph on the twin with the bundled model
 #   make test       fast test suite (CI runs exactly this)
 #   make test-slow  long tests (learning runs, soak, full fuzz), not in CI
@@ -11,10 +13,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+# The launch tools are not on PyPI: wheels built from the ROS 2 sources sit next to the checkout
+# (../shared/ros-launch-wheels, resolved from this Makefile's directory, not the caller's);
+# without them (and without a ROS distro) the launch tests skip with a reason.
+REPO_DIR := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+LAUNCH_WHEELS ?= $(abspath $(REPO_DIR)/../shared/ros-launch-wheels)
+LAUNCH_STAMP := $(VENV)/.launch-tools
 
 .PHONY: setup demo test test-slow bench lint colcon-check clean model
 
-setup: $(STAMP)
+setup: $(STAMP) $(LAUNCH_STAMP)
 
 $(STAMP): setup.py
 	python3 -m venv $(VENV)
@@ -25,13 +33,28 @@ $(STAMP): setup.py
 	$(PIP) install -q -e ".[train,ros,dev]"
 	touch $(STAMP)
 
+# Reinstalled when the wheels' requirements change; not stamped while neither the wheels nor a
+# ROS distro provides the tools, so wheels that appear later are picked up by the next make.
+$(LAUNCH_STAMP): $(STAMP) $(wildcard $(LAUNCH_WHEELS)/requirements.txt)
+	@if [ -f "$(LAUNCH_WHEELS)/requirements.txt" ]; then \
+	  echo "ROS launch tools: installing the wheels in $(LAUNCH_WHEELS)"; \
+	  $(PIP) install -q --no-index --find-links "$(LAUNCH_WHEELS)" \
+	    -r "$(LAUNCH_WHEELS)/requirements.txt" && $(PY) -m bench.colcon_check --launch-tools && \
+	  touch $(LAUNCH_STAMP); \
+	elif $(PY) -m bench.colcon_check --launch-tools --quiet; then \
+	  echo "ROS launch tools: from the environment (a ROS distro)"; touch $(LAUNCH_STAMP); \
+	else \
+	  echo "ROS launch tools: not installed (no $(LAUNCH_WHEELS), no ROS distro);" \
+	    "the launch tests will skip"; \
+	fi
+
 demo: $(STAMP)
 	$(VENV)/bin/pearl-robot demo
 
-test: $(STAMP)
+test: setup
 	$(PY) -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: setup
 	$(PY) -m pytest -q -m slow
 
 bench: $(STAMP)
@@ -50,7 +73,7 @@ model: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pearl_robot tests bench launch
 
-colcon-check: $(STAMP)
+colcon-check: setup
 	$(PY) -m bench.colcon_check
 
 clean:

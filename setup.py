@@ -5,6 +5,9 @@ Install extras follow the deployment split in docs/architecture.md:
 - train    meta-training and the MuJoCo twin (torch, mujoco, gymnasium, plots)
 - ros      ROS 2 Kilted core from PyPI wheels, for machines without a distro ROS install
 - dev      tests, benchmarks and lint
+- launch   the ROS launch tools (launch, launch_ros, launch_testing, the ros2 CLI), which are not
+           on PyPI: only with ``--no-index --find-links ../shared/ros-launch-wheels`` (``make
+           setup`` installs that directory's requirements.txt); a robot takes them from its distro
 """
 
 import os
@@ -70,6 +73,23 @@ setup(
             "ros-diagnostic-msgs",
             "ros-std-srvs",
             "ros-rmw-fastrtps-cpp",
+        ],
+        # Exact versions of the wheels in ../shared/ros-launch-wheels (built from the ROS 2
+        # sources); never resolve these against PyPI, where the names are not ROS's.
+        "launch": [
+            "launch==3.7.1",
+            "launch-ros==0.28.0",
+            "launch-testing==3.7.1",
+            "launch-testing-ros==0.28.0",
+            "ros2cli==0.36.1",
+            "ros2launch==0.28.0",
+            "ros2run==0.36.1",
+            "ros2param==0.36.1",
+            "ros2topic==0.36.1",
+            "ros2service==0.36.1",
+            "ros2node==0.36.1",
+            "ros2pkg==0.36.1",
+            "ros-composition-interfaces==2.2.0",
         ],
         "dev": [
             # colcon builds the package the way a ROS workspace does (tests/ros, make

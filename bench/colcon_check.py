@@ -16,12 +16,24 @@ never writes into the checkout, then ``colcon build`` runs (colcon-core + colcon
   ``pearl_robot.ros.graph`` finds the installed ``config/adapt.yaml`` and builds the graph,
   the console scripts' entry points load, and the twin finds its installed ``sim/`` model.
 
+Where the ros2 CLI is installed (a ROS distro, or the launch wheels `make setup` installs from
+../shared/ros-launch-wheels), the install space is also used the way a ROS user does, with
+``AMENT_PREFIX_PATH`` and ``PYTHONPATH`` as ``source install/setup.bash`` sets them:
+``ros2 pkg executables pearl_robot`` lists the nodes and ``pearl-robot``; ``ros2 run pearl_robot
+pearl-robot --help`` and ``ros2 run pearl_robot pearl-robot adapt --print-graph`` run the CLI
+(colcon installs console scripts to ``lib/pearl_robot``, so ``pearl-robot`` is reached through
+``ros2 run``, not PATH); ``ros2 launch pearl_robot adapt.launch.py --show-args`` loads the
+installed launch file. ``tests/ros/test_launch_adapt.py`` builds its workspace with
+:func:`build_workspace` too.
+
 Exit code 0 when every check passes; each failure is printed with what was expected.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -46,12 +58,106 @@ def _copy_sources(dest: Path) -> None:
             shutil.copy2(src, dest / name)
 
 
-def _colcon() -> list[str]:
+class ColconError(RuntimeError):
+    """colcon is missing or the build failed (the message holds colcon's output)."""
+
+
+def build_workspace(ws: Path) -> Path:
+    """Copy the tracked sources to ``ws/src/pearl_robot``, ``colcon build`` them; the install
+    base (``ws/install``)."""
+    _copy_sources(ws / "src" / PACKAGE)
     exe = shutil.which("colcon") or str(Path(sys.executable).with_name("colcon"))
     if not Path(exe).exists():
-        raise SystemExit("colcon is not installed: pip install colcon-common-extensions "
-                         "colcon-ros")
-    return [exe]
+        raise ColconError("colcon is not installed: pip install colcon-common-extensions "
+                          "colcon-ros")
+    build = subprocess.run(
+        [exe, "--log-base", str(ws / "log"), "build", "--base-paths", str(ws / "src"),
+         "--build-base", str(ws / "build"), "--install-base", str(ws / "install"),
+         "--event-handlers", "console_direct-"],
+        cwd=ws, capture_output=True, text=True)
+    if build.returncode != 0:
+        raise ColconError(f"colcon build failed (rc {build.returncode}):\n"
+                          f"{build.stdout[-2000:]}\n{build.stderr[-4000:]}")
+    return ws / "install"
+
+
+def sourced_env(install: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment ``source install/setup.bash`` gives for this package: the prefix on
+    ``AMENT_PREFIX_PATH`` and its site-packages (not the checkout) on ``PYTHONPATH``."""
+    env = dict(os.environ if base is None else base)
+    prefix = install / PACKAGE
+    site = sorted(prefix.glob("lib/python3*/site-packages"))
+    env["AMENT_PREFIX_PATH"] = os.pathsep.join(
+        filter(None, [str(prefix), env.get("AMENT_PREFIX_PATH", "")]))
+    env["PYTHONPATH"] = str(site[0]) if site else ""
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+LAUNCH_TOOLS = ("launch", "launch_ros", "launch_testing", "launch_testing_ros", "ros2cli",
+                "ros2launch", "rosidl_runtime_py", "composition_interfaces")
+"""Import names the launch tests need (the wheels in ../shared/ros-launch-wheels, or a distro)."""
+
+
+def launch_tools() -> dict[str, str | None]:
+    """Import name -> installed version ('distro' when importable without metadata), None when
+    missing."""
+    from importlib.metadata import PackageNotFoundError, packages_distributions, version
+
+    dists = packages_distributions()
+    out: dict[str, str | None] = {}
+    for name in LAUNCH_TOOLS:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:  # None: a namespace package, e.g. ./launch/
+            out[name] = None
+            continue
+        try:
+            out[name] = version(dists.get(name, [name])[0])
+        except PackageNotFoundError:
+            out[name] = "distro"
+    return out
+
+
+def ros2_cli() -> str | None:
+    """The ``ros2`` executable (distro or launch wheels), or None."""
+    if importlib.util.find_spec("ros2cli") is None:
+        return None
+    return shutil.which("ros2") or (str(Path(sys.executable).with_name("ros2"))
+                                    if Path(sys.executable).with_name("ros2").exists()
+                                    else None)
+
+
+def check_ros2_cli(install: Path, ros2: str) -> list[str]:
+    """Problems using the install space through the ros2 CLI (empty: all good)."""
+    env = sourced_env(install)
+    problems: list[str] = []
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([ros2, *args], cwd=install, env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    res = run("pkg", "executables", PACKAGE)
+    listed = {line.split()[-1] for line in res.stdout.splitlines() if line.strip()}
+    if res.returncode != 0 or not {*NODES, "pearl-robot"} <= listed:
+        problems.append(f"ros2 pkg executables {PACKAGE}: {sorted(listed)} "
+                        f"(rc {res.returncode}) {res.stderr.strip()[-300:]}")
+    res = run("run", PACKAGE, "pearl-robot", "--help")
+    if res.returncode != 0 or "adapt" not in res.stdout:
+        problems.append(f"ros2 run {PACKAGE} pearl-robot --help: rc {res.returncode} "
+                        f"{res.stderr.strip()[-300:]}")
+    res = run("run", PACKAGE, "pearl-robot", "adapt", "--print-graph")
+    try:
+        nodes = [n["name"] for n in json.loads(res.stdout)]
+    except ValueError:
+        nodes = []
+    if res.returncode != 0 or nodes != ["policy_node", "logger_node", "twin_node"]:
+        problems.append(f"ros2 run {PACKAGE} pearl-robot adapt --print-graph: rc "
+                        f"{res.returncode}, nodes {nodes} {res.stderr.strip()[-300:]}")
+    res = run("launch", PACKAGE, "adapt.launch.py", "--show-args")
+    if res.returncode != 0 or "'bundle':" not in res.stdout:
+        problems.append(f"ros2 launch {PACKAGE} adapt.launch.py --show-args: rc "
+                        f"{res.returncode} {res.stderr.strip()[-300:]}")
+    return problems
 
 
 def check_install(install: Path) -> list[str]:
@@ -108,23 +214,35 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--keep", action="store_true", help="keep the temporary workspace")
+    p.add_argument("--launch-tools", action="store_true",
+                   help="only report the ROS launch tools' versions (exit 1 if any is missing)")
+    p.add_argument("--quiet", action="store_true", help="with --launch-tools: print nothing")
     args = p.parse_args(argv)
+    if args.launch_tools:
+        tools = launch_tools()
+        if not args.quiet:
+            print("ROS launch tools: " + ", ".join(f"{k} {v or 'MISSING'}"
+                                                   for k, v in tools.items()))
+        return 0 if all(tools.values()) else 1
     ws = Path(tempfile.mkdtemp(prefix="pearl-colcon-"))
     try:
-        _copy_sources(ws / "src" / PACKAGE)
         t0 = time.perf_counter()
-        build = subprocess.run(
-            [*_colcon(), "--log-base", str(ws / "log"), "build", "--base-paths",
-             str(ws / "src"), "--build-base", str(ws / "build"), "--install-base",
-             str(ws / "install"), "--event-handlers", "console_direct-"],
-            cwd=ws, capture_output=True, text=True)
-        print(build.stdout[-2000:])
-        if build.returncode != 0:
-            print(build.stderr[-4000:], file=sys.stderr)
-            print(f"colcon build failed (rc {build.returncode})", file=sys.stderr)
+        try:
+            install = build_workspace(ws)
+        except ColconError as exc:
+            print(exc, file=sys.stderr)
             return 1
         print(f"colcon build: {time.perf_counter() - t0:.1f} s")
-        problems = check_install(ws / "install")
+        problems = check_install(install)
+        ros2 = ros2_cli()
+        if ros2 is None:
+            print("ros2 CLI not installed: `ros2 run` / `ros2 launch` from the install space "
+                  "not checked")
+        elif not problems:
+            problems += check_ros2_cli(install, ros2)
+            if not problems:
+                print(f"ros2 CLI ({ros2}): ros2 pkg executables, ros2 run {PACKAGE} "
+                      "pearl-robot --help / adapt --print-graph, ros2 launch --show-args OK")
         for problem in problems:
             print(f"FAIL {problem}", file=sys.stderr)
         if not problems:

@@ -6,7 +6,12 @@ the same function ``pearl-robot adapt`` composes in one process, so the two cann
     ros2 launch pearl_robot adapt.launch.py                       # twin, packaged bundle
     ros2 launch pearl_robot adapt.launch.py robot:=serial port:=/dev/ttyACM0 \\
         bundle:=/models/arm-v3 dataset_dir:=/data/night-12 episodes:=200
+    ros2 launch pearl_robot adapt.launch.py episodes:=4 exit_when_done:=true   # 4, then exit
     ros2 launch pearl_robot adapt.launch.py --show-args           # every argument, described
+
+The policy node is the graph's reason to run: when its process ends (its episodes are done
+with ``exit_when_done:=true``, or it could not start, e.g. a refused bundle) the launch shuts
+down, which sends SIGINT to the logger (it closes the episode log) and the robot node.
 """
 
 from __future__ import annotations
@@ -20,16 +25,22 @@ def node_specs(values: dict[str, str]) -> tuple[NodeSpec, ...]:
 
 
 def _launch_setup(context, *args, **kwargs):
+    from launch.actions import Shutdown
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
 
     values = {a.name: LaunchConfiguration(a.name).perform(context) for a in LAUNCH_ARGUMENTS}
-    return [
-        Node(package=PACKAGE, executable=spec.executable, name=spec.name,
-             parameters=[spec.parameters], remappings=list(spec.remappings),
-             output="screen", emulate_tty=True)
-        for spec in node_specs(values)
-    ]
+    nodes = []
+    for spec in node_specs(values):
+        on_exit = None
+        if spec.executable == "policy_node":
+            reason = ("the policy ran its episodes (exit_when_done)"
+                      if spec.parameters.get("exit_when_done") else "the policy node ended")
+            on_exit = [Shutdown(reason=reason)]
+        nodes.append(Node(package=PACKAGE, executable=spec.executable, name=spec.name,
+                          parameters=[spec.parameters], remappings=list(spec.remappings),
+                          output="screen", emulate_tty=True, on_exit=on_exit))
+    return nodes
 
 
 def generate_launch_description():

@@ -20,6 +20,22 @@ def _ros_available() -> bool:
     return importlib.util.find_spec("rclpy") is not None
 
 
+LAUNCH_TOOLS = ("launch", "launch_ros", "launch_testing", "ros2cli")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which ROS launch tools the launch tests (tests/ros/test_launch_adapt.py) run with."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for name in LAUNCH_TOOLS:
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            found.append(f"{name} missing")
+    return "ROS launch tools: " + ", ".join(found)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if _ros_available():
         return

@@ -23,9 +23,14 @@ import threading
 
 from pearl_robot.ros.graph import LAUNCH_ARGUMENTS, build_graph
 
+FLAGS = ("exit_when_done",)
+"""Launch arguments that are plain flags here (``--exit-when-done``), 'true' when given."""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     for arg in LAUNCH_ARGUMENTS:
+        if arg.name in FLAGS:
+            continue
         parser.add_argument(f"--{arg.name.replace('_', '-')}", dest=arg.name,
                             default=arg.default, metavar=arg.name.upper(),
                             help=f"{arg.description} (launch argument {arg.name}:=...)")
@@ -33,14 +38,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop after this many wall seconds (0: run until Ctrl-C)")
     parser.add_argument("--exit-when-done", action="store_true",
                         help="stop once the policy has run its --episodes (default: keep "
-                        "holding the safe command until Ctrl-C, as a robot would)")
+                        "holding the safe command until Ctrl-C, as a robot would; launch "
+                        "argument exit_when_done:=true)")
     parser.add_argument("--print-graph", action="store_true",
                         help="print the resolved nodes and parameters as JSON and exit")
 
 
 def graph_values(args: argparse.Namespace) -> dict[str, str]:
     """The launch-argument values of a parsed command line (what build_graph takes)."""
-    return {a.name: str(getattr(args, a.name)) for a in LAUNCH_ARGUMENTS}
+    values = {a.name: str(getattr(args, a.name)) for a in LAUNCH_ARGUMENTS
+              if a.name not in FLAGS}
+    values.update({name: "true" if getattr(args, name) else "" for name in FLAGS})
+    return values
 
 
 def _print_summary(returns: list[tuple[int, int, float]], specs: tuple) -> None:

@@ -38,6 +38,8 @@ CLOCK = "/clock"
 ROBOT_RESET = "/pearl/robot/reset"
 
 ROBOTS = ("twin", "serial")
+BOOLEANS = {"true": True, "false": False}
+"""Spellings of a boolean launch argument (case-insensitive), as launch conditions take them."""
 
 
 class LaunchArgument(NamedTuple):
@@ -67,6 +69,11 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("episodes", "",
                    "Episodes to run before holding the safe command (0: unlimited); empty: "
                    "the parameters file's policy_node.episodes."),
+    LaunchArgument("exit_when_done", "",
+                   "'true': end the launch cleanly once the policy has run its episodes "
+                   "(needs episodes > 0; the log is closed first); empty: the parameters "
+                   "file's policy_node.exit_when_done (default false: hold the safe command "
+                   "until Ctrl-C, as a robot would)."),
     LaunchArgument("real_time_factor", "1.0",
                    "Twin speed in simulated seconds per wall second; above 1 the twin "
                    "publishes /clock and every node runs on sim time (tests, quick demos)."),
@@ -179,6 +186,9 @@ def resolve_arguments(values: Mapping[str, str]) -> dict[str, str]:
     if rtf != 1.0 and out["robot"] != "twin":
         raise ConfigError("real_time_factor other than 1 needs robot:=twin (a real robot runs "
                           "in real time)")
+    if out["exit_when_done"].lower() not in ("", *BOOLEANS):
+        raise ConfigError(f"exit_when_done must be true or false, got "
+                          f"{out['exit_when_done']!r}")
     if out["episodes"]:
         try:
             if int(out["episodes"]) < 0:
@@ -213,6 +223,8 @@ def build_graph(values: Mapping[str, str]) -> tuple[NodeSpec, ...]:
         overrides["policy_node"]["bundle"] = args["bundle"]
     if args["episodes"]:
         overrides["policy_node"]["episodes"] = int(args["episodes"])
+    if args["exit_when_done"]:
+        overrides["policy_node"]["exit_when_done"] = BOOLEANS[args["exit_when_done"].lower()]
     if args["dataset_dir"]:
         overrides["logger_node"]["dataset_dir"] = args["dataset_dir"]
     if args["port"] and robot_node == "bridge_node":

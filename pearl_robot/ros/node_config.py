@@ -89,8 +89,15 @@ class PolicyNodeConfig:
     """Without a reset service: how long the safe command is held before the next episode."""
     diagnostics_period_s: float = 1.0
     """Period of the /diagnostics status (loop period, jitter, overruns, inference, obs age)."""
+    exit_when_done: bool = False
+    """Stop the node (exit code 0) once the schedule has run its 'episodes'; the launch file
+    then ends the whole launch (launch argument exit_when_done:=true). Needs episodes > 0.
+    False: hold the safe command until stopped, as a robot would."""
 
     def __post_init__(self) -> None:
+        if self.exit_when_done and not self.episodes:
+            raise ConfigError("parameter 'exit_when_done' needs a fixed number of episodes "
+                              "(episodes > 0); with episodes 0 the schedule never finishes")
         if self.z_mode not in Z_MODES:
             raise ConfigError(f"parameter 'z_mode' must be one of {Z_MODES}, got "
                               f"{self.z_mode!r}")

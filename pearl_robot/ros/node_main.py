@@ -18,15 +18,21 @@ from rclpy.node import Node
 from pearl_robot.errors import PearlRobotError
 
 
-def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
-    """Create the node with ``factory`` and spin it until shutdown; the process exit code."""
+def run_node(factory: Callable[[], Node], args: list[str] | None = None,
+             stop_when: Callable[[Node], bool] | None = None) -> int:
+    """Create the node with ``factory`` and spin it until shutdown, or until
+    ``stop_when(node)`` is true (a node that finished its job); the process exit code."""
     rclpy.init(args=args)
     node: Node | None = None
     try:
         node = factory()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        if stop_when is None:
+            executor.spin()
+        else:
+            while rclpy.ok() and not stop_when(node):
+                executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except PearlRobotError as exc:

@@ -634,5 +634,12 @@ class PolicyNode(Node):
             super().destroy_node()
 
 
+def _finished(node: Node) -> bool:
+    """``exit_when_done``: the schedule ran its episodes (the last transition went out a tick
+    before the schedule reported done, so the logger has it)."""
+    return isinstance(node, PolicyNode) and node.params.value.exit_when_done and \
+        node.state == "done"
+
+
 def main(args: list[str] | None = None) -> int:
-    return run_node(PolicyNode, args)
+    return run_node(PolicyNode, args, stop_when=_finished)
