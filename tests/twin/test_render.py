@@ -31,7 +31,7 @@ def test_twin_episode_to_strip_gif_and_plot(tmp_path: Path) -> None:
     assert ep.frames[0].std() > 5  # a picture, not a blank buffer
     assert not np.array_equal(ep.frames[0], ep.frames[-1])  # the arm moved
     assert ep.obs.shape == (13, 6) and ep.actions.shape == (12, 3)
-    assert set(ep.reward_parts) == {"distance", "effort", "overspeed"}
+    assert set(ep.reward_parts) == {"distance", "precision", "effort", "overspeed"}
     np.testing.assert_allclose(sum(ep.reward_parts.values()), ep.rewards)
 
     strip = save_image_strip(ep.frames, tmp_path / "strip.png", columns=2,

@@ -34,10 +34,12 @@ def test_reward_matches_definition_on_hand_built_states() -> None:
     r, parts = twin_arm_reward(goal + [0.3, 0.4, 0.0], np.zeros(3), np.zeros(3), goal, EMAX,
                                VMAX)
     assert parts["distance"] == pytest.approx(-0.5)  # 3-4-5
-    assert r == pytest.approx(-0.5)
+    assert parts["precision"] == pytest.approx(np.exp(-25.0))  # 5 success radii away
+    assert r == pytest.approx(-0.5 + np.exp(-25.0))
     r, parts = twin_arm_reward(goal, np.array([7.0, -6.5, 0.0]), np.array([3.0, -3.0, 0.0]),
                                goal, EMAX, VMAX)
     assert parts["distance"] == 0.0
+    assert parts["precision"] == 1.0
     assert parts["effort"] == pytest.approx(-0.05 * (1.0 + 0.25))
     assert parts["overspeed"] == pytest.approx(-0.2 * (1.0 + 0.5))
     assert r == pytest.approx(sum(parts.values()))
@@ -60,7 +62,7 @@ def test_env_reward_is_the_function_of_obs_and_action(family: TwinArmFamily) -> 
                                         VMAX)
         assert res.reward == pytest.approx(expect)
         assert res.info["reward_parts"] == pytest.approx(parts)
-        assert set(res.info["reward_parts"]) == {"distance", "effort", "overspeed"}
+        assert set(res.info["reward_parts"]) == {"distance", "precision", "effort", "overspeed"}
         # the robot-side hook gives the same number from the logged transition
         hook = family.transition_reward(family.tasks[3], np.zeros(6), a, res.obs)
         assert hook == pytest.approx((res.reward, res.reward))
