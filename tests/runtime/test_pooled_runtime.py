@@ -157,3 +157,31 @@ def test_a_nonfinite_step_never_enters_the_belief(pooled) -> None:  # noqa: ANN0
     assert "encoder_nonfinite" in res.reason
     np.testing.assert_array_equal(rt.belief.mean, before[0])
     assert rt.belief.count == before[1]
+
+
+def test_hot_swap_between_pog_and_pooled_bundles(pooled, tmp_path: Path) -> None:  # noqa: ANN001
+    """A running PEARL bundle swaps to a pooled one (and back) at an episode boundary, with a
+    fresh belief of the new kind; old pog bundles keep loading next to pooled ones."""
+    out, _ = pooled
+    pog = tmp_path / "pog"
+    write_test_bundle(pog, "twin-arm", seed=2, output_gain=30.0, use_next_obs_in_context=True,
+                      hidden_sizes=(32, 32), encoder_hidden_sizes=(32, 32))
+    rt = PolicyRuntime(pog, RuntimeConfig(), rng=np.random.default_rng(0))
+    obs = np.zeros(6)
+    rt.begin_episode(task="a")
+    for _ in range(5):
+        rt.tick(obs, -1.0)
+    assert type(rt.belief).__name__ == "OnlineBelief" and rt.belief.count == 4
+    assert rt.request_swap(out)
+    assert rt.wait_for_validation(30).state == "ready"
+    start = rt.begin_episode(task="a")
+    assert start.swapped_to == load_bundle(out).sha256 and start.belief_reset
+    assert type(rt.belief).__name__ == "StepBelief" and rt.belief.count == 0
+    for _ in range(5):
+        res = rt.tick(obs, -1.0)
+    assert not res.fault and res.z.shape == (2 * rt.bundle.contract.latent_dim,)
+    assert rt.request_swap(pog)
+    assert rt.wait_for_validation(30).state == "ready"
+    rt.begin_episode(task="a")
+    assert type(rt.belief).__name__ == "OnlineBelief" and rt.belief.count == 0
+    rt.close()
