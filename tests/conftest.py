@@ -23,8 +23,7 @@ def _ros_available() -> bool:
 LAUNCH_TOOLS = ("launch", "launch_ros", "launch_testing", "ros2cli")
 
 
-def pytest_report_header(config: pytest.Config) -> str:
-    """Which ROS launch tools the launch tests (tests/ros/test_launch_adapt.py) run with."""
+def _launch_tools_line() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     found = []
@@ -34,6 +33,16 @@ def pytest_report_header(config: pytest.Config) -> str:
         except PackageNotFoundError:
             found.append(f"{name} missing")
     return "ROS launch tools: " + ", ".join(found)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which ROS launch tools the launch tests (tests/ros/test_launch_adapt.py) run with."""
+    return _launch_tools_line()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # noqa: ANN001
+    """The same line at the end, where `pytest -q` (make test, CI) shows it too."""
+    terminalreporter.write_line(_launch_tools_line())
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

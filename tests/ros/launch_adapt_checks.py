@@ -274,23 +274,31 @@ class TestAdaptLaunch(unittest.TestCase):
         p = self.probe
         self.assertTrue(SWAP_BUNDLE, "PEARL_LT_SWAP_BUNDLE is not set")
         new_sha = read_contract(SWAP_BUNDLE).contract_sha256
-        old = self._running_episode(max_step=10)
-        self.assertNotEqual(old["bundle_sha256"], new_sha[:16])
+        # Right at an episode start (its /pearl/task announcement), 3 s before its end.
+        mark = len(p.tasks)
+        started = p.wait_for(lambda: next((t for _, t in p.tasks[mark:]
+                                           if t["state"] == "running"), None),
+                             20.0, "an episode start on /pearl/task")
+        old_sha = started["model_sha"]
+        self.assertNotEqual(old_sha, new_sha)
         result = p.set_bundle(SWAP_BUNDLE)
         self.assertTrue(result.successful, result.reason)
         # Mid-episode the running model stays ...
         mark = len(p.policy_diag)
         p.wait_for(lambda: len(p.policy_diag) > mark, 3.0, "a /diagnostics sample")
         now = p.policy_diag[-1][1]
-        if now["episode"] == old["episode"]:
-            self.assertEqual(now["bundle_sha256"], old["bundle_sha256"])
+        if int(now["episode"]) == started["episode"]:
+            self.assertEqual(now["bundle_sha256"], old_sha[:16])
         # ... and the next episode runs the new one, announced on /pearl/task.
         p.wait_for(lambda: p.last_diag()["bundle_sha256"] == new_sha[:16], 20.0,
                    "the new bundle id on /diagnostics")
-        self.assertGreater(int(p.last_diag()["episode"]), int(old["episode"]))
+        self.assertGreater(int(p.last_diag()["episode"]), started["episode"])
         swapped = [t for _, t in p.tasks if t["model_sha"] == new_sha]
         self.assertTrue(swapped and swapped[0]["state"] in ("resetting", "running"))
-        self.assertGreater(swapped[0]["episode"], int(old["episode"]))
+        self.assertTrue(all(t["episode"] > started["episode"] for t in swapped
+                            if t["state"] == "running"), swapped)
+        during = [t for _, t in p.tasks if t["episode"] == started["episode"]]
+        self.assertTrue(all(t["model_sha"] == old_sha for t in during), during)
         self.assertEqual(p.parameters("policy_node")["bundle"], SWAP_BUNDLE)
         # Run a little into the new episode so the log holds it.
         p.spin_for(1.0)
