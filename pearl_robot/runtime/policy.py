@@ -31,7 +31,14 @@ fed to the encoder. The command that entered the context is the one actually sen
 Faults never raise from ``tick``: the tick returns the safe command with ``safe=True`` and the
 reasons in ``reason``, and the loop goes on. Reproducibility: ``rng`` is drawn from only at
 ``begin_episode`` (``latent_dim`` standard normals, schedule ``episode`` with the information
-bottleneck) and per actor call when ``stochastic_actions`` (``action_dim`` standard normals).
+bottleneck) and per actor call when ``stochastic_actions`` (``action_dim`` standard normals),
+and, with change detection on, once per detected change (schedule ``episode``: z is redrawn
+from the rebuilt belief).
+
+Change detection (``RuntimeConfig.change_detection``, off by default) hooks into step 2 only:
+each new factor is scored against the belief before it is multiplied in, and a detected change
+rebuilds the belief from the transitions after the change point
+(:mod:`pearl_robot.runtime.change_detection`); ``change_monitor.status()`` says what it saw.
 
 Arrays in a :class:`TickResult` are fresh copies (safe to keep). The control path allocates
 nothing bigger than these small vectors: feeds are preallocated float32 buffers reused every
@@ -61,6 +68,10 @@ from pearl_robot.runtime.bundle import (
     check_compatible,
     check_robot,
     load_bundle,
+)
+from pearl_robot.runtime.change_detection import (
+    BeliefChangeMonitor,
+    ChangeDetectionConfig,
 )
 from pearl_robot.runtime.safety import ActionSafety
 from pearl_robot.runtime.session import BoundGraph
@@ -119,6 +130,10 @@ class RuntimeConfig:
     """Command sent whenever the policy cannot be trusted; None: zeros clipped to limits."""
     reset_belief_on_task_change: bool = True
     """``begin_episode(task=...)`` with a task different from the last one resets the belief."""
+    change_detection: ChangeDetectionConfig = ChangeDetectionConfig()
+    """Online detection of a task change within the stream (``runtime.change_detection``):
+    off by default; on a detected change the belief is rebuilt from the transitions after
+    the change point (schedule ``episode`` then redraws z from the rebuilt belief)."""
 
     def __post_init__(self) -> None:
         if self.z_schedule not in ("episode", "step_mean", "fixed"):
@@ -276,6 +291,8 @@ class _Model:
         self.action_dim = a
         window = c.recommended_window if cfg.context_window is None else cfg.context_window
         self.belief = OnlineBelief(L, window or None, cfg.forgetting, c.includes_prior)
+        cd = cfg.change_detection
+        self.monitor = BeliefChangeMonitor(cd, L, c.control_period) if cd.enabled else None
         md = None
         if cfg.max_rate is not None:
             md = np.asarray(cfg.max_rate, dtype=np.float64) * c.control_period
@@ -356,6 +373,13 @@ class PolicyRuntime:
         return self._m.belief
 
     @property
+    def change_monitor(self) -> BeliefChangeMonitor | None:
+        """The running model's change detector (None when off). Read its ``status()`` after a
+        tick; count events by ``status().changes`` (``changed`` is about the newest scored
+        transition only)."""
+        return self._m.monitor
+
+    @property
     def safe_command(self) -> np.ndarray:
         """The command sent when the policy is not trusted (copy)."""
         return self._m.safety.safe_action.copy()
@@ -372,6 +396,8 @@ class PolicyRuntime:
     def reset_belief(self) -> None:
         """Forget the context: the belief is the prior again; exploration episodes restart."""
         self._m.belief.reset()
+        if self._m.monitor is not None:
+            self._m.monitor.reset()
         self._episodes_since_reset = 0
 
     def begin_episode(self, task: Any = None) -> EpisodeStart:
@@ -493,7 +519,15 @@ class PolicyRuntime:
         np.multiply(nat[0], m.mu_out[0], out=nat[1])
         if not all(map(_isfinite, nat[1].tolist())):  # |mu| / var overflowed
             return ENCODER_NONFINITE
-        m.belief.add_natural(nat)
+        if m.monitor is None:
+            m.belief.add_natural(nat)
+            return ""
+        if m.monitor.add(m.belief, nat) is not None and self.config.z_schedule == "episode" \
+                and m.monitor.config.on_change != "flag":
+            m.z[:] = m.belief.mean  # a changed task: z from the rebuilt belief, sampled
+            if m.contract.information_bottleneck:  # as at an episode start
+                m.z += np.sqrt(m.belief.var) * self.rng.standard_normal(m.contract.latent_dim)
+            m.z32[0] = m.z
         return ""
 
     def tick(self, obs: Any, reward: float | None = None, obs_age: float | None = None
