@@ -53,6 +53,7 @@ Pure numpy; no torch, no rclpy.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
@@ -74,15 +75,19 @@ class ChangeDetectionConfig:
     false_alarms_per_hour: float = 0.5
     """Target in-control alarm rate; sets the CUSUM threshold (Siegmund's approximation in
     long-run standard deviations, at the bundle's control period)."""
-    drift: float = 0.5
-    """CUSUM reference value k, in long-run standard deviations of the surprise: shifts
-    smaller than about 2k are detected slowly, larger ones in (threshold + 1.2)/(shift - k)
-    steps."""
+    drift: float = 2.5
+    """CUSUM reference value k, in (long-run) standard deviations of the surprise: only
+    surprise above k accumulates; a shift of s > k is found in about
+    (threshold + 1.17) / (s - k) steps. Large by default: on the arm3 twin the surprise of a
+    steady robot wanders slowly and a task change that matters moves it far (bench)."""
     clip: float = 4.0
-    """Largest standardized increment of one step (one corrupt transition cannot alarm)."""
-    warmup: int = 200
-    """Scored transitions before the first alarm can be raised (the baseline's start)."""
-    baseline_horizon: int = 2000
+    """Largest standardized surprise one step adds; never more than drift + 0.95 threshold,
+    so an alarm always needs at least two surprising transitions (one corrupt transition
+    cannot raise it)."""
+    warmup: int = 600
+    """Scored transitions before the first alarm can be raised (the baseline's start; 30 s
+    at 20 Hz)."""
+    baseline_horizon: int = 20000
     """EWMA horizon (transitions) of the baseline mean, variance and autocorrelation."""
     min_context: int = 5
     """Transitions the belief must hold before a new one is scored against it."""
@@ -93,8 +98,30 @@ class ChangeDetectionConfig:
     on_change: OnChange = "rebuild"
     """``rebuild``: reset the belief and add back the factors after the change point;
     ``reset``: reset to the prior; ``flag``: report only, the belief is untouched."""
-    max_autocorrelation: float = 0.9
-    """Cap of the lag-1 autocorrelation used for the long-run standard deviation."""
+    max_autocorrelation: float = 0.0
+    """Cap of the lag-1 autocorrelation used for the long-run standard deviation: 0 scores
+    in plain standard deviations (the twin default, with a large ``drift``); up to 0.9 keeps
+    the configured false-alarm rate on an autocorrelated surprise with a small ``drift``
+    (a slower, more sensitive detector)."""
+    neighbourhood: float = 0.03
+    """Score a factor against the factors of *similar* transitions only: those whose
+    normalized (obs, action) (each entry scaled to [-1, 1] by the contract's limits) is within
+    this max-norm distance; 0: against the whole belief. A robot whose state moves (its own
+    belief changing its mind, a new phase of the motion) changes its transitions without a
+    task change; the same state and command giving a different factor is what a task change
+    looks like."""
+    neighbour_lag: int = 5
+    """Neighbours are at least this many transitions old (the newest ones move with it)."""
+    min_neighbours: int = 5
+    """Fewer neighbours than this: the transition is not scored."""
+    reference: int = 0
+    """Transitions in the local reference of the surprise (its mean over them, ``reference_lag``
+    steps back, is subtracted before scoring); 0: the global EWMA mean instead."""
+    reference_lag: int = 10
+    """Newest transitions left out of the local reference (a change does not raise its own
+    reference before it is detected)."""
+    reference_min: int = 20
+    """Reference values needed before a transition is scored (after a start or a change)."""
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -107,13 +134,18 @@ class ChangeDetectionConfig:
             raise bad("drift", "must be > 0")
         if not self.clip > self.drift:
             raise bad("clip", "must be larger than drift")
-        for name in ("warmup", "baseline_horizon", "min_context", "max_rebuild"):
+        for name in ("warmup", "baseline_horizon", "min_context", "max_rebuild",
+                     "reference_min", "min_neighbours"):
             if int(getattr(self, name)) < 1:
                 raise bad(name, "must be >= 1")
         if self.holdoff < 0:
             raise bad("holdoff", "must be >= 0")
         if self.on_change not in ("rebuild", "reset", "flag"):
             raise bad("on_change", "must be 'rebuild', 'reset' or 'flag'")
+        if not self.neighbourhood >= 0 or self.neighbour_lag < 0:
+            raise bad("neighbourhood", "and neighbour_lag must be >= 0")
+        if self.reference < 0 or self.reference_lag < 0:
+            raise bad("reference", "and reference_lag must be >= 0")
         if not 0.0 <= self.max_autocorrelation < 1.0:
             raise bad("max_autocorrelation", "must be in [0, 1)")
 
@@ -183,8 +215,8 @@ class ChangeStatus(NamedTuple):
 class ChangeDetector:
     """Self-calibrating one-sided CUSUM over a scalar surprise stream (see module doc).
 
-    ``update(x)`` returns the :class:`ChangeEvent` it raised, or None. Pure Python floats: a
-    few hundred nanoseconds per call.
+    ``update(x)`` returns the :class:`ChangeEvent` it raised, or None. Pure Python floats on
+    the hot path: about a microsecond per call.
     """
 
     def __init__(self, config: ChangeDetectionConfig, control_period: float) -> None:
@@ -194,12 +226,19 @@ class ChangeDetector:
         self.control_period = float(control_period)
         self.threshold = config.threshold(control_period)
         self._k = float(config.drift)
-        self._clip = float(config.clip)
+        self._clip = min(float(config.clip), self._k + 0.95 * self.threshold)
         self._warmup = int(config.warmup)
         self._horizon = int(config.baseline_horizon)
         self._rho_max = float(config.max_autocorrelation)
         self._holdoff = int(config.holdoff)
-        # baseline
+        # local reference: mean of the surprise over [t - lag - M, t - lag)
+        self._M = int(config.reference)
+        self._lag = int(config.reference_lag)
+        self._ref: deque[float] = deque(maxlen=self._M + self._lag + 1)
+        self._ref_sum = 0.0
+        self._ref_n = 0
+        self._ref_min = min(self._M, int(config.reference_min)) if self._M else 0
+        # baseline of the residual (surprise minus its reference)
         self._n = 0
         self._mean = 0.0
         self._var = 0.0
@@ -226,7 +265,7 @@ class ChangeDetector:
 
     @property
     def baseline(self) -> tuple[float, float, float]:
-        """(mean, standard deviation, lag-1 autocorrelation) of the in-control surprise."""
+        """(mean, standard deviation, lag-1 autocorrelation) of the in-control residual."""
         sd = math.sqrt(self._var) if self._var > 0 else 0.0
         rho = self._cov1 / self._var if self._var > 0 else 0.0
         return self._mean, sd, rho
@@ -239,10 +278,14 @@ class ChangeDetector:
         return math.sqrt(self._var * (1.0 + rho) / (1.0 - rho))
 
     def restart(self) -> None:
-        """Forget the CUSUM (a belief reset from outside); the baseline stays."""
+        """Forget the CUSUM and the local reference (a belief reset or a detected change:
+        the surprise's level starts over); the residual baseline stays."""
         self.cusum = 0.0
         self.run = 0
         self._prev_dev = None
+        self._ref.clear()
+        self._ref_sum = 0.0
+        self._ref_n = 0
         self.changed = False
         self.last_surprise = math.nan
         self.last_score = math.nan
@@ -254,6 +297,24 @@ class ChangeDetector:
         self.last_score = math.nan
         self._prev_dev = None
 
+    def _reference(self) -> float | None:
+        if self._M == 0:
+            return 0.0  # the residual baseline's mean is the whole reference
+        return self._ref_sum / self._ref_n if self._ref_n >= self._ref_min else None
+
+    def _push(self, x: float) -> None:
+        ref = self._ref
+        if self._M == 0:
+            return
+        ref.append(x)
+        n = len(ref)
+        if n > self._lag:  # the value `lag` steps old enters the reference
+            self._ref_sum += ref[-1 - self._lag]
+            self._ref_n += 1
+            if self._ref_n > self._M:  # the oldest leaves it
+                self._ref_sum -= ref[0]
+                self._ref_n -= 1
+
     def update(self, x: float) -> ChangeEvent | None:
         """Score one surprise value; a non-finite one is skipped (never accumulated)."""
         self.changed = False
@@ -263,9 +324,15 @@ class ChangeDetector:
         self.last_surprise = x
         self.scored += 1
         event = None
+        mu = self._reference()
+        if mu is None:  # the reference is still forming
+            self.last_score = math.nan
+            self._push(x)
+            return None
+        e = x - mu
         sd = self.long_run_std()
         if self._n >= self._warmup and sd > 0.0:
-            z = (x - self._mean) / sd
+            z = (e - self._mean) / sd
             self.last_score = z
             zc = z if z < self._clip else self._clip
             self._z[self._zh] = zc
@@ -282,14 +349,16 @@ class ChangeDetector:
             elif self.cusum > self.threshold:
                 event = ChangeEvent(self.scored - 1, self.change_age(), x, self.cusum)
                 self.changes += 1
-                self.changed = True
                 self.last_event = event
-                self.cusum = 0.0
-                self.run = 0
+                self.restart()
+                self.changed = True
+                self.last_surprise = x
                 self._quiet = self._holdoff
+                return event
         else:
             self.last_score = math.nan
-        self._learn(x)
+        self._learn(e)
+        self._push(x)
         return event
 
     def change_age(self) -> int:
@@ -373,14 +442,15 @@ class NaturalBelief(Protocol):
 
 
 class BeliefChangeMonitor:
-    """Scores each PoG factor against the belief, adds it, and rebuilds on a change.
+    """Scores each PoG factor, adds it to the belief, and rebuilds the belief on a change.
 
-    The runtime calls :meth:`add` instead of ``belief.add_natural`` and :meth:`reset` when it
+    The runtime calls :meth:`add` instead of ``belief.add_natural`` (with the transition's
+    normalized (obs, action) as ``key`` when ``neighbourhood`` is on) and :meth:`reset` when it
     resets the belief itself (task change, operator request).
     """
 
     def __init__(self, config: ChangeDetectionConfig, latent_dim: int,
-                 control_period: float) -> None:
+                 control_period: float, key_dim: int = 0) -> None:
         self.config = config
         self.detector = ChangeDetector(config, control_period)
         self.latent_dim = latent_dim
@@ -389,27 +459,71 @@ class BeliefChangeMonitor:
         self._head = 0
         self._held = 0  # factors in the ring that belong to the current context
         self._scratch = np.empty((2, latent_dim))
+        self._nb_nat = np.empty((2, latent_dim))
         self._min_context = int(config.min_context)
         self._mode = config.on_change
-        self.events: list[ChangeEvent] = []
-        """Every change raised (bounded by the changes themselves: one per holdoff at most)."""
+        self._radius = float(config.neighbourhood)
+        self._lag = int(config.neighbour_lag)
+        self._nmin = int(config.min_neighbours)
+        self.key_dim = int(key_dim)
+        self._keys = np.zeros((self._R, max(self.key_dim, 1)))
+        self._age0 = np.arange(self._R)
+        self.neighbours = 0
+        """Neighbours the newest transition was scored against (0: scored against the belief
+        or not scored)."""
+        self.events: deque[ChangeEvent] = deque(maxlen=1000)
+        """The newest changes raised (at most 1000 kept)."""
+
+    @property
+    def uses_keys(self) -> bool:
+        return self._radius > 0 and self.key_dim > 0
 
     def reset(self) -> None:
         """The belief was reset from outside: the CUSUM and the rebuild ring start over."""
         self.detector.restart()
         self._held = 0
 
-    def add(self, belief: NaturalBelief, nat: np.ndarray) -> ChangeEvent | None:
-        """Score ``nat`` against ``belief``, multiply it in, and act on a change."""
+    def _surprise(self, belief: NaturalBelief, nat: np.ndarray,
+                  key: np.ndarray | None) -> float:
+        """The newest factor's surprise (NaN: not scored)."""
+        self.neighbours = 0
+        if belief.count < self._min_context:
+            return math.nan
+        if key is None or not self.uses_keys:
+            return factor_surprise(nat, belief.mean, belief.var, self._scratch)
+        # neighbours: transitions of this context at least `lag` old whose normalized
+        # (obs, action) lies within `radius` (max-norm) of this one's
+        ages = (self._head - 1 - self._age0) % self._R  # age of each ring slot
+        near = np.abs(self._keys - key).max(axis=1) <= self._radius
+        near &= ages >= self._lag
+        near &= ages < self._held
+        n = int(np.count_nonzero(near))
+        if n < self._nmin:
+            return math.nan
+        self.neighbours = n
+        nb = self._nb_nat
+        np.sum(self._ring[near], axis=0, out=nb)
+        prec = nb[0]
+        mean = nb[1] / prec
+        return factor_surprise(nat, mean, 1.0 / prec, self._scratch)
+
+    def add(self, belief: NaturalBelief, nat: np.ndarray,
+            key: np.ndarray | None = None) -> ChangeEvent | None:
+        """Score ``nat`` (against the neighbours of ``key``, or the belief), multiply it in,
+        and act on a change."""
         det = self.detector
-        if belief.count >= self._min_context:
-            event = det.update(factor_surprise(nat, belief.mean, belief.var, self._scratch))
+        x = self._surprise(belief, nat, key)
+        if x == x:
+            event = det.update(x)
         else:
             det.skip()
             event = None
         belief.add_natural(nat)
-        self._ring[self._head] = nat
-        self._head = (self._head + 1) % self._R
+        h = self._head
+        self._ring[h] = nat
+        if key is not None and self.key_dim:
+            self._keys[h] = key
+        self._head = (h + 1) % self._R
         if self._held < self._R:
             self._held += 1
         if event is not None:

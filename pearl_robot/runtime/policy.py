@@ -292,7 +292,16 @@ class _Model:
         window = c.recommended_window if cfg.context_window is None else cfg.context_window
         self.belief = OnlineBelief(L, window or None, cfg.forgetting, c.includes_prior)
         cd = cfg.change_detection
-        self.monitor = BeliefChangeMonitor(cd, L, c.control_period) if cd.enabled else None
+        self.monitor = None
+        if cd.enabled:  # transitions are compared by their normalized (obs, command)
+            self.monitor = BeliefChangeMonitor(cd, L, c.control_period, key_dim=o + a)
+            lo = np.concatenate([c.obs_low if c.obs_low is not None else -np.ones(o),
+                                 c.action_low])
+            hi = np.concatenate([c.obs_high if c.obs_high is not None else np.ones(o),
+                                 c.action_high])
+            self.key_center = 0.5 * (hi + lo)
+            self.key_inv = 2.0 / np.maximum(hi - lo, 1e-12)
+            self.key = np.zeros(o + a)
         md = None
         if cfg.max_rate is not None:
             md = np.asarray(cfg.max_rate, dtype=np.float64) * c.control_period
@@ -522,7 +531,12 @@ class PolicyRuntime:
         if m.monitor is None:
             m.belief.add_natural(nat)
             return ""
-        if m.monitor.add(m.belief, nat) is not None and self.config.z_schedule == "episode" \
+        k = m.key
+        k[:m.obs.shape[0]] = m.prev_obs
+        k[m.obs.shape[0]:] = m.prev_cmd
+        k -= m.key_center
+        k *= m.key_inv
+        if m.monitor.add(m.belief, nat, k) is not None and self.config.z_schedule == "episode" \
                 and m.monitor.config.on_change != "flag":
             m.z[:] = m.belief.mean  # a changed task: z from the rebuilt belief, sampled
             if m.contract.information_bottleneck:  # as at an episode start
