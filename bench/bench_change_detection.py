@@ -303,7 +303,7 @@ def _plot(res: dict[str, Any], dt: float, threshold: float, path: Path) -> None:
     ax[3].set_xlabel("s")
     ax[3].legend(loc="lower right", fontsize=8)
     for a in ax:
-        for s, kind in det["switches"]:
+        for s, _kind in det["switches"]:
             a.axvline(s * dt, color="0.5", lw=0.8)
         for al in det["alarms"]:
             a.axvline(al * dt, color="r", lw=0.6, ls=":")

@@ -43,10 +43,10 @@ def test_change_statistic_is_published_every_running_tick(ros_context, untrained
             robot.t_ns += PERIOD_NS
             t = robot.t_ns * 1e-9 - 1e-9
             robot.publish_clock()
-            assert g.spin_until(lambda: policy.timer_at >= t, 5.0)
+            assert g.spin_until(lambda t=t: policy.timer_at >= t, 5.0)
             robot.q = rng.uniform(-0.5, 0.5, 3)
             robot.js_pub.publish(robot.joint_state())
-            assert g.spin_until(lambda: (policy._obs_received or 0.0) >= t, 5.0)
+            assert g.spin_until(lambda t=t: (policy._obs_received or 0.0) >= t, 5.0)
         assert g.spin_until(lambda: len(got) >= 20, 5.0), f"{len(got)} /pearl/change messages"
         labels = [d.label for d in got[-1].layout.dim]
         assert {"surprise", "cusum", "threshold", "changes", "warm"} <= set(labels)

@@ -25,7 +25,7 @@ def test_payload_switch_keeps_the_state_and_changes_the_dynamics() -> None:
     env.reset(seed=1)
     (sw,) = env.switches
     tw = env.env.twin
-    for t in range(sw.step):
+    for _ in range(sw.step):
         res = env.step(np.zeros(3))
     q_before = tw.data.qpos.copy()
     res = env.step(np.zeros(3))  # the switch applies before this step
