@@ -10,6 +10,8 @@ of the bundle contract), scores the previous transition with the task's reward, 
                         stale or non-finite observation, e-stop, between episodes);
 - ``/pearl/transition`` the finished transition (schema ``pearl_robot.datalog.schema``);
 - ``/pearl/belief``     posterior mean, variance and context size;
+- ``/pearl/change``     (with ``change_detection``) the change detector's surprise, CUSUM,
+                        threshold and change count, every running tick;
 - ``/pearl/task``       (latched) at each episode start and stop: task, episode id, model;
 - ``/diagnostics``      loop period, jitter, late ticks, inference time, obs age, faults.
 

@@ -11,41 +11,54 @@ Two layers:
 
 - :class:`ChangeDetector` — any per-transition surprise value in, change decisions out. It is
   a one-sided CUSUM (Page 1954) on the surprise standardized by a baseline it learns online
-  (EWMA mean, variance and lag-1 autocorrelation), so it needs no calibrated encoder: an
-  encoder whose variances are off by a constant factor, or whose factors wander with the
-  state, shifts and widens the baseline instead of raising alarms. The threshold follows from
+  (EWMA mean and variance; optionally the lag-1 autocorrelation, for a long-run standard
+  deviation), so it needs no calibrated encoder: an encoder whose variances are off by a
+  constant factor shifts the baseline instead of raising alarms. The threshold follows from
   the configured false-alarm rate through Siegmund's approximation of the CUSUM's in-control
-  run length, with the long-run (autocorrelation-corrected) standard deviation as the unit.
+  run length (exact enough for i.i.d. Gaussian surprise; the tests hold it to the configured
+  rate on i.i.d., log-chi-square and, with the autocorrelation correction, AR(1) streams).
   The change point is estimated at the alarm by the generalized likelihood ratio over the
   CUSUM's run: the suffix with the largest ``S_n^2 / n`` (S_n the sum of the newest n
   standardized surprises), which cuts the pre-change steps a CUSUM that was already above
-  zero at the change would otherwise count in.
-  Any inference mode can feed it: PoG factor agreement (below), the negative log predictive
-  density of a learned reward/dynamics model, or :func:`belief_shift_surprise` of a belief
-  before and after one update.
+  zero at the change would otherwise count in. Any inference mode can feed it: PoG factor
+  agreement (below), the negative log predictive density of a learned reward/dynamics model,
+  or :func:`belief_shift_surprise` of a belief before and after one update (the set-encoder
+  mode with a Gaussian belief head).
 - :class:`BeliefChangeMonitor` — the product-of-Gaussians adapter the runtime uses today. Its
-  statistic is the agreement of the new per-transition factor N(mu_i, var_i) with the belief
-  N(m, v) built from the window *before* it: the factor mean's normalized squared Mahalanobis
-  distance under the posterior predictive N(m, v + var_i), ``d = mean_j (mu_ij - m_j)^2 /
-  (v_j + var_ij)``, scored as ``log d`` (a multiplicative miscalibration of the encoder's
-  variances is an additive offset the baseline absorbs, and the log's light upper tail keeps a
-  single odd transition from dominating). It keeps the newest ``max_rebuild`` factors, so on
-  a change it resets the belief and multiplies back exactly the factors after the change
-  point (``on_change="rebuild"``), or resets it to the prior (``"reset"``), or only reports
+  statistic is the agreement of the new per-transition factor N(mu_i, var_i) with a belief
+  N(m, v) formed *before* it: ``d = mean_j (mu_ij - m_j)^2 / (v_j + var_ij)``, the factor
+  mean's normalized squared Mahalanobis distance under the posterior predictive, scored as
+  ``log d``. By default (``neighbourhood`` > 0) that belief is the product of the factors of
+  the *similar* transitions in the context (normalized (obs, command) within a max-norm
+  radius, at least ``neighbour_lag`` old), not the whole window: on the arm3 twin the
+  whole-window version raised 20-40 false alarms per hour in stationary running, because the
+  robot's own motion (the belief changing its mind with ``step_mean``, the window letting a
+  transient go) changes the factors without any task change; the same state and command now
+  giving a different factor is what a task change looks like. Transitions without enough
+  neighbours are not scored. The monitor keeps the newest ``max_rebuild`` factors, so on a
+  change it resets the belief and multiplies back exactly the factors after the change point
+  (``on_change="rebuild"``), or resets it to the prior (``"reset"``), or only reports
   (``"flag"``). Any belief with ``reset()``, ``add_natural(nat)``, ``mean``, ``var`` and
   ``count`` works (:class:`pearl_robot.runtime.belief.OnlineBelief` does).
 
 Decisions (written down here, the module owns them):
 
-- Detection starts after ``warmup`` scored transitions of the running model (10 s at 20 Hz by
-  default) and is paused while the belief holds fewer than ``min_context`` transitions (its
-  statistic then measures the prior, not the task). The baseline survives belief resets and
-  episodes (it describes the encoder on this robot) but not a bundle swap (a new monitor).
-- The per-step standardized increment is capped at ``clip`` so one corrupt transition cannot
-  raise an alarm alone: an alarm needs at least ``threshold / clip`` surprising steps.
+- The defaults (``drift`` 2.5 plain standard deviations, ``neighbourhood`` 0.03) were chosen
+  on recorded arm3 twin streams (docs/performance.md, "Tasks that change under the robot"):
+  only large, sustained surprise accumulates, so the slowly wandering surprise of a steady
+  robot stays quiet. ``drift`` 0.5 with ``max_autocorrelation`` 0.9 is the sensitive
+  alternative for a surprise without such slow wander.
+- Detection starts after ``warmup`` scored transitions of the running model (30 s at 20 Hz
+  by default) and is paused while the belief holds fewer than ``min_context`` transitions.
+  The baseline survives belief resets and episodes (it describes the encoder on this robot)
+  but not a bundle swap (a new monitor, a new warm-up).
+- The per-step standardized increment is capped (``clip``, at most drift + 0.95 threshold),
+  so one corrupt transition cannot raise an alarm alone: an alarm needs two surprising steps
+  at least.
 - After a change the CUSUM restarts and no alarm is raised for ``holdoff`` scored steps, while
   the rebuilt belief is still thin.
-- The detector is O(latent) per tick and allocates nothing on the control path.
+- Cost per tick: a handful of length-latent vector operations plus one [max_rebuild, obs +
+  action] distance (bench/bench_runtime.py measures it); small arrays only.
 
 Pure numpy; no torch, no rclpy.
 """
