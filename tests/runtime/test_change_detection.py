@@ -234,12 +234,13 @@ def test_surprise_helpers() -> None:
 
 
 def _drive(rt: PolicyRuntime, rewards: np.ndarray, rng: np.random.Generator) -> list[int]:
-    """Tick a point-robot runtime through random positions with the given context rewards;
-    returns the ticks at which a change was raised."""
+    """Tick a point-robot runtime holding still (a position with sensor noise: its
+    transitions are each other's neighbours) with the given context rewards; returns the
+    ticks at which a change was raised."""
     seen, at = 0, []
     rt.begin_episode(task="stream")
     for i, r in enumerate(rewards):
-        rt.tick(rng.uniform(-1, 1, size=2), float(r))
+        rt.tick(np.array([0.3, -0.2]) + rng.normal(0.0, 0.002, size=2), float(r))
         mon = rt.change_monitor
         assert mon is not None
         st = mon.status()
