@@ -12,12 +12,14 @@ dict (what "a bare onnxruntime call" usually means); ``bare_actor_bound`` is the
 the same I/O-bound C-level call the runtime itself uses (``runtime/session.py``). Ratios are
 reported against both.
 
-Also measured: the bare encoder call; the tick with z drawn per episode (same work per
-tick); and paced loops that sleep to an absolute deadline like the robot's: a 200 Hz loop of
-bare actor calls and of ticks (each call starts cold after the sleep: caches, the vCPU's
-wake-up), and ticks at the robot's 20 Hz, idle and while hot-swap candidates are validated
-back to back on the background thread (the validation steps that hold the GIL wait for the
-end of a tick, see ``PolicyRuntime._after_tick``).
+Also measured: the tick with online change detection on (issue 16; reporting only, so the
+belief path is the same) and the detector alone in its worst case (every transition in its
+ring a neighbour: a robot holding still); the bare encoder call; the tick with z drawn per
+episode (same work per tick); and paced loops that sleep to an absolute deadline like the
+robot's: a 200 Hz loop of bare actor calls and of ticks (each call starts cold after the
+sleep: caches, the vCPU's wake-up), and ticks at the robot's 20 Hz, idle and while hot-swap
+candidates are validated back to back on the background thread (the validation steps that hold
+the GIL wait for the end of a tick, see ``PolicyRuntime._after_tick``).
 
     python -m bench.run_all --only bench_runtime          # ~1 min
     python -m bench.bench_runtime --quick                 # ~15 s
@@ -49,7 +51,9 @@ def _stats(ns: list[int]) -> dict[str, float]:
 def _bench(bundle: Path, calls: int, block: int, family: str, paced_s: float
            ) -> dict[str, Any]:
     from pearl_robot.runtime import PolicyRuntime, RuntimeConfig
+    from pearl_robot.runtime.belief import OnlineBelief
     from pearl_robot.runtime.bundle import load_bundle
+    from pearl_robot.runtime.change_detection import BeliefChangeMonitor, ChangeDetectionConfig
 
     b = load_bundle(bundle)
     c = b.contract
@@ -72,14 +76,26 @@ def _bench(bundle: Path, calls: int, block: int, family: str, paced_s: float
                                         rng=np.random.default_rng(1)),
         "tick_episode_z": PolicyRuntime(bundle, RuntimeConfig(z_schedule="episode"),
                                         rng=np.random.default_rng(2)),
+        # change detection on (issue 16), reporting only, so the belief path is the same
+        "tick_step_mean_change": PolicyRuntime(bundle, RuntimeConfig(
+            z_schedule="step_mean", change_detection=ChangeDetectionConfig(
+                enabled=True, on_change="flag")), rng=np.random.default_rng(1)),
     }
+    # the detector alone, worst case: every ring entry is a neighbour (a robot holding still)
+    mon = BeliefChangeMonitor(ChangeDetectionConfig(enabled=True, on_change="flag"),
+                              c.latent_dim, c.control_period, key_dim=c.obs_dim + c.action_dim)
+    mon_belief = OnlineBelief(c.latent_dim, 180)
+    mon_key = np.zeros(c.obs_dim + c.action_dim)
+    mon_nat = np.empty((4096, 2, c.latent_dim))
+    mon_nat[:, 0] = rng.uniform(5.0, 50.0, size=(4096, c.latent_dim))
+    mon_nat[:, 1] = mon_nat[:, 0] * rng.normal(0.0, 0.3, size=(4096, c.latent_dim))
     obs_seq = rng.uniform(-1.0, 1.0, size=(4096, c.obs_dim))
     rew_seq = rng.uniform(-1.0, 0.0, size=4096)
     from pearl_robot.runtime.session import BoundGraph
 
     bound = BoundGraph(actor, feed, {"action_mean": np.zeros((1, c.action_dim), np.float32)})
     times: dict[str, list[int]] = {"bare_actor": [], "bare_actor_bound": [], "bare_encoder": [],
-                                   **{k: [] for k in runtimes}}
+                                   "change_monitor_worst": [], **{k: [] for k in runtimes}}
     pc = time.perf_counter_ns
 
     def run_block(name: str, n: int, record: bool) -> None:
@@ -93,6 +109,12 @@ def _bench(bundle: Path, calls: int, block: int, family: str, paced_s: float
             for _ in range(n):
                 t0 = pc()
                 bound.run()
+                out.append(pc() - t0)
+        elif name == "change_monitor_worst":
+            for i in range(n):
+                j = (len(out) + i) % 4096
+                t0 = pc()
+                mon.add(mon_belief, mon_nat[j], mon_key)
                 out.append(pc() - t0)
         elif name == "bare_encoder":
             for _ in range(n):
@@ -170,8 +192,13 @@ def _bench(bundle: Path, calls: int, block: int, family: str, paced_s: float
         res[floor]["ratio_median_to_bare_actor"] = 1.0
     if "tick_paced_20hz_validating" in res:
         res["tick_paced_20hz_validating"]["validations"] = validations
-    for k in ("bare_encoder", "bare_actor_bound"):
+    for k in ("bare_encoder", "bare_actor_bound", "change_monitor_worst"):
         res[k]["ratio_median_to_bare_actor"] = res[k]["median_us"] / bare
+    res["tick_step_mean_change"]["ratio_median_to_bare_actor"] = \
+        res["tick_step_mean_change"]["median_us"] / bare
+    res["tick_step_mean_change"]["ratio_median_to_tick_step_mean"] = \
+        res["tick_step_mean_change"]["median_us"] / res["tick_step_mean"]["median_us"]
+    res["change_monitor_worst"]["scored"] = mon.status().scored
     res["tick_step_mean"]["ratio_median_to_bound_actor"] = (
         res["tick_step_mean"]["median_us"] / res["bare_actor_bound"]["median_us"])
     res["bare_actor_bound"]["fast_path"] = bound.fast_path
@@ -247,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {'case':<30}{'median us':>10}{'p99 us':>10}{'p99.9 us':>10}"
                   f"{'x floor (median)':>17}")
             for k in ("bare_actor", "bare_actor_bound", "bare_encoder", "tick_step_mean",
-                      "tick_episode_z", "bare_actor_paced_200hz", "tick_paced_200hz",
+                      "tick_episode_z", "tick_step_mean_change", "change_monitor_worst",
+                      "bare_actor_paced_200hz", "tick_paced_200hz",
                       "bare_actor_paced_20hz", "tick_paced_20hz",
                       "tick_paced_20hz_validating"):
                 if k not in r:

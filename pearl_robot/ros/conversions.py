@@ -13,7 +13,7 @@ from __future__ import annotations
 import array
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -163,6 +163,18 @@ def transition_from_msg(msg: Float64MultiArray) -> tuple[TransitionLayout, np.nd
 
 def belief_msg(mean: np.ndarray, var: np.ndarray, context_size: int) -> Float64MultiArray:
     return labelled_array({"mean": mean, "var": var, "context_size": float(context_size)})
+
+
+def change_msg(status: Any) -> Float64MultiArray:
+    """The change detector's state after a tick (``runtime.change_detection.ChangeStatus``):
+    surprise, standardized score, CUSUM, threshold, changed (0/1), run, changes, scored, warm
+    (NaN surprise/score: the transition was not scored)."""
+    return labelled_array({
+        "surprise": float(status.surprise), "score": float(status.score),
+        "cusum": float(status.cusum), "threshold": float(status.threshold),
+        "changed": float(status.changed), "run": float(status.run),
+        "changes": float(status.changes), "scored": float(status.scored),
+        "warm": float(status.warm)})
 
 
 def diagnostic_status(name: str, hardware_id: str, level: int, message: str,

@@ -67,6 +67,15 @@ class PolicyNodeConfig:
     """Transitions kept in the online belief (bounded context); 0: the bundle's default."""
     seed: int = 0
     """Seed of the node's random generator (z samples, stochastic actions)."""
+    change_detection: bool = False
+    """Detect a task change within the stream from the belief's surprise and rebuild the
+    belief from the transitions after it (``runtime/change_detection.py``); the statistic is
+    on /pearl/change and /diagnostics."""
+    change_false_alarms_per_hour: float = 0.5
+    """Change detection: target false-alarm rate (sets the detector threshold)."""
+    change_action: str = "rebuild"
+    """Change detection: on a change 'rebuild' the belief from after the change point,
+    'reset' it to the prior, or only 'flag' it."""
     tick_on_state: bool = True
     """Tick as soon as a fresh /joint_states arrives in the control period (command latency:
     one DDS hop plus inference); the timer ticks at the period's end when none came. False:
@@ -110,6 +119,10 @@ class PolicyNodeConfig:
                      "diagnostics_period_s"):
             _positive(name, getattr(self, name))
         _non_negative("reset_hold_s", self.reset_hold_s)
+        _positive("change_false_alarms_per_hour", self.change_false_alarms_per_hour)
+        if self.change_action not in ("rebuild", "reset", "flag"):
+            raise ConfigError(f"parameter 'change_action' must be 'rebuild', 'reset' or "
+                              f"'flag', got {self.change_action!r}")
         self.task_selection()  # raises ConfigError naming the bad entry
 
     def task_selection(self) -> str | tuple[int, ...]:

@@ -10,6 +10,8 @@ of the bundle contract), scores the previous transition with the task's reward, 
                         stale or non-finite observation, e-stop, between episodes);
 - ``/pearl/transition`` the finished transition (schema ``pearl_robot.datalog.schema``);
 - ``/pearl/belief``     posterior mean, variance and context size;
+- ``/pearl/change``     (with ``change_detection``) the change detector's surprise, CUSUM,
+                        threshold and change count, every running tick;
 - ``/pearl/task``       (latched) at each episode start and stop: task, episode id, model;
 - ``/diagnostics``      loop period, jitter, late ticks, inference time, obs age, faults.
 
@@ -56,6 +58,7 @@ from pearl_robot.ros.conversions import (
     ConversionError,
     JointStateReader,
     belief_msg,
+    change_msg,
     command_msg,
     diagnostic_array,
     diagnostic_status,
@@ -74,6 +77,7 @@ from pearl_robot.runtime.bundle import (
     check_compatible,
     read_contract,
 )
+from pearl_robot.runtime.change_detection import ChangeDetectionConfig
 from pearl_robot.runtime.policy import PolicyRuntime, RuntimeConfig
 from pearl_robot.runtime.schedule import (
     OvernightSession,
@@ -201,6 +205,8 @@ class PolicyNode(Node):
         self.transition_pub = self.create_publisher(Float64MultiArray, graph.TRANSITION,
                                                     qos.transitions())
         self.belief_pub = self.create_publisher(Float64MultiArray, graph.BELIEF, qos.status())
+        self.change_pub = self.create_publisher(Float64MultiArray, graph.CHANGE, qos.status())
+        self._changes_seen = 0
         self.task_pub = self.create_publisher(String, graph.TASK, qos.latched())
         self.estop_pub = self.create_publisher(Bool, graph.ESTOP, qos.latched())
         self.diag_pub = self.create_publisher(DiagnosticArray, graph.DIAGNOSTICS, qos.status())
@@ -233,7 +239,11 @@ class PolicyNode(Node):
                              exploration_episodes=0 if cfg.z_mode == "mean" else 1,
                              stochastic_actions=not cfg.deterministic,
                              context_window=cfg.context_window or None,
-                             max_obs_age=cfg.stale_obs_s)
+                             max_obs_age=cfg.stale_obs_s,
+                             change_detection=ChangeDetectionConfig(
+                                 enabled=cfg.change_detection,
+                                 false_alarms_per_hour=cfg.change_false_alarms_per_hour,
+                                 on_change=cfg.change_action))  # type: ignore[arg-type]
 
     def _task_indices(self, cfg: PolicyNodeConfig) -> tuple[int, ...]:
         sel = cfg.task_selection()
@@ -550,6 +560,17 @@ class PolicyNode(Node):
         self._publish_transition(transition)
         self.belief_pub.publish(belief_msg(result.belief_mean, result.belief_var,
                                            result.context_size))
+        monitor = self.runtime.change_monitor
+        if monitor is not None:
+            st = monitor.status()
+            self.change_pub.publish(change_msg(st))
+            if st.changes != self._changes_seen:
+                self._changes_seen = st.changes
+                ev = monitor.events[-1] if monitor.events else None
+                self.get_logger().warning(
+                    f"task change detected in episode {self.episode_id} at step "
+                    f"{self.session.step}: belief rebuilt from the last "
+                    f"{ev.age if ev else '?'} transitions ({st.changes} so far)")
         if result.safe:
             self.safe_ticks += 1
         for reason in filter(None, result.reason.split(",")):
@@ -609,12 +630,22 @@ class PolicyNode(Node):
             "safe_ticks": self.safe_ticks, "obs_errors": self._obs_errors,
             "transitions_published": self.published_transitions,
             "context_size": self.runtime.belief.count,
+            **self._change_values(),
             "bundle_sha256": self.runtime.bundle.sha256[:16], "swap": swap.state,
         }
         values.update({f"fault_{k}": v for k, v in sorted(self.faults.items())})
         status = diagnostic_status(f"{self.get_name()}: control loop", "pearl_policy", level,
                                    message, values)
         self.diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), [status]))
+
+    def _change_values(self) -> dict[str, object]:
+        monitor = self.runtime.change_monitor
+        if monitor is None:
+            return {"change_detection": "off"}
+        st = monitor.status()
+        return {"change_detection": monitor.config.on_change, "changes": st.changes,
+                "change_surprise": st.surprise, "change_cusum": st.cusum,
+                "change_threshold": st.threshold, "change_warm": st.warm}
 
     def destroy_node(self) -> None:
         """Stop: send the safe command, announce the stop, release the runtime. Safe on a

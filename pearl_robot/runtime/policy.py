@@ -42,7 +42,14 @@ never saw the bad input (``tests/runtime/test_tick_fuzz.py``).
 
 Reproducibility: ``rng`` is drawn from only at ``begin_episode`` (``latent_dim`` standard
 normals, schedule ``episode`` with the information bottleneck) and per actor call when
-``stochastic_actions`` (``action_dim`` standard normals).
+``stochastic_actions`` (``action_dim`` standard normals), and, with change detection on,
+once per detected change (schedule ``episode``: z is redrawn from the rebuilt belief).
+
+Change detection (``RuntimeConfig.change_detection``, off by default; product-of-Gaussians
+bundles) hooks into step 2 only: each new factor is scored against the belief before it is
+multiplied in, and a detected change rebuilds the belief from the transitions after the change
+point (:mod:`pearl_robot.runtime.change_detection`); ``change_monitor.status()`` says what it
+saw.
 
 Arrays in a :class:`TickResult` are fresh copies (safe to keep). The control path allocates
 nothing bigger than these small vectors: feeds are preallocated float32 buffers reused every
@@ -73,6 +80,10 @@ from pearl_robot.runtime.bundle import (
     check_compatible,
     check_robot,
     load_bundle,
+)
+from pearl_robot.runtime.change_detection import (
+    BeliefChangeMonitor,
+    ChangeDetectionConfig,
 )
 from pearl_robot.runtime.safety import ActionSafety
 from pearl_robot.runtime.session import BoundGraph
@@ -179,6 +190,10 @@ class RuntimeConfig:
     before it is declared ``failed``; its thread is abandoned (Python threads cannot be
     killed) and a later request starts a fresh validation. A bundle on a hung network mount
     or a file that blocks on read must not block every later swap."""
+    change_detection: ChangeDetectionConfig = ChangeDetectionConfig()
+    """Online detection of a task change within the stream (``runtime.change_detection``):
+    off by default; on a detected change the belief is rebuilt from the transitions after
+    the change point (schedule ``episode`` then redraws z from the rebuilt belief)."""
 
     def __post_init__(self) -> None:
         if self.z_schedule not in ("episode", "step_mean", "fixed"):
@@ -365,6 +380,21 @@ class _Model:
                                        ENCODER_OUTPUTS[1]: self.var_out})
             window = c.recommended_window if cfg.context_window is None else cfg.context_window
             self.belief = OnlineBelief(L, window or None, cfg.forgetting, c.includes_prior)
+        cd = cfg.change_detection
+        self.monitor = None
+        if cd.enabled and self.pooled:
+            raise ConfigError("RuntimeConfig.change_detection works on product-of-Gaussians "
+                              "(pog) bundles; this bundle's belief is 'pooled' (its step "
+                              "state has no per-transition factors to score)")
+        if cd.enabled:  # transitions are compared by their normalized (obs, command)
+            self.monitor = BeliefChangeMonitor(cd, L, c.control_period, key_dim=o + a)
+            lo = np.concatenate([c.obs_low if c.obs_low is not None else -np.ones(o),
+                                 c.action_low])
+            hi = np.concatenate([c.obs_high if c.obs_high is not None else np.ones(o),
+                                 c.action_high])
+            self.key_center = 0.5 * (hi + lo)
+            self.key_inv = 2.0 / np.maximum(hi - lo, 1e-12)
+            self.key = np.zeros(o + a)
         md = None
         if cfg.max_rate is not None:
             md = np.asarray(cfg.max_rate, dtype=np.float64) * c.control_period
@@ -472,6 +502,13 @@ class PolicyRuntime:
         return self._m.belief
 
     @property
+    def change_monitor(self) -> BeliefChangeMonitor | None:
+        """The running model's change detector (None when off). Read its ``status()`` after a
+        tick; count events by ``status().changes`` (``changed`` is about the newest scored
+        transition only)."""
+        return self._m.monitor
+
+    @property
     def safe_command(self) -> np.ndarray:
         """The command sent when the policy is not trusted (copy)."""
         return self._m.safety.safe_action.copy()
@@ -488,6 +525,8 @@ class PolicyRuntime:
     def reset_belief(self) -> None:
         """Forget the context: the belief is the prior again; exploration episodes restart."""
         self._m.belief.reset()
+        if self._m.monitor is not None:
+            self._m.monitor.reset()
         self._episodes_since_reset = 0
 
     def begin_episode(self, task: Any = None) -> EpisodeStart:
@@ -651,7 +690,20 @@ class PolicyRuntime:
         np.multiply(nat[0], m.mu_out[0], out=nat[1])
         if not all(map(_isfinite, nat[1].tolist())):  # |mu| / var overflowed
             return ENCODER_NONFINITE
-        m.belief.add_natural(nat)
+        if m.monitor is None:
+            m.belief.add_natural(nat)
+            return ""
+        k = m.key
+        k[:m.obs.shape[0]] = m.prev_obs
+        k[m.obs.shape[0]:] = m.prev_cmd
+        k -= m.key_center
+        k *= m.key_inv
+        if m.monitor.add(m.belief, nat, k) is not None and self.config.z_schedule == "episode" \
+                and m.monitor.config.on_change != "flag":
+            m.z[:] = m.belief.mean  # a changed task: z from the rebuilt belief, sampled
+            if m.contract.information_bottleneck:  # as at an episode start
+                m.z += np.sqrt(m.belief.var) * self.rng.standard_normal(m.contract.latent_dim)
+            m.z32[0] = m.z
         return ""
 
     def tick(self, obs: Any, reward: float | None = None, obs_age: float | None = None

@@ -12,6 +12,8 @@ from pearl_robot.tasks.registry import register
 # the default robot twin (sim/arm3.xml): goals x physics, and goals only
 register("twin-arm", "pearl_robot.tasks.twin_arm", "TwinArmFamily", physics=True)
 register("twin-arm-reach", "pearl_robot.tasks.twin_arm", "TwinArmFamily", physics=False)
+# the same tasks switching within episodes (goal, payload, friction, damping; issue 16)
+register("twin-arm-switching", "pearl_robot.tasks.switching", "twin_arm_switching")
 
 # PEARL's benchmarks (oyster rlkit/envs, rand_param_envs) on the mujoco package
 _LOCO = "pearl_robot.tasks.locomotion"

@@ -14,6 +14,7 @@ FAMILIES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "point-robot": ("pearl_robot.tasks.point_robot", "PointRobotFamily", {"sparse": False}),
     "sparse-point-robot": ("pearl_robot.tasks.point_robot", "PointRobotFamily",
                            {"sparse": True}),
+    "point-robot-switching": ("pearl_robot.tasks.switching", "point_robot_switching", {}),
 }
 
 

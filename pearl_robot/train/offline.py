@@ -37,6 +37,7 @@ import numpy as np
 from pearl_robot.core.config import ExperimentConfig
 from pearl_robot.core.replay import MultiTaskReplay
 from pearl_robot.core.replay import Path as ReplayPath
+from pearl_robot.datalog.changes import split_at_changes
 from pearl_robot.datalog.dataset import DatasetPaths
 from pearl_robot.datalog.reader import LoadedDataset, load_datasets
 from pearl_robot.errors import ConfigError
@@ -103,7 +104,9 @@ class OfflineTrainer(MetaTrainer):
         for p in loaded.problems:
             if p.severity == "error":
                 log.warning("skipping: %s", p)
-        return loaded
+        # a task that changed inside an episode (a detected change rebuilt the belief, an
+        # operator reset it): the rows after the change are not this task's context
+        return split_at_changes(loaded)
 
     def _new_tasks(self, loaded: LoadedDataset) -> list[Task]:
         tasks = []
@@ -166,7 +169,9 @@ class OfflineTrainer(MetaTrainer):
                 self._loaded_eps.add((loaded.episodes[u].dataset, loaded.episodes[u].episode))
                 added += int(rows.sum())
             if fresh:  # context = the newest episodes of this task only
-                newest = [u for _, u in sorted(recent[key])[-self.offline.context_episodes:]]
+                times = recent.get(key) or [(self._episode_time(loaded, u), u)
+                                            for u in uids.tolist()]  # a split-off segment
+                newest = [u for _, u in sorted(times)[-self.offline.context_episodes:]]
                 self.enc_buffer.clear(slot)
                 for u in newest:
                     rows = t.episode == u

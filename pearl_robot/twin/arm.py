@@ -156,7 +156,12 @@ class ArmTwin:
     def set_params(self, params: dict[str, Any] | None) -> None:
         """Change the physical parameters now (the state is kept; a task change calls reset)."""
         self.params = resolve_params(params)
-        apply_arm_params(self.model, self.data, self.nominal, self.params)
+        d = self.data
+        qpos, qvel, act, t = d.qpos.copy(), d.qvel.copy(), d.act.copy(), d.time
+        apply_arm_params(self.model, d, self.nominal, self.params)
+        # mj_setConst works on qpos0 in ``data``: put the state back (a mid-episode switch)
+        d.qpos[:], d.qvel[:], d.act[:], d.time = qpos, qvel, act, t
+        mujoco.mj_forward(self.model, d)
         self.latency_steps = int(round(float(self.params["latency_s"]) / self._dt))
         self._pos_std = float(self.params["position_noise_std"])
         self._vel_std = float(self.params["velocity_noise_std"])

@@ -74,6 +74,14 @@ class TwinArmEnv(MetaEnv):
         self._task = task
         self._goal = goal
 
+    def apply_task_now(self) -> None:
+        """Put the task's physics into effect without a reset (the state is kept): a task
+        that switches within an episode (``pearl_robot.tasks.switching``)."""
+        physics = {k: v for k, v in self._task.params.items() if k != GOAL_KEY}
+        if physics != self._applied:
+            self.twin.set_params(physics)
+            self._applied = physics
+
     @property
     def task(self) -> Task:
         return self._task
