@@ -124,6 +124,15 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _n(count: int, noun: str) -> str:
+    """``1 episode``, ``2 episodes``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "\u2026"
+
+
 def plot_summary(loaded: LoadedDataset, path: Path) -> bool:
     """Returns per episode over time (coloured by task) and per-task return distributions."""
     try:
@@ -145,18 +154,27 @@ def plot_summary(loaded: LoadedDataset, path: Path) -> bool:
     if bad:
         ax1.scatter(bad, [eps[i].episode_return for i in bad], facecolors="none",
                     edgecolors="red", s=40, label="recovered after crash")
-        ax1.legend(loc="lower right")
-    ax1.set_xlabel("episode (load order: dataset, then id)")
+    if len(keys) <= 12:  # a legend for the colours while it stays readable
+        for k in keys:
+            ax1.scatter([], [], color=colour[k], s=10,
+                        label=_short(_task_label(loaded.tasks[k].task), 32))
+    if ax1.get_legend_handles_labels()[0]:
+        ax1.legend(loc="best", fontsize=7, ncol=2 if len(keys) > 6 else 1)
+    from matplotlib.ticker import MaxNLocator
+
+    ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax1.set_xlabel("episode (load order: dataset, then id); colour = task")
     ax1.set_ylabel("return")
-    ax1.set_title(f"{len(eps)} episodes, {loaded.transitions} transitions, {len(keys)} tasks")
+    ax1.set_title(f"{_n(len(eps), 'episode')}, {_n(loaded.transitions, 'transition')}, "
+                  f"{_n(len(keys), 'task')}")
     data = [[e.episode_return for e in eps if e.task_key == k] for k in keys]
     if data:
         parts = ax2.boxplot(data, orientation="horizontal", patch_artist=True, widths=0.6)
         for patch, k in zip(parts["boxes"], keys):
             patch.set_facecolor(colour[k])
-        labels = [_task_label(loaded.tasks[k].task)[:28] for k in keys]
+        labels = [_short(_task_label(loaded.tasks[k].task), 32) for k in keys]
         ax2.set_yticks(range(1, len(keys) + 1), labels if len(keys) <= 30 else [""] * len(keys),
-                       fontsize=7)
+                       fontsize=8 if len(keys) <= 15 else 6)
     ax2.set_xlabel("return per episode")
     ax2.set_title("per task")
     fig.tight_layout()

@@ -73,6 +73,12 @@ class OversizeFrameError(FrameError):
     reason = "oversize"
 
 
+class MessageEncodeError(SerialLinkError, ValueError):
+    """A message cannot be put on the wire as given: a field out of its range (joint count,
+    name length, value count) or a payload over ``MAX_PAYLOAD`` (a ValueError too, so callers
+    that caught the plain ValueError keep working)."""
+
+
 class TransportError(SerialLinkError):
     """The port cannot be opened, vanished, or a read/write failed."""
 

@@ -32,6 +32,7 @@ from pearl_robot.hardware.errors import (
     BadCrcError,
     LengthMismatchError,
     MalformedPayloadError,
+    MessageEncodeError,
     OversizeFrameError,
     TruncatedFrameError,
     UnknownTypeError,
@@ -46,7 +47,10 @@ HEADER = struct.Struct("<BBHHIH")
 """version u8, type u8, seq u16, ack u16, device_time_us u32, payload_len u16 (12 bytes)."""
 CRC = struct.Struct("<I")
 MAX_PAYLOAD = 1024
-"""Largest payload a v1 peer must accept (bytes)."""
+"""Largest payload of any v1 frame (bytes): the encoder refuses more (MessageEncodeError), the
+decoder refuses a header declaring more (OversizeFrameError), whatever the frame holds. A
+DEVICE_INFO takes 21 + device name + 17 + joint name per joint, so 32 joints fit only with
+names of 13 bytes on average (docs/serial-protocol.md, 3.2)."""
 MAX_BODY = HEADER.size + MAX_PAYLOAD + CRC.size
 MAX_ENCODED = MAX_BODY + MAX_BODY // 254 + 1
 """Largest COBS-encoded frame, delimiter excluded."""
@@ -231,14 +235,14 @@ MESSAGE_TYPES: dict[type, MsgType] = {
 def _name_bytes(name: str, what: str) -> bytes:
     raw = name.encode("utf-8")
     if not 1 <= len(raw) <= MAX_NAME:
-        raise ValueError(f"{what} {name!r} must be 1..{MAX_NAME} UTF-8 bytes")
+        raise MessageEncodeError(f"{what} {name!r} must be 1..{MAX_NAME} UTF-8 bytes")
     return bytes([len(raw)]) + raw
 
 
 def _f32(values: np.ndarray, n: int, what: str) -> bytes:
     arr = np.asarray(values, dtype=np.float64).reshape(-1)
     if arr.shape[0] != n:
-        raise ValueError(f"{what} has {arr.shape[0]} values, expected {n}")
+        raise MessageEncodeError(f"{what} has {arr.shape[0]} values, expected {n}")
     return arr.astype(_F32).tobytes()
 
 
@@ -265,7 +269,8 @@ def pack_payload(msg: Message) -> bytes:
         return _FAULT_HEAD.pack(int(msg.code), int(msg.severity), len(text)) + text
     if isinstance(msg, DeviceInfo):
         if not 1 <= len(msg.joints) <= MAX_JOINTS:
-            raise ValueError(f"a device has 1..{MAX_JOINTS} joints, got {len(msg.joints)}")
+            raise MessageEncodeError(f"a device has 1..{MAX_JOINTS} joints, got "
+                                     f"{len(msg.joints)}")
         out = [_INFO_FIXED.pack(msg.session_id, msg.boot_id, msg.firmware_version,
                                 msg.state_rate_hz, msg.heartbeat_period_ms,
                                 msg.command_timeout_ms, msg.link_timeout_ms,
@@ -275,7 +280,14 @@ def pack_payload(msg: Message) -> bytes:
             out.append(_name_bytes(j.name, "joint name"))
             out.append(_JOINT_LIMITS.pack(j.position_min, j.position_max, j.velocity_max,
                                           j.effort_max))
-        return b"".join(out)
+        payload = b"".join(out)
+        if len(payload) > MAX_PAYLOAD:
+            names = sum(len(j.name.encode("utf-8")) for j in msg.joints)
+            raise MessageEncodeError(
+                f"DEVICE_INFO of {len(msg.joints)} joints with {names} bytes of joint names "
+                f"needs {len(payload)} payload bytes, over the v1 limit of {MAX_PAYLOAD}; "
+                f"shorten the names (21 + device name + 17 + name per joint must fit)")
+        return payload
     raise TypeError(f"not a protocol message: {type(msg).__name__}")
 
 
@@ -385,7 +397,8 @@ def encode_frame(msg_type: int, seq: int, ack: int, device_time_us: int, payload
                  version: int = PROTOCOL_VERSION) -> bytes:
     """One frame on the wire: COBS(header + payload + CRC-32) followed by 0x00."""
     if len(payload) > MAX_PAYLOAD:
-        raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+        raise MessageEncodeError(f"payload of {len(payload)} bytes exceeds the v1 limit of "
+                                 f"{MAX_PAYLOAD}")
     body = HEADER.pack(version, msg_type, seq % SEQ_MOD, ack % SEQ_MOD,
                        device_time_us % TIME_MOD, len(payload)) + payload
     return cobs.encode(body + CRC.pack(zlib.crc32(body))) + DELIMITER
@@ -401,7 +414,8 @@ def decode_frame(chunk: bytes) -> Frame:
 
     Checks in this order, raising the first that fails: COBS, minimum length, CRC (a short
     frame whose header promises more bytes than present is reported as truncated rather than
-    as a CRC error), version, header length versus bytes present, type.
+    as a CRC error), version, declared payload length <= MAX_PAYLOAD, header length versus
+    bytes present, type.
     """
     if len(chunk) > MAX_ENCODED:
         raise OversizeFrameError(f"frame of {len(chunk)} encoded bytes exceeds {MAX_ENCODED}")
@@ -423,6 +437,9 @@ def decode_frame(chunk: bytes) -> Frame:
     if version != PROTOCOL_VERSION:
         raise WrongVersionError(f"peer speaks protocol v{version}, this host speaks "
                                 f"v{PROTOCOL_VERSION}", version)
+    if plen > MAX_PAYLOAD:  # a frame that fits MAX_ENCODED can still declare up to 1028
+        raise OversizeFrameError(f"header declares a {plen}-byte payload, over the v1 limit "
+                                 f"of {MAX_PAYLOAD}")
     if expected_len != len(body):
         raise LengthMismatchError(f"header says {plen} payload bytes, frame holds "
                                   f"{len(body) - HEADER.size - CRC.size}")

@@ -11,6 +11,7 @@ treats as "the port vanished": close, back off, reopen.
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import time
@@ -54,6 +55,25 @@ class SerialConfig:
     """Lock the port (POSIX flock) so a second process cannot interleave frames."""
 
 
+def open_hint(url: str, exc: BaseException) -> str:
+    """What to check when a port does not open, from its errno (pyserial wraps the OSError
+    and keeps ``errno``): the path, the dialout group, another process holding it."""
+    if "://" in url:
+        return ""
+    code = getattr(exc, "errno", None)
+    if code is None and isinstance(exc.__context__, OSError):
+        code = exc.__context__.errno
+    if code == errno.ENOENT or (code is None and not os.path.exists(url)):
+        return ("; no such device: check the cable and the path (a USB adapter's stable "
+                "name is under /dev/serial/by-id/; `ls -l /dev/serial/by-id/` lists them)")
+    if code in (errno.EACCES, errno.EPERM):
+        return ("; permission denied: add the user to the group owning the device (usually "
+                "dialout: `sudo usermod -aG dialout $USER`, then log in again)")
+    if code == errno.EBUSY:
+        return "; the port is in use by another process (`fuser -v " + url + "` names it)"
+    return ""
+
+
 class PySerialTransport:
     """A pyserial port opened with ``serial_for_url``."""
 
@@ -67,7 +87,8 @@ class PySerialTransport:
         try:
             self._port = serial.serial_for_url(config.url, **kwargs)
         except (serial.SerialException, OSError, ValueError) as exc:
-            raise TransportError(f"cannot open {config.url!r}: {exc}") from None
+            raise TransportError(f"cannot open {config.url!r}: {exc}"
+                                 f"{open_hint(config.url, exc)}") from None
         try:
             self._port.reset_input_buffer()
         except (serial.SerialException, OSError, NotImplementedError):

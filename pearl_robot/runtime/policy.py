@@ -10,7 +10,9 @@ API (everything a ROS node or a plain loop needs)::
     summary = rt.end_episode(final_obs, reward)  # absorbs the last transition
     rt.request_swap("models/arm-new")            # validated on a thread, swapped at the next
     rt.swap_status()                             # begin_episode; the old model stays on failure
+                                                 # (or after RuntimeConfig.swap_timeout)
     rt.reset_belief()                            # e.g. on an operator request
+    rt.check_observation(obs, age)               # "" or the reason tick would refuse it for
 
 Per tick, ``tick(obs, reward, obs_age)``:
 

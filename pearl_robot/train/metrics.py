@@ -104,8 +104,9 @@ def plot_learning_curve(progress_csv: Path, out_png: Path, title: str = "",
     ):
         if key in cols:
             pts = [(a, b) for a, b in zip(x, cols[key]) if math.isfinite(b)]
-            if pts:
-                ax.plot(*zip(*pts), style, label=label)
+            if pts:  # markers while points are few: a single evaluation must show
+                ax.plot(*zip(*pts), style, label=label,
+                        marker="o" if len(pts) <= 40 else None, ms=4)
     for name, value in (references or {}).items():
         ax.axhline(value, color="gray", lw=0.8, ls="-.")
         ax.annotate(name, (ax.get_xlim()[0], value), fontsize=8, va="bottom")

@@ -255,3 +255,53 @@ def test_splitter_is_independent_of_how_the_stream_is_chunked(cuts: list[int]) -
         pos += c
     out += sp.feed(stream[pos:])
     assert out == expected
+
+
+# --------------------------------------------------------------------------- size limits
+
+def _device_info(n_joints: int, name_len: int, device_name_len: int = 32):  # noqa: ANN202
+    from pearl_robot.hardware.protocol import DeviceInfo, JointInfo
+
+    joints = tuple(JointInfo(f"{i:02d}".ljust(name_len, "j"), -1.0, 1.0, 2.0, 3.0)
+                   for i in range(n_joints))
+    return DeviceInfo(1, 2, 3, 100, 100, 100, 500, 0, "d" * device_name_len, joints)
+
+
+def test_maximal_device_info_is_refused_with_a_typed_error() -> None:
+    """32 joints with 32-byte names need 1621 bytes: over the one 1024-byte limit."""
+    from pearl_robot.errors import PearlRobotError
+    from pearl_robot.hardware.errors import MessageEncodeError
+    from pearl_robot.hardware.protocol import MAX_PAYLOAD, pack_payload
+
+    with pytest.raises(MessageEncodeError, match=r"needs 1621 payload bytes, over the v1 "
+                                                 r"limit of 1024"):
+        encode_message(_device_info(32, 32), 0, 0)
+    assert issubclass(MessageEncodeError, PearlRobotError) and \
+        issubclass(MessageEncodeError, ValueError)
+    # the documented budget: 32 joints fit with 13-byte names and a 32-byte device name
+    fits = _device_info(32, 13)
+    assert len(pack_payload(fits)) == 1013 <= MAX_PAYLOAD
+    assert _equal(decode_message(decode_frame(encode_message(fits, 1, 0)[:-1])), fits)
+    with pytest.raises(MessageEncodeError):
+        pack_payload(_device_info(32, 14))
+    with pytest.raises(MessageEncodeError, match="1..32 UTF-8 bytes"):
+        pack_payload(_device_info(1, 33))
+
+
+def test_encoder_refuses_payloads_over_the_limit() -> None:
+    from pearl_robot.hardware.errors import MessageEncodeError
+
+    encode_frame(MsgType.FAULT, 0, 0, 0, b"\x01" * 1024)
+    with pytest.raises(MessageEncodeError, match="1025 bytes exceeds the v1 limit of 1024"):
+        encode_frame(MsgType.FAULT, 0, 0, 0, b"\x01" * 1025)
+
+
+@pytest.mark.parametrize("plen", [1025, 1026, 1027, 1028])
+def test_decoder_refuses_a_declared_payload_over_the_limit(plen: int) -> None:
+    """Such frames fit the encoded-size bound (zeros cost no COBS overhead) and used to pass."""
+    chunk = _raw_frame(PROTOCOL_VERSION, MsgType.FAULT, b"\x00" * plen)
+    assert len(chunk) <= MAX_ENCODED
+    with pytest.raises(OversizeFrameError, match=f"declares a {plen}-byte payload"):
+        decode_frame(chunk)
+    ok = _raw_frame(PROTOCOL_VERSION, MsgType.FAULT, b"\x00" * 1024)
+    assert len(decode_frame(ok).payload) == 1024

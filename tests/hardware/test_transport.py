@@ -28,8 +28,18 @@ def test_loop_url_round_trips_frames_through_pyserial() -> None:
 
 
 def test_missing_port_is_a_transport_error_naming_it(tmp_path) -> None:
-    with pytest.raises(TransportError, match="ttyNOPE"):
+    with pytest.raises(TransportError, match="ttyNOPE.*no such device.*/dev/serial/by-id"):
         PySerialTransport(SerialConfig(str(tmp_path / "ttyNOPE")))
+
+
+def test_open_hints_name_what_to_check() -> None:
+    import errno
+
+    from pearl_robot.hardware.transport import open_hint
+
+    assert "dialout" in open_hint("/dev/ttyACM0", OSError(errno.EACCES, "Permission denied"))
+    assert "in use" in open_hint("/dev/ttyACM0", OSError(errno.EBUSY, "busy"))
+    assert open_hint("socket://127.0.0.1:1", OSError(errno.ECONNREFUSED, "refused")) == ""
 
 
 def test_bridge_on_a_looped_back_line_never_readies_and_never_raises() -> None:
