@@ -113,6 +113,9 @@ class DistributedConfig:
     """Resubmissions of one job after its worker died before training stops."""
     job_timeout_s: float = 0.0
     """A job running longer is treated as a dead worker (0: no limit)."""
+    start_timeout_s: float = 300.0
+    """Workers not set up by then (e.g. the cluster lacks the CPUs they ask for) stop the run
+    with an error naming the shortfall instead of waiting forever."""
     data_node: str | None = None
     """Node IP the dataset follower must run on (where the robots' logs are); None: anywhere."""
     object_store_mb: int = 1024
@@ -385,7 +388,14 @@ class WorkerPool:
         self._setup = (family, cfg, list(tasks))
         refs = [h.configure.remote(*self._setup) for h in self.handles]
         try:
-            self.pids = self.ray.get(refs)
+            self.pids = self.ray.get(refs, timeout=self.dcfg.start_timeout_s)
+        except self.ray.exceptions.GetTimeoutError:
+            have = self.ray.cluster_resources().get("CPU", 0)
+            raise DistributedTrainingError(
+                f"{len(refs)} rollout workers did not start within "
+                f"{self.dcfg.start_timeout_s:.0f} s: they ask for {self.dcfg.worker_cpus:g} "
+                f"CPU each and the cluster has {have:g} CPUs (lower --workers or "
+                "--worker-cpus, or add nodes)") from None
         except self.ray.exceptions.RayTaskError as exc:
             raise DistributedTrainingError(f"a rollout worker failed to set up:\n{exc}") \
                 from None
