@@ -73,13 +73,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="train with Ray rollout workers: no ADDRESS starts a local cluster, "
                       "`auto` joins the one started with `ray start --head`, HOST:PORT a "
                       "remote head")
-    dist.add_argument("--workers", type=int, default=2, metavar="N",
+    dist.add_argument("--workers", type=int, metavar="N",
                       help="with --ray: rollout worker actors (default 2)")
-    dist.add_argument("--max-staleness", type=int, default=0, metavar="K",
+    dist.add_argument("--max-staleness", type=int, metavar="K",
                       help="with --ray: 0 collects synchronously in the reference order "
                       "(default); K >= 1 lets workers collect up to K iterations ahead with "
                       "weights at most K versions old")
-    dist.add_argument("--worker-cpus", type=float, default=1.0, metavar="C",
+    dist.add_argument("--worker-cpus", type=float, metavar="C",
                       help="with --ray: Ray CPUs reserved per worker (default 1)")
     dist.add_argument("--job-timeout", type=float, metavar="S",
                       help="with --ray: a rollout job running longer counts as a dead worker "
@@ -151,8 +151,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--sim, --sim-tasks and --follow apply to training from logged "
                           "data and need --data DIR (without --data, training is in "
                           "simulation anyway)")
-    if args.ray is None and (args.max_staleness or args.data_node or args.job_timeout):
-        raise ConfigError("--max-staleness, --job-timeout and --data-node need --ray")
+    given = [f for f in ("workers", "max_staleness", "worker_cpus", "job_timeout", "data_node")
+             if getattr(args, f) is not None]
+    if args.ray is None and given:
+        raise ConfigError(f"--{given[0].replace('_', '-')} applies to distributed training "
+                          "and needs --ray (without it, training runs in one process)")
     if args.ray is not None:
         from pearl_robot.train import distributed
 

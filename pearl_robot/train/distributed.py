@@ -118,6 +118,9 @@ class DistributedConfig:
     with an error naming the shortfall instead of waiting forever."""
     data_node: str | None = None
     """Node IP the dataset follower must run on (where the robots' logs are); None: anywhere."""
+    worker_niceness: int | None = None
+    """Local cluster only: the workers' Unix niceness. None keeps Ray's default (15), which
+    lets the learner win the CPU on a machine it shares with its workers; 0 competes equally."""
     object_store_mb: int = 1024
     """Local cluster only: shared-memory object store size (weights and trajectories are
     small; Ray's default takes 30 % of RAM, which a shared workstation notices)."""
@@ -163,8 +166,11 @@ def connect(dcfg: DistributedConfig) -> Any:
         if need > cores:
             log.warning("%d workers x %.2g CPUs on %d cores: workers share cores", dcfg.workers,
                         dcfg.worker_cpus, cores)
+        system = {} if dcfg.worker_niceness is None else \
+            {"worker_niceness": dcfg.worker_niceness}
         ray.init(address="local", num_cpus=ncpu,
-                 object_store_memory=dcfg.object_store_mb * 2**20, **kwargs)
+                 object_store_memory=dcfg.object_store_mb * 2**20, _system_config=system,
+                 **kwargs)
     else:
         try:
             ray.init(address=dcfg.address, **kwargs)
@@ -822,9 +828,17 @@ def config_from_args(args: Any) -> DistributedConfig:
     """DistributedConfig from the train CLI's flags (checks Ray is installed)."""
     require_ray()
     address = None if args.ray in ("", "local") else args.ray
-    return DistributedConfig(address=address, workers=args.workers,
-                             max_staleness=args.max_staleness, worker_cpus=args.worker_cpus,
-                             job_timeout_s=args.job_timeout or 0.0, data_node=args.data_node)
+    d = DistributedConfig()
+
+    def given(name: str, default: Any) -> Any:
+        v = getattr(args, name, None)
+        return default if v is None else v
+
+    return DistributedConfig(address=address, workers=given("workers", d.workers),
+                             max_staleness=given("max_staleness", d.max_staleness),
+                             worker_cpus=given("worker_cpus", d.worker_cpus),
+                             job_timeout_s=given("job_timeout", d.job_timeout_s),
+                             data_node=given("data_node", d.data_node))
 
 
 def train(cfg: ExperimentConfig, family: TaskFamily, out: str | Path, dcfg: DistributedConfig,

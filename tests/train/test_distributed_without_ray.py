@@ -75,7 +75,8 @@ def test_staleness_flag_without_ray_is_an_error(tmp_path, capsys):
 
     rc = main(["train", *TINY, "--out", str(tmp_path / "c"), "--max-staleness", "1"])
     assert rc != 0
-    assert "need --ray" in capsys.readouterr().err
+    assert "--max-staleness applies to distributed training and needs --ray" in \
+        capsys.readouterr().err
 
 
 def _job(trainer: MetaTrainer, seed: int, tasks=(0, 1, 2)) -> RolloutJob:
