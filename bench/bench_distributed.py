@@ -221,7 +221,7 @@ def projection(tp: dict, lr: dict, family_name: str) -> dict:
     return {"family": family_name, "env_steps_per_iteration": env_per_itr,
             "grad_steps_per_iteration": grads, "per_worker_env_steps_per_s": per_worker,
             "learner_grad_steps_per_s": g, "per_job_overhead_s": round(overhead_s, 4),
-            "workers_until_learner_bound": round(n_star, 2), "rows": out}
+            "workers_until_learner_bound": float(f"{n_star:.3g}"), "rows": out}
 
 
 # ------------------------------------------------------------------------------ parity

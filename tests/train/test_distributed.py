@@ -48,7 +48,7 @@ def pool():
     ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False,
              logging_level=logging.WARNING, object_store_memory=256 * 2**20,
              _system_config={"worker_niceness": os.nice(0)})
-    p = WorkerPool(DistributedConfig(workers=2))
+    p = WorkerPool(DistributedConfig(workers=2, worker_cpus=0.5))  # CPUs left for the CLI test
     yield p
     p.shutdown()
     ray.shutdown()
