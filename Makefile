@@ -1,5 +1,5 @@
 # pearl_robot developer entry points. Every target sets up the venv first if needed.
-#   make setup      venv with torch (CPU), the twin, ROS 2 wheels and test tools; the ROS launch
+#   make setup      venv with torch (CPU), the twin, ROS 2 wheels, Ray and test tools; the ROS launch
 #                   tools (launch, launch_ros, launch_testing, ros2 CLI) from LAUNCH_WHEELS
 #                   (default ../shared/ros-launch-wheels next to the checkout) when it exists
 #   make demo       the README's main command: the adapt graph on the twin with the bundled model
@@ -30,7 +30,7 @@ $(STAMP): setup.py
 	# torch is pinned on its own first: the CPU build on this machine's disk. A looser
 	# requirement (from an extra) would otherwise pull a multi-GB CUDA build.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[train,ros,dev]"
+	$(PIP) install -q -e ".[train,ros,distributed,dev]"
 	touch $(STAMP)
 
 # Reinstalled when the wheels' requirements change; not stamped while neither the wheels nor a

@@ -4,6 +4,8 @@ Install extras follow the deployment split in docs/architecture.md:
 - (base)   what the robot's computer needs: runtime, datalog, hardware (no torch, no MuJoCo)
 - train    meta-training and the MuJoCo twin (torch, mujoco, gymnasium, plots)
 - ros      ROS 2 Kilted core from PyPI wheels, for machines without a distro ROS install
+- distributed  Ray, for `pearl-robot train --ray` (rollout workers on a cluster); never needed
+           on a robot or for single-machine training, and never imported without --ray
 - dev      tests, benchmarks and lint
 - launch   the ROS launch tools (launch, launch_ros, launch_testing, the ros2 CLI), which are not
            on PyPI: only with ``--no-index --find-links ../shared/ros-launch-wheels`` (``make
@@ -65,6 +67,10 @@ setup(
             "pillow>=9",
             "tensorboard>=2.14",
             "pyarrow>=14",
+        ],
+        # pinned to the minor version the tests and bench ran on (train/distributed.py)
+        "distributed": [
+            "ray==2.60.*",
         ],
         "ros": [
             "ros-rclpy",

@@ -7,6 +7,9 @@ Examples:
   pearl-robot train --config config/train/twin_arm.yaml --set pearl.kl_lambda=0.3
   pearl-robot train --data /data/night1 /data/night2 --init runs/twin/checkpoints/latest.pt
   pearl-robot train ... --export-bundle runs/point/bundle
+  pearl-robot train --config config/train/point_robot_fast.yaml --ray --workers 2
+  pearl-robot train --config config/train/twin_arm.yaml --ray auto --workers 8 --max-staleness 1
+  pearl-robot train --data /data/robot1 /data/robot2 --sim --follow --ray auto --workers 4
 
 A run directory holds config.yaml, progress.csv (one row per iteration), tensorboard/,
 learning_curve.png and checkpoints/latest.pt (resumable; loads with weights_only=True).
@@ -66,6 +69,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export-bundle", type=Path, metavar="DIR",
                    help="export a model bundle from the final checkpoint (parity-checked)")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda")
+    dist = p.add_argument_group(
+        "distributed (Ray; needs the `distributed` install extra)",
+        "Collection runs on Ray rollout workers; this process stays the learner (buffers, "
+        "updates, evaluation, checkpoints). See docs/architecture.md.")
+    dist.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                      help="train with Ray rollout workers: no ADDRESS starts a local cluster, "
+                      "`auto` joins the one started with `ray start --head`, HOST:PORT a "
+                      "remote head")
+    dist.add_argument("--workers", type=int, metavar="N",
+                      help="with --ray: rollout worker actors (default 2)")
+    dist.add_argument("--max-staleness", type=int, metavar="K",
+                      help="with --ray: 0 collects synchronously in the reference order "
+                      "(default); K >= 1 lets workers collect up to K iterations ahead with "
+                      "weights at most K versions old")
+    dist.add_argument("--worker-cpus", type=float, metavar="C",
+                      help="with --ray: Ray CPUs reserved per worker (default 1)")
+    dist.add_argument("--job-timeout", type=float, metavar="S",
+                      help="with --ray: a rollout job running longer counts as a dead worker "
+                      "(replaced, job re-run); default no limit")
+    dist.add_argument("--data-node", metavar="IP",
+                      help="with --ray --data: read the datasets on this cluster node (the "
+                      "machine the robots log to)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-tensorboard", action="store_true", help="CSV metrics only")
 
@@ -151,7 +176,19 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--sim, --sim-tasks and --follow apply to training from logged "
                           "data and need --data DIR (without --data, training is in "
                           "simulation anyway)")
-    if args.data:
+    given = [f for f in ("workers", "max_staleness", "worker_cpus", "job_timeout", "data_node")
+             if getattr(args, f) is not None]
+    if args.ray is None and given:
+        raise ConfigError(f"--{given[0].replace('_', '-')} applies to distributed training "
+                          "and needs --ray (without it, training runs in one process)")
+    if args.ray is not None:
+        from pearl_robot.train import distributed
+
+        trainer = distributed.train(
+            cfg, family, out, distributed.config_from_args(args), data=args.data,
+            sim=args.sim, sim_tasks=args.sim_tasks, follow=args.follow, init=args.init,
+            resume=args.resume, tensorboard=not args.no_tensorboard, progress=progress)
+    elif args.data:
         try:
             from pearl_robot.train import offline
         except ImportError as exc:
