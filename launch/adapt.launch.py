@@ -11,12 +11,18 @@ the same function ``pearl-robot adapt`` composes in one process, so the two cann
 
 The policy node is the graph's reason to run: when its process ends (its episodes are done
 with ``exit_when_done:=true``, or it could not start, e.g. a refused bundle) the launch shuts
-down, which sends SIGINT to the logger (it closes the episode log) and the robot node.
+down, which sends SIGINT to the logger (it closes the episode log) and the robot node. Each
+node gets SIGINT_GRACE_S to stop cleanly before launch escalates to SIGTERM (launch's default,
+5 s, can cut the log's final fsync short on a slow disk or a busy computer); the standard
+``sigterm_timeout:=S`` launch argument still overrides it.
 """
 
 from __future__ import annotations
 
 from pearl_robot.ros.graph import LAUNCH_ARGUMENTS, PACKAGE, NodeSpec, build_graph
+
+SIGINT_GRACE_S = "15"
+"""Seconds from SIGINT to SIGTERM for every node (launch's sigterm_timeout)."""
 
 
 def node_specs(values: dict[str, str]) -> tuple[NodeSpec, ...]:
@@ -39,7 +45,9 @@ def _launch_setup(context, *args, **kwargs):
             on_exit = [Shutdown(reason=reason)]
         nodes.append(Node(package=PACKAGE, executable=spec.executable, name=spec.name,
                           parameters=[spec.parameters], remappings=list(spec.remappings),
-                          output="screen", emulate_tty=True, on_exit=on_exit))
+                          output="screen", emulate_tty=True, on_exit=on_exit,
+                          sigterm_timeout=LaunchConfiguration("sigterm_timeout",
+                                                              default=SIGINT_GRACE_S)))
     return nodes
 
 
