@@ -37,7 +37,8 @@ def test_twin_arm_uses_the_family_hook() -> None:
     goal = np.asarray(task.params["goal_qpos"])
     at_goal = fn(np.zeros(6), np.zeros(3), np.concatenate([goal, np.zeros(3)]))
     away = fn(np.zeros(6), np.zeros(3), np.concatenate([goal + 0.5, np.zeros(3)]))
-    assert at_goal.reward == pytest.approx(0.0) and away.reward < at_goal.reward
+    # at the goal: no distance cost, the full precision bonus (tasks/twin_arm.py)
+    assert at_goal.reward == pytest.approx(1.0) and away.reward < at_goal.reward
 
 
 def test_a_family_without_a_reward_is_refused() -> None:
