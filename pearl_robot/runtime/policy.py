@@ -436,7 +436,6 @@ class _Model:
             self.obs_hi = (c.obs_high + span).tolist()
         # per-tick state
         self.z = np.zeros(Lz)
-        self._half = L
         self.prev_obs = np.zeros(o)
         self.prev_cmd = np.zeros(a)
         self.prev_valid = False
@@ -446,7 +445,7 @@ class _Model:
 
     def set_z_from_belief(self) -> None:
         """z = the belief mean, or the belief itself ([mean, std]) for a belief-input actor."""
-        b, z, L = self.belief, self.z, self._half
+        b, z, L = self.belief, self.z, self.latent_dim
         z[:L] = b.mean
         if self.belief_input:
             np.sqrt(b.var, out=z[L:])

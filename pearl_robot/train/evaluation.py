@@ -274,13 +274,11 @@ def evaluate_online(agent: PearlAgent, family: TaskFamily, task_indices: Sequenc
 
 
 def _mean_input(agent: PearlAgent, post: Posterior) -> torch.Tensor:
-    """The actor's latent input for the belief mean (z = mean; the belief itself when the
-    policy takes the belief)."""
-    if not agent.cfg.task_inference:
-        return agent.sample_z(post)
-    if agent.cfg.policy_input == "belief":
-        return agent.sample_z(post)
-    return post.mean
+    """The actor's latent input for the belief mean: z = mean for a sampling policy; what
+    ``sample_z`` gives otherwise (the belief itself, or zeros without task inference)."""
+    if agent.cfg.task_inference and agent.cfg.policy_input == "sample":
+        return post.mean
+    return agent.sample_z(post)
 
 
 def _seed(base: int, task: int, repeat: int, traj: int) -> int:
