@@ -117,10 +117,10 @@ setup(
         "console_scripts": [
             "pearl-robot = pearl_robot.cli:main",
             # ROS 2 node executables (`ros2 run pearl_robot <name>`), thin adapters in ros/
-            "policy_node = pearl_robot.ros.policy_node:main",
-            "logger_node = pearl_robot.ros.logger_node:main",
-            "twin_node = pearl_robot.ros.twin_node:main",
-            "bridge_node = pearl_robot.ros.bridge_node:main",
+            "policy_node = pearl_robot.ros.node_main:policy_node",
+            "logger_node = pearl_robot.ros.node_main:logger_node",
+            "twin_node = pearl_robot.ros.node_main:twin_node",
+            "bridge_node = pearl_robot.ros.node_main:bridge_node",
         ],
     },
 )

@@ -36,7 +36,7 @@ from pearl_robot.ros.conversions import (
     joint_state_msg,
 )
 from pearl_robot.ros.node_config import BridgeNodeConfig
-from pearl_robot.ros.node_main import run_node
+from pearl_robot.ros.node_main import StopRequest, run_node
 from pearl_robot.ros.params import DeclaredConfig
 
 
@@ -143,5 +143,5 @@ class BridgeNode(Node):
             super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> int:
-    return run_node(BridgeNode, args)
+def main(args: list[str] | None = None, stop: StopRequest | None = None) -> int:
+    return run_node(BridgeNode, args, stop=stop)

@@ -39,7 +39,7 @@ from pearl_robot.ros.conversions import (
     transition_from_msg,
 )
 from pearl_robot.ros.node_config import LoggerNodeConfig
-from pearl_robot.ros.node_main import run_node
+from pearl_robot.ros.node_main import StopRequest, run_node
 from pearl_robot.ros.params import DeclaredConfig
 
 END_STATES = ("stopped", "estop", "shutdown", "fault")
@@ -172,5 +172,5 @@ class LoggerNode(Node):
             super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> int:
-    return run_node(LoggerNode, args)
+def main(args: list[str] | None = None, stop: StopRequest | None = None) -> int:
+    return run_node(LoggerNode, args, stop=stop)

@@ -1,46 +1,149 @@
 """The console-script ``main`` every node shares (``ros2 run pearl_robot <node>``).
 
-The init/spin/shutdown idiom that behaves the same on Humble, Jazzy and Kilted: ``rclpy.init``,
-spin a SingleThreadedExecutor, treat Ctrl-C and an external shutdown as a normal stop, and always
-``destroy_node`` (which closes files and stops worker threads) before ``try_shutdown``. Expected
-failures (a bad parameter, a refused bundle, a missing port) print one line and exit 1.
+The init/spin/shutdown idiom that behaves the same on Humble, Jazzy and Kilted, whenever the
+stop comes. ``ros2 launch`` sends SIGINT to every node the moment a required one dies, which can
+be while a node is still importing MuJoCo or onnxruntime, inside ``rclpy.init`` or inside its
+constructor. With rclpy's own handlers those three moments ended three different ways (a
+KeyboardInterrupt traceback, an ``RCLError`` "context is invalid", and once a node that ignored
+SIGINT and SIGTERM until launch killed it), and a policy node stopped during spin could not send
+its safe command because the handler had already shut the context down. So the process owns the
+two signals from its first line (:class:`StopRequest`, installed by the console-script entry
+points below before the node module is imported), rclpy installs none
+(``SignalHandlerOptions.NO``), and one loop checks the request between 0.1 s spins. A stop
+before the node exists exits 0 without starting it; a stop while running leaves through
+``destroy_node`` (safe command, closed files) with the context still up, then ``try_shutdown``.
+
+Expected failures (a bad parameter, a refused bundle, a missing port) print one line and exit 1.
+This module imports nothing heavy at its top so that its entry points are the first code to run.
 """
 
 from __future__ import annotations
 
+import importlib
+import signal
 import sys
+import threading
 from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING
 
-import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
+if TYPE_CHECKING:
+    from rclpy.node import Node
 
-from pearl_robot.errors import PearlRobotError
+SPIN_PERIOD_S = 0.1
+"""Longest wait between two checks of the stop request (and of ``stop_when``)."""
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopRequest:
+    """SIGINT or SIGTERM, remembered as a request to stop instead of raised where it lands."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> StopRequest:
+        """Take over SIGINT and SIGTERM (main thread only: elsewhere Python refuses, and the
+        caller's own handling stays in charge)."""
+        if threading.current_thread() is threading.main_thread():
+            for s in STOP_SIGNALS:
+                self._previous[s] = signal.getsignal(s)
+                signal.signal(s, self._on_signal)
+        return self
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)  # type: ignore[arg-type]
+        self._previous.clear()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is None:
+            self.signum = signum
+        self.event.set()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
 
 
 def run_node(factory: Callable[[], Node], args: list[str] | None = None,
-             stop_when: Callable[[Node], bool] | None = None) -> int:
-    """Create the node with ``factory`` and spin it until shutdown, or until
-    ``stop_when(node)`` is true (a node that finished its job); the process exit code."""
-    rclpy.init(args=args)
+             stop_when: Callable[[Node], bool] | None = None,
+             stop: StopRequest | None = None) -> int:
+    """Create the node with ``factory`` and spin it until a stop request (SIGINT/SIGTERM, or
+    ``stop`` when the caller installed one earlier), an external shutdown, or ``stop_when(node)``
+    (a node that finished its job); the process exit code."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    from pearl_robot.errors import PearlRobotError
+
+    owned = stop is None
+    request = StopRequest().install() if stop is None else stop
     node: Node | None = None
     try:
+        if request.is_set():
+            return 0  # stopped before it started: nothing to undo
+        _init_without_signal_handlers(rclpy, args)
         node = factory()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        if stop_when is None:
-            executor.spin()
-        else:
-            while rclpy.ok() and not stop_when(node):
-                executor.spin_once(timeout_sec=0.1)
+        while rclpy.ok() and not request.is_set():
+            executor.spin_once(timeout_sec=SPIN_PERIOD_S)
+            if stop_when is not None and stop_when(node):
+                break
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except PearlRobotError as exc:
-        print(f"[{getattr(node, 'get_name', lambda: 'pearl_robot')()}] error: {exc}",
-              file=sys.stderr)
+        name = node.get_name() if node is not None else "pearl_robot"
+        print(f"[{name}] error: {exc}", file=sys.stderr)
         return 1
     finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+        try:
+            if node is not None:
+                node.destroy_node()
+            rclpy.try_shutdown()
+        finally:
+            if owned:
+                request.restore()
     return 0
+
+
+def _init_without_signal_handlers(rclpy, args: list[str] | None) -> None:  # noqa: ANN001
+    """``rclpy.init`` leaving SIGINT/SIGTERM to :class:`StopRequest` (every distro since Humble
+    has ``SignalHandlerOptions``; an rclpy without it installs only its SIGINT handler, which
+    the stop request's loop still survives)."""
+    try:
+        from rclpy.signals import SignalHandlerOptions
+    except ImportError:  # pragma: no cover - pre-Humble rclpy
+        rclpy.init(args=args)
+        return
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+
+
+def _entry(module: str) -> int:
+    """A node's console script: take the stop signals first, then import the node module (the
+    slow part of a start) and run its ``main``."""
+    stop = StopRequest().install()
+    try:
+        if stop.is_set():
+            return 0
+        return importlib.import_module(module).main(stop=stop)
+    finally:
+        stop.restore()
+
+
+def policy_node() -> int:
+    return _entry("pearl_robot.ros.policy_node")
+
+
+def logger_node() -> int:
+    return _entry("pearl_robot.ros.logger_node")
+
+
+def twin_node() -> int:
+    return _entry("pearl_robot.ros.twin_node")
+
+
+def bridge_node() -> int:
+    return _entry("pearl_robot.ros.bridge_node")

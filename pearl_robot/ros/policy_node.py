@@ -68,7 +68,7 @@ from pearl_robot.ros.conversions import (
 )
 from pearl_robot.ros.loop_stats import LoopStats
 from pearl_robot.ros.node_config import PolicyNodeConfig
-from pearl_robot.ros.node_main import run_node
+from pearl_robot.ros.node_main import StopRequest, run_node
 from pearl_robot.ros.params import DeclaredConfig
 from pearl_robot.ros.task_reward import RewardFn, reward_function
 from pearl_robot.runtime.bundle import (
@@ -672,5 +672,5 @@ def _finished(node: Node) -> bool:
         node.state == "done"
 
 
-def main(args: list[str] | None = None) -> int:
-    return run_node(PolicyNode, args, stop_when=_finished)
+def main(args: list[str] | None = None, stop: StopRequest | None = None) -> int:
+    return run_node(PolicyNode, args, stop_when=_finished, stop=stop)

@@ -40,7 +40,7 @@ from pearl_robot.ros.conversions import (
     joint_state_msg,
 )
 from pearl_robot.ros.node_config import TwinNodeConfig
-from pearl_robot.ros.node_main import run_node
+from pearl_robot.ros.node_main import StopRequest, run_node
 from pearl_robot.ros.params import DeclaredConfig
 from pearl_robot.tasks.twin_arm import ARM3_START_NOISE
 from pearl_robot.twin.arm import ArmTwin, TwinError
@@ -184,5 +184,5 @@ class TwinNode(Node):
         self.diag_pub.publish(diagnostic_array(stamp, [status]))
 
 
-def main(args: list[str] | None = None) -> int:
-    return run_node(TwinNode, args)
+def main(args: list[str] | None = None, stop: StopRequest | None = None) -> int:
+    return run_node(TwinNode, args, stop=stop)
