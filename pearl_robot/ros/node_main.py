@@ -75,6 +75,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None,
     (a node that finished its job); the process exit code."""
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
     from pearl_robot.errors import PearlRobotError
 
@@ -84,7 +85,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None,
     try:
         if request.is_set():
             return 0  # stopped before it started: nothing to undo
-        _init_without_signal_handlers(rclpy, args)
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
         node = factory()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
@@ -107,18 +108,6 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None,
             if owned:
                 request.restore()
     return 0
-
-
-def _init_without_signal_handlers(rclpy, args: list[str] | None) -> None:  # noqa: ANN001
-    """``rclpy.init`` leaving SIGINT/SIGTERM to :class:`StopRequest` (every distro since Humble
-    has ``SignalHandlerOptions``; an rclpy without it installs only its SIGINT handler, which
-    the stop request's loop still survives)."""
-    try:
-        from rclpy.signals import SignalHandlerOptions
-    except ImportError:  # pragma: no cover - pre-Humble rclpy
-        rclpy.init(args=args)
-        return
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
 
 
 def _entry(module: str) -> int:
