@@ -55,7 +55,8 @@ FAMILIES: dict[str, dict[str, Any]] = {
 VARIANTS = ("pearl", "pooled", "no_inference", "privileged")
 
 
-def variant_config(family: str, variant: str, seed: int):  # noqa: ANN201 - ExperimentConfig
+def variant_config(family: str, variant: str, seed: int,
+                   validation: int = 0):  # noqa: ANN201 - ExperimentConfig
     from pearl_robot.core.config import load_experiment, merge
 
     fam = FAMILIES[family]
@@ -64,7 +65,8 @@ def variant_config(family: str, variant: str, seed: int):  # noqa: ANN201 - Expe
     # the wall-clock cap ends every run, not the configs' iteration counts
     over: dict[str, dict[str, Any]] = {"train": {"seed": seed, "torch_threads": 1,
                                                  "num_iterations": 1_000_000,
-                                                 "checkpoint_every": 1_000_000}}
+                                                 "checkpoint_every": 1_000_000,
+                                                 "validation_tasks": validation}}
     if variant == "no_inference":
         over["pearl"] = {"task_inference": False}
     elif variant == "privileged":
@@ -88,30 +90,33 @@ def online_score(trainer, episodes: int = 2) -> dict[str, float]:  # noqa: ANN00
 
 
 def other_goals_score(trainer, goal_seed: int) -> dict[str, float]:  # noqa: ANN001
-    """The final model on 20 held-out goals drawn with ``goal_seed`` (reference protocol)."""
+    """The trainer's model on 20 held-out goals drawn with ``goal_seed`` (reference protocol);
+    ``goal_seed`` None: the family's own held-out goals."""
     from pearl_robot.tasks.registry import make_family
     from pearl_robot.train.evaluation import evaluate_reference, summarize
 
     tc = trainer.cfg.train
-    fam = make_family(trainer.family.name, seed=goal_seed)
+    fam = trainer.family if goal_seed is None else make_family(trainer.family.name,
+                                                               seed=goal_seed)
     evals = evaluate_reference(trainer.agent, fam, fam.eval_indices, trainer.envs,
                                num_steps=tc.num_steps_per_eval,
                                max_path_length=tc.max_path_length,
-                               num_exp_traj=tc.num_exp_traj_eval, repeats=4, seed=goal_seed)
+                               num_exp_traj=tc.num_exp_traj_eval, repeats=4,
+                               seed=goal_seed if goal_seed is not None else 4321)
     s = summarize(evals, tc.num_exp_traj_eval)
     return {"goal_seed": goal_seed, "normalized": s.final_normalized,
             "success": s.final_success, "final_return": s.final_return}
 
 
 def train_variant(family: str, variant: str, seed: int, cap_s: float, out: Path,
-                  goal_seed: int) -> dict[str, Any]:
+                  goal_seed: int, validation: int = 0) -> dict[str, Any]:
     import torch
 
     from pearl_robot.tasks.registry import make_family
     from pearl_robot.train.trainer import MetaTrainer
 
     torch.set_num_threads(1)
-    cfg = variant_config(family, variant, seed)
+    cfg = variant_config(family, variant, seed, validation)
     spec = FAMILIES[family]
     key, bar = spec["score"], spec["bar"]
     tr = MetaTrainer(cfg, make_family(family), out, tensorboard=False, progress=False)
@@ -127,7 +132,8 @@ def train_variant(family: str, variant: str, seed: int, cap_s: float, out: Path,
                  "score": row.get(key, math.nan),
                  "success": row.get("online/success", row.get("eval/test_success", math.nan)),
                  "return": row.get("eval/test_final_return", math.nan),
-                 "label_rmse": row.get("inference/label_rmse", math.nan)}
+                 "label_rmse": row.get("inference/label_rmse", math.nan),
+                 "val_score": row.get("eval/val_score", math.nan)}
         curve.append(point)
         print(f"  {variant:>12}: it {tr.iteration:4d} t={t:6.0f}s grad={tr.grad_steps:7d} "
               f"score={point['score']:.3f} success={point['success']:.2f}", flush=True)
@@ -143,6 +149,22 @@ def train_variant(family: str, variant: str, seed: int, cap_s: float, out: Path,
                               "checkpoint": str(out / "final.pt")}
     if family == "point-robot":
         result["other_goals"] = other_goals_score(tr, goal_seed)
+    best = out / "checkpoints" / "best.pt"
+    if validation and best.is_file():
+        # The model a user would ship: the best validation score, chosen without the
+        # held-out tasks; scored on them (and on another seed's goals) with 4 repeats.
+        from pearl_robot.core.checkpoint import load_checkpoint
+
+        ck = load_checkpoint(best)
+        tr.nets.load_state_dict(ck.networks)
+        picked = next(c for c in curve if c["val_score"] == ck.trainer["best_val"])
+        result["validated"] = {"checkpoint": str(best), "iteration": ck.trainer["iteration"],
+                               "wall_s": picked["wall_s"], "grad_steps": picked["grad_steps"],
+                               "val_score": ck.trainer["best_val"],
+                               "curve_score": picked["score"]}
+        if family == "point-robot":
+            result["validated"]["held_out"] = other_goals_score(tr, None)
+            result["validated"]["other_goals"] = other_goals_score(tr, goal_seed)
     return result
 
 
@@ -158,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="point-robot: seed of the second held-out goal set")
     p.add_argument("--parallel", type=int, default=2, help="variants training at once")
     p.add_argument("--out", type=Path, default=None, help="keep run directories here")
+    p.add_argument("--validation", type=int, default=0,
+                   help="training tasks set aside to pick each variant's checkpoint "
+                        "(train.validation_tasks); the picked model is scored on the held-out "
+                        "tasks at the end")
+    p.add_argument("--tag", default="", help="suffix of the results file and plot")
     args = p.parse_args(argv)
     work = args.out or Path(tempfile.mkdtemp(prefix="bench_inference_"))
     spec = FAMILIES[args.family]
@@ -167,16 +194,18 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, Any] = {}
     with mp.get_context("spawn").Pool(max(1, args.parallel)) as pool:
         jobs = {v: pool.apply_async(train_variant, (args.family, v, args.seed, args.cap,
-                                                    work / v, args.goal_seed))
+                                                    work / v, args.goal_seed,
+                                                    args.validation))
                 for v in args.variants}
         for v, job in jobs.items():
             runs[v] = job.get()
     results = {"family": args.family, "score": spec["score"], "bar": spec["bar"],
                "cap_s": args.cap, "seed": args.seed, "parallel": args.parallel,
+               "validation_tasks": args.validation,
                "started_unix": t0, "bench_wall_s": round(time.time() - t0, 1),
                "command": "python -m bench.bench_inference " + " ".join(argv or sys.argv[1:]),
                "runs": runs}
-    stem = args.family.replace("-", "_")
+    stem = args.family.replace("-", "_") + args.tag
     out_json = ROOT / "bench" / "results" / f"inference_{stem}.json"
     out_json.parent.mkdir(exist_ok=True)
     out_json.write_text(json.dumps(results, indent=2))
@@ -185,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         fin = r["final"] or {}
         extra = f" other-goals {r['other_goals']['normalized']:.3f}" if "other_goals" in r \
             else ""
+        val = r.get("validated", {})
+        if "held_out" in val:
+            extra += (f" | validated (it {val['iteration']}, {val['wall_s']:.0f} s): held-out "
+                      f"{val['held_out']['normalized']:.3f} other-goals "
+                      f"{val['other_goals']['normalized']:.3f}")
         print(f"{v:>12}: final {fin.get('score', math.nan):.3f} best {r['best_score']} "
               f"reached bar at {r['reached_bar']['wall_s'] if r['reached_bar'] else None} s"
               f"{extra}")

@@ -228,6 +228,12 @@ class TrainConfig:
     """Training tasks also evaluated each time (None: as many as held-out tasks)."""
     eval_every: int = 1
     """Evaluate every this many iterations (the last iteration is always evaluated)."""
+    validation_tasks: int = 0
+    """The last this many training tasks are never trained on: every evaluation scores them
+    like the held-out tasks (``eval/val_*``) and the best score so far is kept as
+    ``checkpoints/best.pt``. Picks the checkpoint by generalization without looking at the
+    held-out tasks: the pooled belief's held-out score peaks and then declines as it fits the
+    training tasks (docs/performance.md). 0: no validation, no best.pt."""
     checkpoint_every: int = 10
     """Write a resumable checkpoint every this many iterations (and at the end)."""
     replay_capacity: int = 100_000
@@ -247,7 +253,7 @@ class TrainConfig:
                   "checkpoint_every", "replay_capacity", "torch_threads")
         _non_negative(self, "num_initial_steps", "num_steps_prior", "num_steps_posterior",
                       "num_extra_rl_steps_posterior", "num_train_steps_per_itr",
-                      "num_exp_traj_eval")
+                      "num_exp_traj_eval", "validation_tasks")
         _check(isinstance(self.seed, int) and self.seed >= 0, "TrainConfig.seed",
                "must be an integer >= 0", self.seed)
         _check(self.num_steps_per_eval >= self.max_path_length, "TrainConfig.num_steps_per_eval",

@@ -67,7 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "until --iterations in total (set it large to follow all night) or Ctrl-C; "
                    "the newest checkpoint is always on disk")
     p.add_argument("--export-bundle", type=Path, metavar="DIR",
-                   help="export a model bundle from the final checkpoint (parity-checked)")
+                   help="export a model bundle from the final checkpoint (parity-checked); "
+                        "with train.validation_tasks, from checkpoints/best.pt")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda")
     dist = p.add_argument_group(
         "distributed (Ray; needs the `distributed` install extra)",
@@ -216,6 +217,12 @@ def run(args: argparse.Namespace) -> int:
     if ev:
         print(f"held-out return after adaptation: {ev['eval/test_final_return']:.3f} "
               f"(first trajectory: {ev['eval/test_first_return']:.3f})")
+    best = Path(out) / "checkpoints" / "best.pt"
+    if trainer.val_tasks and best.is_file():
+        # train.validation_tasks: ship the checkpoint the validation tasks picked, not the last
+        print(f"best on the {len(trainer.val_tasks)} validation tasks: {best} "
+              f"(score {trainer.best_val:.3f}); exported instead of the final checkpoint")
+        final = best
     if args.export_bundle is not None:
         from pearl_robot.export import cli as export_cli
 

@@ -52,7 +52,7 @@ from pearl_robot.core.posterior import prior
 from pearl_robot.core.replay import MultiTaskReplay
 from pearl_robot.errors import ConfigError
 from pearl_robot.tasks.base import MetaEnv, Task, TaskFamily
-from pearl_robot.train.evaluation import evaluate_reference, summarize
+from pearl_robot.train.evaluation import EvalSummary, evaluate_reference, summarize
 from pearl_robot.train.metrics import MetricsWriter, plot_learning_curve
 from pearl_robot.train.sampler import rollout_batch
 
@@ -83,7 +83,16 @@ class MetaTrainer:
         tc = cfg.train
         torch.set_num_threads(tc.torch_threads)
         self.device = torch.device(tc.device)
-        self.train_tasks = list(train_tasks) if train_tasks is not None else family.train_tasks
+        tasks = list(train_tasks) if train_tasks is not None else list(family.train_tasks)
+        n_val = tc.validation_tasks
+        if n_val and n_val >= len(tasks):
+            raise ConfigError(f"train.validation_tasks {n_val} leaves no training task of the "
+                              f"{len(tasks)}")
+        self.train_tasks = tasks[:len(tasks) - n_val]
+        self.val_tasks = tasks[len(tasks) - n_val:]
+        """Training tasks set aside to pick the checkpoint (``TrainConfig.validation_tasks``)."""
+        self.best_val = -math.inf
+        """The best validation score so far (the one ``checkpoints/best.pt`` holds)."""
         self.eval_tasks = family.eval_tasks
         env0 = family.make_env(seed=tc.seed)
         self.spec = EnvSpec.from_env(env0)
@@ -262,7 +271,7 @@ class MetaTrainer:
         test_idx = fam.eval_indices
         n_tr = tc.num_eval_train_tasks if tc.num_eval_train_tasks is not None else len(test_idx)
         eval_rng = np.random.default_rng([tc.seed, self.iteration, 99])
-        pool = fam.train_indices
+        pool = [t.index for t in self.train_tasks]
         train_idx = sorted(eval_rng.choice(pool, size=min(n_tr, len(pool)), replace=False)
                            .tolist()) if n_tr > 0 else []
         seed = self._seed("eval", 0, 0)
@@ -280,6 +289,14 @@ class MetaTrainer:
             tr = summarize(evaluate_reference(self.agent, fam, train_idx, self.envs,
                                               seed=seed + 1, **common), tc.num_exp_traj_eval)
             row["eval/train_final_return"] = tr.final_return
+        if self.val_tasks:
+            val = summarize(evaluate_reference(self.agent, fam, [t.index for t in self.val_tasks],
+                                               self.envs, seed=seed + 2, **common),
+                            tc.num_exp_traj_eval)
+            row["eval/val_final_return"] = val.final_return
+            row["eval/val_success"] = val.final_success
+            row["eval/val_normalized"] = val.final_normalized
+            row["eval/val_score"] = _validation_score(val)
         return row
 
     # ------------------------------------------------------------------ the loop
@@ -310,6 +327,8 @@ class MetaTrainer:
         if (self.iteration + 1) % tc.eval_every == 0 or last:
             eval_row = self.evaluate()
             self.last_eval = eval_row
+            if self.val_tasks:
+                eval_row["eval/val_best"] = max(self.best_val, eval_row["eval/val_score"])
         t3 = time.perf_counter()
         self.wall_time += t3 - t0
         row = {"iteration": float(self.iteration), "charts/env_steps": float(self.env_steps),
@@ -320,6 +339,9 @@ class MetaTrainer:
                **train_metrics, **eval_row}
         self.metrics.write(self.grad_steps, row)
         self.iteration += 1
+        if eval_row.get("eval/val_score", -math.inf) > self.best_val:
+            self.best_val = eval_row["eval/val_score"]
+            self.save(self.out_dir / "checkpoints" / "best.pt")
         if self.iteration % tc.checkpoint_every == 0 or last:
             self.save(self.out_dir / "checkpoints" / "latest.pt")
         return IterationResult(self.iteration - 1, row)
@@ -373,13 +395,16 @@ class MetaTrainer:
             "env_spec": self.env_meta,
             "family": {**self.family.describe(),
                        "train_tasks": [{"index": t.index, "params": t.params}
-                                       for t in self.train_tasks]},
+                                       for t in self.train_tasks],
+                       "validation_tasks": [{"index": t.index, "params": t.params}
+                                            for t in self.val_tasks]},
             "networks": self.nets.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.learner.optimizers().items()},
             "trainer": {
                 "iteration": self.iteration, "env_steps": self.env_steps,
                 "grad_steps": self.grad_steps, "initial_done": self.initial_done,
                 "wall_time": self.wall_time, "num_updates": self.learner.num_updates,
+                "best_val": self.best_val,
                 "numpy_rng": json.dumps(self.rng.bit_generator.state),
                 "torch_rng": self.learner.generator.get_state(),
                 "last_eval": dict(self.last_eval),
@@ -428,6 +453,7 @@ class MetaTrainer:
         self.rng.bit_generator.state = json.loads(tr["numpy_rng"])
         self.learner.generator.set_state(tr["torch_rng"])
         self.last_eval = dict(tr.get("last_eval", {}))
+        self.best_val = float(tr.get("best_val", -math.inf))
         if ckpt.replay is not None:
             for name, buf in (("rl", self.rl_buffer), ("enc", self.enc_buffer)):
                 buf.load_state_dict({k: v.numpy() for k, v in ckpt.replay[name].items()})
@@ -435,6 +461,15 @@ class MetaTrainer:
             log.warning("checkpoint %s has no replay buffers: resuming with empty buffers and "
                         "re-collecting the initial data (not an exact resume)", path)
             self.initial_done = False
+
+
+def _validation_score(summary: EvalSummary) -> float:
+    """What picks ``best.pt``: the oracle-normalized return where the family has baselines,
+    else the success rate, else the final return (never nan, so a comparison decides)."""
+    for value in (summary.final_normalized, summary.final_success, summary.final_return):
+        if math.isfinite(value):
+            return float(value)
+    return -math.inf
 
 
 def _distinct_groups(tasks: list[int]) -> list[list[int]]:

@@ -112,3 +112,36 @@ def test_progress_csv_gains_columns_that_appear_later(tmp_path):
     cols = read_progress(tmp_path / "progress.csv")
     assert cols["a"] == [1.0, 2.0, 3.0]
     assert cols["eval/x"][1] == 5.0 and math.isnan(cols["eval/x"][0])
+
+
+def test_validation_tasks_are_never_trained_on_and_pick_best_pt(tmp_path):
+    """``train.validation_tasks``: the last N training tasks get no data and no labels, every
+    evaluation scores them, and checkpoints/best.pt holds the best-scoring iteration."""
+    from pearl_robot.core.checkpoint import load_checkpoint
+
+    fam = make_family("point-robot")
+    tr = MetaTrainer(_tiny(validation_tasks=5), fam, tmp_path / "v", tensorboard=False,
+                     progress=False)
+    held = {t.index for t in fam.train_tasks[-5:]}
+    assert {t.index for t in tr.val_tasks} == held
+    assert held.isdisjoint(t.index for t in tr.train_tasks)
+    assert tr.rl_buffer.n_tasks == len(fam.train_tasks) - 5
+    assert len(tr.train_labels) == len(fam.train_tasks) - 5
+    rows = [tr.run_iteration().metrics for _ in range(3)]
+    scores = [r["eval/val_score"] for r in rows]
+    assert all(math.isfinite(s) for s in scores)
+    assert rows[-1]["eval/val_best"] == max(scores)
+    best = load_checkpoint(tmp_path / "v" / "checkpoints" / "best.pt")
+    assert best.trainer["best_val"] == max(scores)
+    assert best.trainer["iteration"] == 1 + scores.index(max(scores))
+    assert {t["index"] for t in best.family["validation_tasks"]} == held
+
+
+def test_validation_cannot_take_every_training_task(tmp_path):
+    import pytest
+
+    from pearl_robot.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="validation_tasks"):
+        MetaTrainer(_tiny(validation_tasks=80), make_family("point-robot"), tmp_path / "x",
+                    tensorboard=False, progress=False)
