@@ -143,7 +143,9 @@ def train_variant(family: str, variant: str, seed: int, cap_s: float, out: Path,
     tr.save(out / "final.pt")
     result: dict[str, Any] = {"variant": variant, "seed": seed, "cap_s": cap_s,
                               "wall_s": round(wall, 1), "curve": curve, "reached_bar": reached,
-                              "final": curve[-1] if curve else None,
+                              # the last evaluated iteration (eval_every may skip the last)
+                              "final": next((c for c in reversed(curve)
+                                             if math.isfinite(c["score"])), None),
                               "best_score": max((c["score"] for c in curve
                                                  if math.isfinite(c["score"])), default=None),
                               "checkpoint": str(out / "final.pt")}
