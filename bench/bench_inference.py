@@ -237,7 +237,7 @@ def plot(results: dict[str, Any], png: Path) -> None:
     png.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for name, run in results["runs"].items():
-        c = run["curve"]
+        c = [r for r in run["curve"] if math.isfinite(r["score"])]  # evaluated iterations
         for ax, x in zip(axes, ("wall_s", "grad_steps")):
             ax.plot([r[x] for r in c], [r["score"] for r in c], label=name.replace("_", " "))
     for ax, label in zip(axes, ("wall clock (s, one core each)", "gradient steps")):
