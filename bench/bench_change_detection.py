@@ -2,7 +2,7 @@
 
 The arm3 twin runs as a never-ending stream (no episode resets): each *stream* starts on a
 held-out twin-arm task and its goal, payload, friction or damping switch at random times
-(``pearl_robot.twin.switching.ARM3_SWITCHING_SPEC``, first switch after ``--first-s``). The
+(``pearl_robot.tasks.switching_spec.ARM3_SWITCHING_SPEC``, first switch after ``--first-s``). The
 trained bundle drives it through ``PolicyRuntime`` with z = the belief mean every tick (the
 runtime's online mode), three ways on identical streams (same task, same switch schedule, same
 sensor-noise seed):
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     from pearl_robot.runtime import PolicyRuntime, RuntimeConfig
     from pearl_robot.runtime.change_detection import ChangeDetectionConfig
     from pearl_robot.tasks.twin_arm import TwinArmFamily
-    from pearl_robot.twin.switching import ARM3_SWITCHING_SPEC, SwitchingSpec
+    from pearl_robot.tasks.switching_spec import ARM3_SWITCHING_SPEC, SwitchingSpec
 
     if not (args.bundle / "contract.json").exists():
         print(f"no bundle at {args.bundle} (train one: pearl-robot train --family twin-arm, "

@@ -199,7 +199,7 @@ def check_install(install: Path) -> list[str]:
         f"for node in {NODES!r}:\n"
         "    assert eps[node].value == f'pearl_robot.ros.{node}:main', eps[node]\n"
         "    assert callable(eps[node].load()), node\n"
-        "from pearl_robot.twin.robot_spec import sim_dir\n"
+        "from pearl_robot.robot.description import sim_dir\n"
         f"assert str(sim_dir()).startswith({str(prefix)!r}), f'twin model from {{sim_dir()}}'\n"
         "print(p, [s.executable for s in specs])\n")
     res = subprocess.run([sys.executable, "-c", probe], cwd=install, env=env,

@@ -254,7 +254,7 @@ def recorded_from_rollout(nets: PearlNetworks, family_info: Mapping[str, Any], s
 
 def robot_meta(family_info: Mapping[str, Any]) -> dict[str, Any]:
     """Units, limits and the robot description from the family's env when it drives a robot
-    described by ``twin.robot_spec`` (``env.spec.to_dict()`` with joints and units): observation
+    described by ``robot.description`` (``env.spec.to_dict()`` with joints and units): observation
     entries named ``<joint>.<position|velocity|effort>`` and commands ``<joint>.effort`` get
     their joint's unit and limits. Empty for families without a robot description."""
     name = family_info.get("name")

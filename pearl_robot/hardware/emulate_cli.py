@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    "from it")
     g.add_argument("--twin-params", default=None,
                    help="JSON object of twin physics parameters (payload, friction, latency, "
-                   "...; see pearl_robot.twin.randomization)")
+                   "...; see pearl_robot.robot.randomization)")
     g.add_argument("--seed", type=int, default=0, help="seed for sensor noise and faults")
     g.add_argument("--device-name", default="pearl-emulator")
     g.add_argument("--state-rate", type=int, default=100,

@@ -76,7 +76,7 @@ class Plant(Protocol):
     """What the emulator drives (``ArmTwin`` satisfies it)."""
 
     spec: Any
-    """A :class:`pearl_robot.twin.robot_spec.RobotSpec` (joint names and limits)."""
+    """A :class:`pearl_robot.robot.description.RobotSpec` (joint names and limits)."""
 
     def apply_command(self, effort: np.ndarray) -> None: ...
 

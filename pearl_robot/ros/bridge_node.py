@@ -49,7 +49,7 @@ class BridgeNode(Node):
         cfg: BridgeNodeConfig = self.params.value
         expected = None
         if cfg.check_joints:
-            from pearl_robot.twin.robot_spec import load_robot_spec
+            from pearl_robot.robot.description import load_robot_spec
 
             expected = load_robot_spec().joint_names
         self.joint_pub = self.create_publisher(JointState, graph.JOINT_STATES,

@@ -128,7 +128,7 @@ def _robot_expectation(bundle_dir: str) -> RobotExpectation | None:
         return None  # the bundle loader reports the problem with the right error
     if not isinstance(raw, dict) or "robot" not in raw:
         return None
-    from pearl_robot.twin.robot_spec import load_robot_spec
+    from pearl_robot.robot.description import load_robot_spec
 
     return RobotExpectation.from_robot_spec(load_robot_spec())
 

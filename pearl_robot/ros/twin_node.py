@@ -44,7 +44,7 @@ from pearl_robot.ros.node_main import StopRequest, run_node
 from pearl_robot.ros.params import DeclaredConfig
 from pearl_robot.tasks.twin_arm import ARM3_START_NOISE
 from pearl_robot.twin.arm import ArmTwin, TwinError
-from pearl_robot.twin.randomization import ARM3_NOMINAL_PARAMS
+from pearl_robot.robot.randomization import ARM3_NOMINAL_PARAMS
 
 
 def _time_msg(seconds: float) -> Time:

@@ -633,7 +633,7 @@ class RobotExpectation:
 
     @classmethod
     def from_robot_spec(cls, spec: Any) -> RobotExpectation:
-        """From ``pearl_robot.twin.robot_spec.RobotSpec`` (duck-typed: ``joints`` with
+        """From ``pearl_robot.robot.description.RobotSpec`` (duck-typed: ``joints`` with
         ``name`` and ``effort_max``, ``control_period``, ``command_interface``)."""
         joints = tuple(spec.joints)
         effort = [float(j.effort_max) for j in joints]

@@ -64,9 +64,9 @@ def _robot(args: argparse.Namespace) -> RobotExpectation | None:
     if args.robot is None:
         return None
     try:
-        from pearl_robot.twin.robot_spec import load_robot_spec
+        from pearl_robot.robot.description import load_robot_spec
     except ImportError as exc:
-        raise PearlRobotError(f"--robot needs pearl_robot.twin.robot_spec ({exc})") from exc
+        raise PearlRobotError(f"--robot needs pearl_robot.robot.description ({exc})") from exc
     spec = load_robot_spec(None if args.robot == "default" else args.robot)
     return RobotExpectation.from_robot_spec(spec)
 

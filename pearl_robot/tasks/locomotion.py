@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from pearl_robot.tasks.base import ListedTaskFamily, MetaEnv, Task
-from pearl_robot.twin.randomization import ParamSpec
+from pearl_robot.robot.randomization import ParamSpec
 
 REFERENCE_SEED = 1337
 LOCOMOTION_HORIZON = 200

@@ -1,7 +1,7 @@
 """Task families whose task switches at random times within an episode.
 
 :class:`SwitchingFamily` wraps a family (same task list, same train/held-out split) and a
-:class:`~pearl_robot.twin.switching.SwitchingSpec`. Its environments draw each episode's
+:class:`~pearl_robot.tasks.switching_spec.SwitchingSpec`. Its environments draw each episode's
 switch schedule at ``reset`` from their own generator (so ``reset(seed=)`` reproduces it) and
 apply a switch between two steps without resetting the state: the payload appears at the
 flange, the friction changes under a moving joint, the goal jumps while the arm holds the old
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from pearl_robot.tasks.base import MetaEnv, StepResult, Task, TaskFamily
-from pearl_robot.twin.switching import (
+from pearl_robot.tasks.switching_spec import (
     ARM3_SWITCHING_SPEC,
     POINT_SWITCHING_SPEC,
     Switch,

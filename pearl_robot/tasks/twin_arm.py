@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from pearl_robot.tasks.base import LabelSpec, ListedTaskFamily, MetaEnv, Task
-from pearl_robot.twin.randomization import (
+from pearl_robot.robot.randomization import (
     ARM3_NOMINAL_PARAMS,
     ARM3_PHYSICS_SPEC,
     ParamSpec,
@@ -174,7 +174,7 @@ class TwinArmFamily(ListedTaskFamily):
         """(reward, context reward) of one measured transition, for the robot's policy node:
         the same number the twin returned. Observations are [positions, velocities] in spec
         joint order; the action is the effort command (N*m), clipped to the limits."""
-        from pearl_robot.twin.robot_spec import load_robot_spec
+        from pearl_robot.robot.description import load_robot_spec
 
         spec = self.__dict__.get("_spec") or load_robot_spec(self.mjcf_path)
         self.__dict__["_spec"] = spec  # parsed once: the node calls this at 20 Hz
@@ -209,7 +209,7 @@ class TwinArmFamily(ListedTaskFamily):
         return out[0], out[1]
 
     def describe(self) -> dict[str, Any]:
-        from pearl_robot.twin.randomization import spec_table
+        from pearl_robot.robot.randomization import spec_table
 
         d = super().describe()
         d.update(seed=self.seed, horizon=self.horizon, physics=self.physics,

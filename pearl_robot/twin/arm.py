@@ -8,7 +8,7 @@ the joints ``latency_s`` after it was sent (whole physics steps, so the result d
 on how ``advance`` is chunked).
 
 Physical parameters (payload, friction, damping, motor strength, latency, noise) follow
-:data:`pearl_robot.twin.randomization.ARM3_PHYSICS_SPEC`; :func:`apply_arm_params` writes them
+:data:`pearl_robot.robot.randomization.ARM3_PHYSICS_SPEC`; :func:`apply_arm_params` writes them
 into the compiled model by name (``mj_name2id``), from nominal values copied once.
 """
 
@@ -23,8 +23,8 @@ import mujoco
 import numpy as np
 
 from pearl_robot.errors import PearlRobotError
-from pearl_robot.twin.randomization import ARM3_NOMINAL_PARAMS, ARM3_PHYSICS_SPEC, check_params
-from pearl_robot.twin.robot_spec import RobotSpec, default_mjcf_path, load_robot_spec
+from pearl_robot.robot.randomization import ARM3_NOMINAL_PARAMS, ARM3_PHYSICS_SPEC, check_params
+from pearl_robot.robot.description import RobotSpec, default_mjcf_path, load_robot_spec
 
 PAYLOAD_BODY = "payload"
 PAYLOAD_RADIUS = 0.025

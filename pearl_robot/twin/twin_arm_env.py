@@ -23,7 +23,7 @@ from pearl_robot.tasks.twin_arm import (
     twin_arm_reward,
 )
 from pearl_robot.twin.arm import ArmTwin, TwinError, resolve_params
-from pearl_robot.twin.randomization import ARM3_NOMINAL_PARAMS
+from pearl_robot.robot.randomization import ARM3_NOMINAL_PARAMS
 
 GOAL_KEY = "goal_qpos"
 ORACLE_KP = 8.0

@@ -107,7 +107,7 @@ def _session(host: ScriptedHost) -> DeviceInfo:
 
 
 def test_hello_answers_device_info_from_the_robot_spec(device) -> None:
-    from pearl_robot.twin.robot_spec import load_robot_spec
+    from pearl_robot.robot.description import load_robot_spec
 
     emu, host = device
     info = _session(host)

@@ -217,7 +217,7 @@ class TestTwinRobot:
     """A twin-arm bundle against the robot description parsed from sim/arm3.xml."""
 
     def test_twin_bundle_fits_the_robot_spec(self, twin_bundle: Path) -> None:
-        from pearl_robot.twin.robot_spec import load_robot_spec
+        from pearl_robot.robot.description import load_robot_spec
 
         spec = load_robot_spec()
         b = load_bundle(twin_bundle, RobotExpectation.from_robot_spec(spec))
@@ -231,7 +231,7 @@ class TestTwinRobot:
         assert b.contract.action_names == tuple(f"{j}.effort" for j in spec.joint_names)
 
     def test_reordered_joints_refused(self, twin_bundle: Path) -> None:
-        from pearl_robot.twin.robot_spec import load_robot_spec
+        from pearl_robot.robot.description import load_robot_spec
 
         exp = RobotExpectation.from_robot_spec(load_robot_spec())
         names = exp.action_names
@@ -241,7 +241,7 @@ class TestTwinRobot:
             load_bundle(twin_bundle, swapped)
 
     def test_weaker_motors_refused(self, twin_bundle: Path) -> None:
-        from pearl_robot.twin.robot_spec import load_robot_spec
+        from pearl_robot.robot.description import load_robot_spec
 
         exp = RobotExpectation.from_robot_spec(load_robot_spec())
         weak = RobotExpectation(exp.action_names, tuple(0.5 * x for x in exp.action_low),

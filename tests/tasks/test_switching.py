@@ -7,8 +7,8 @@ import pytest
 
 from pearl_robot.tasks.registry import make_family
 from pearl_robot.tasks.twin_arm import ARM3_GOAL_SPEC
-from pearl_robot.twin.randomization import ARM3_PHYSICS_SPEC, check_params
-from pearl_robot.twin.switching import (
+from pearl_robot.robot.randomization import ARM3_PHYSICS_SPEC, check_params
+from pearl_robot.tasks.switching_spec import (
     ARM3_SWITCHING_SPEC,
     SwitchingSpec,
     SwitchKind,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pearl_robot.twin.arm import ArmTwin, TwinError
-from pearl_robot.twin.randomization import ARM3_PHYSICS_SPEC, check_params, sample_params
+from pearl_robot.robot.randomization import ARM3_PHYSICS_SPEC, check_params, sample_params
 
 
 def _run(twin: ArmTwin, effort: list[float], steps: int, qpos: list[float] | None = None):

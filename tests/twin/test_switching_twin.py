@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("mujoco")
 
 from pearl_robot.tasks.registry import make_family  # noqa: E402
-from pearl_robot.twin.switching import ARM3_SWITCHING_SPEC, SwitchingSpec  # noqa: E402
+from pearl_robot.tasks.switching_spec import ARM3_SWITCHING_SPEC, SwitchingSpec  # noqa: E402
 
 
 def test_payload_switch_keeps_the_state_and_changes_the_dynamics() -> None:

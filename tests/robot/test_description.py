@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pearl_robot.twin.robot_spec import (
+from pearl_robot.robot.description import (
     RobotSpecError,
     default_mjcf_path,
     load_robot_spec,
@@ -48,7 +48,7 @@ def test_spec_agrees_with_compiled_model() -> None:
 
 
 def test_spec_module_imports_without_mujoco() -> None:
-    code = ("import sys; import pearl_robot.twin.robot_spec as r; r.load_robot_spec(); "
+    code = ("import sys; import pearl_robot.robot.description as r; r.load_robot_spec(); "
             "import pearl_robot.twin; assert 'mujoco' not in sys.modules, 'mujoco imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -12,7 +12,7 @@ tasks, and writes:
   colour, baselines dashed);
 - ``first_vs_last.png`` (with ``--strip``): frames of the first and the last episode on one task.
 
-    python -m pearl_robot.twin.adaptation_report runs/twin_arm/checkpoints/final.pt \\
+    python -m pearl_robot.train.adaptation_report runs/twin_arm/checkpoints/final.pt \\
         --episodes 4 --out runs/twin_arm/adaptation
 """
 
@@ -27,7 +27,7 @@ import numpy as np
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pearl_robot.twin.adaptation_report",
+    p = argparse.ArgumentParser(prog="python -m pearl_robot.train.adaptation_report",
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", type=Path)

@@ -1,7 +1,7 @@
 """Tasks that switch within an episode, written as a spec like the domain randomization.
 
 A :class:`SwitchingSpec` says *what* can change under the robot (each :class:`SwitchKind`
-redraws a few parameters from :class:`~pearl_robot.twin.randomization.ParamSpec` lines: the
+redraws a few parameters from :class:`~pearl_robot.robot.randomization.ParamSpec` lines: the
 payload is added or dropped, the friction or damping changes, the goal moves) and *when*
 (a first quiet period, then gaps of ``min_interval_s`` plus an exponential with mean
 ``mean_interval_s - min_interval_s``, at most ``max_switches`` per episode).
@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from pearl_robot.tasks.twin_arm import ARM3_GOAL_SPEC
-from pearl_robot.twin.randomization import ParamSpec, spec_table
+from pearl_robot.robot.randomization import ParamSpec, spec_table
 
 
 @dataclass(frozen=True)
