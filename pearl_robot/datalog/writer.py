@@ -193,6 +193,55 @@ class _OpenEpisode:
             self.pending.clear()
 
 
+class _Transition(NamedTuple):
+    """A packed transition from :meth:`DatasetWriter.write`, routed already."""
+
+    vec: np.ndarray
+    log_time_ns: int
+    target: int
+    """The episode id it is logged under."""
+
+
+class _RawTransition(NamedTuple):
+    """Serialized CDR from :meth:`DatasetWriter.write_cdr`, decoded in the writer thread."""
+
+    data: bytes
+    log_time_ns: int
+    target: int
+    """The episode id, or -1 when the layout is checked only after decoding."""
+
+
+class _SetTask(NamedTuple):
+    task: dict[str, Any]
+    model_sha: str | None
+    log_time_ns: int
+
+
+class _Begin(NamedTuple):
+    episode: int
+    source: int
+    """The episode id the producer used (differs from ``episode`` when remapped)."""
+    task: dict[str, Any] | None
+    model_sha: str | None
+    log_time_ns: int
+
+
+class _End(NamedTuple):
+    reason: str
+
+
+class _Flush(NamedTuple):
+    done: threading.Event
+
+
+class _Stop(NamedTuple):
+    pass
+
+
+_Message = _Transition | _RawTransition | _SetTask | _Begin | _End | _Flush | _Stop
+"""What the control thread hands the writer thread, in order, through the queue."""
+
+
 class DatasetWriter:
     """Writes one dataset directory; one per process (a lock file enforces it).
 
@@ -255,7 +304,7 @@ class DatasetWriter:
         self._thread_remap: dict[int, int] = {}
         # a deque + event instead of queue.Queue: append/popleft are atomic under the GIL
         # and cost ~0.1 us, where Queue's lock and conditions cost microseconds per record
-        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._queue: collections.deque[_Message] = collections.deque()
         self._wake = threading.Event()
         self._sleeping = False
         self._accepting = True
@@ -295,7 +344,7 @@ class DatasetWriter:
         target = self._route_checked(float(arr[self._episode_index]))
         if target < 0:
             return False
-        return self._put(("t", arr, log_time_ns or time.time_ns(), target))
+        return self._put(_Transition(arr, log_time_ns or time.time_ns(), target))
 
     def write_cdr(self, data: bytes, log_time_ns: int | None = None) -> bool:
         """Queue a transition received as serialized CDR (rclpy ``raw=True``): decoded in the
@@ -309,7 +358,7 @@ class DatasetWriter:
                 float(np.frombuffer(data, "<f8", 1, self._episode_cdr_offset)[0]))
             if target < 0:
                 return False
-        return self._put(("c", bytes(data), log_time_ns or time.time_ns(), target))
+        return self._put(_RawTransition(bytes(data), log_time_ns or time.time_ns(), target))
 
     def _route_checked(self, episode: float) -> int:
         """:meth:`_route` for a finite, non-negative integer episode field, else -1 (the
@@ -335,7 +384,7 @@ class DatasetWriter:
         """The current task (the /pearl/task JSON). If it names the open episode it updates
         that episode's task; otherwise it applies to the episodes that follow."""
         json.dumps(task)  # must be JSON-serialisable; raises TypeError here, not in the thread
-        self._put(("task", dict(task), model_sha, time.time_ns()), force=True)
+        self._put(_SetTask(dict(task), model_sha, time.time_ns()), force=True)
 
     def begin_episode(self, task: dict[str, Any] | None = None, episode: int | None = None,
                       model_sha: str | None = None) -> int:
@@ -348,13 +397,13 @@ class DatasetWriter:
                 new = int(episode)
             self._used.add(new)
             self._route_src, self._route_dst = new, new
-        self._put(("begin", new, new, None if task is None else dict(task), model_sha,
-                   time.time_ns()), force=True)
+        self._put(_Begin(new, new, None if task is None else dict(task), model_sha,
+                         time.time_ns()), force=True)
         return new
 
     def end_episode(self, reason: str = "stopped") -> None:
         """Close the open episode (no-op when none is open)."""
-        self._put(("end", reason), force=True)
+        self._put(_End(reason), force=True)
 
     def next_episode_id(self) -> int:
         with self._ids_lock:
@@ -363,7 +412,7 @@ class DatasetWriter:
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Wait until everything queued so far is written and committed."""
         done = threading.Event()
-        if not self._put(("flush", done), force=True):
+        if not self._put(_Flush(done), force=True):
             return False
         return done.wait(timeout)
 
@@ -373,7 +422,7 @@ class DatasetWriter:
         if self._closed:
             return
         self._closed = True
-        self._put(("stop",), force=True)
+        self._put(_Stop(), force=True)
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("%s: writer thread did not stop within %.0f s; the open episode is "
@@ -399,7 +448,7 @@ class DatasetWriter:
 
     # ------------------------------------------------------------------ internals
 
-    def _put(self, item: tuple[Any, ...], force: bool = False) -> bool:
+    def _put(self, item: _Message, force: bool = False) -> bool:
         """Hand an item to the writer thread; transitions (not ``force``) are dropped and
         counted when ``queue_size`` are already waiting, control items never are."""
         if not force and len(self._queue) >= self.config.queue_size:
@@ -413,7 +462,7 @@ class DatasetWriter:
             self._wake.set()
         return True
 
-    def _get(self, timeout: float) -> tuple[Any, ...] | None:
+    def _get(self, timeout: float) -> _Message | None:
         try:
             return self._queue.popleft()
         except IndexError:
@@ -479,45 +528,48 @@ class DatasetWriter:
             except OSError as exc:
                 self._fail(exc, "cannot write the episode log")
 
-    def _handle(self, item: tuple[Any, ...]) -> bool:
-        kind = item[0]
-        if kind in ("t", "c"):
+    def _handle(self, item: _Message) -> bool:
+        """Apply one queued message in the writer thread; True when it is the stop."""
+        if isinstance(item, (_Transition, _RawTransition)):
             if not self._accepting:
                 self._rejected += 1
                 return False
-            if kind == "c":
+            if isinstance(item, _RawTransition):
                 try:
-                    vec = self._codec.decode(item[1])
+                    vec = self._codec.decode(item.data)
                 except SchemaError as exc:
                     self._rejected += 1
                     self._set(LogLevel.WARN, f"transition rejected: {exc}")
                     return False
             else:
-                vec = item[1]
-            target = item[3]
+                vec = item.vec
+            target = item.target
             if target < 0:  # raw CDR whose layout is checked only now
                 target = self._route_checked(float(vec[self._episode_index]))
                 if target < 0:
                     return False
-            self._write_transition(vec, item[2], target)
-        elif kind == "task":
-            self._apply_task(item[1], item[2], item[3])
-        elif kind == "begin":
+            self._write_transition(vec, item.log_time_ns, target)
+        elif isinstance(item, _SetTask):
+            self._apply_task(item.task, item.model_sha, item.log_time_ns)
+        elif isinstance(item, _Begin):
             if self._accepting:
                 self._close_episode("next_episode")
-                task = item[3] if item[3] is not None else self._task
-                self._open_episode(item[1], item[2], task, item[4] or self._model_sha, item[5])
-        elif kind == "end":
+                task = item.task if item.task is not None else self._task
+                self._open_episode(item.episode, item.source, task,
+                                   item.model_sha or self._model_sha, item.log_time_ns)
+        elif isinstance(item, _End):
             if self._accepting:
-                self._close_episode(item[1])
-        elif kind == "flush":
+                self._close_episode(item.reason)
+        elif isinstance(item, _Flush):
             if self._accepting:
                 self._commit()
-            item[1].set()
-        elif kind == "stop":
+            item.done.set()
+        elif isinstance(item, _Stop):
             if self._accepting:
                 self._close_episode("shutdown")
             return True
+        else:
+            raise TypeError(f"not a writer message: {item!r}")
         return False
 
     def _apply_task(self, task: dict[str, Any], model_sha: str | None, now_ns: int) -> None:

@@ -9,7 +9,11 @@ import pytest
 from datalog_synthetic import LAYOUT, episode_length, task_of, transition
 
 from pearl_robot.cli import main
-from pearl_robot.datalog.writer import DatasetWriter, WriterConfig
+from pearl_robot.datalog.writer import (
+    DatasetWriter,
+    WriterConfig,
+    _Stop,  # the writer thread's stop message (a crash is simulated)
+)
 
 
 def _dataset(root: Path, episodes: range, open_episode: int | None = None) -> None:
@@ -24,7 +28,7 @@ def _dataset(root: Path, episodes: range, open_episode: int | None = None) -> No
             w.write(transition(open_episode, s))
         assert w.flush()
         w._accepting = False  # noqa: SLF001 - leave it unfinished, as a crash would
-        w._put(("stop",), force=True)  # noqa: SLF001
+        w._put(_Stop(), force=True)  # noqa: SLF001
         w._thread.join()  # noqa: SLF001
         w._lock.release()  # noqa: SLF001
     else:

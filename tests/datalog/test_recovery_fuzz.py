@@ -17,7 +17,11 @@ from hypothesis import strategies as st
 from pearl_robot.datalog.dataset import DatasetPaths, read_manifest
 from pearl_robot.datalog.reader import load_datasets
 from pearl_robot.datalog.recovery import recover_dataset
-from pearl_robot.datalog.writer import DatasetWriter, WriterConfig
+from pearl_robot.datalog.writer import (
+    DatasetWriter,
+    WriterConfig,
+    _Stop,  # the writer thread's stop message (a crash is simulated)
+)
 
 EP = 3  # 56 steps
 N = 45
@@ -33,7 +37,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
         w.write(transition(EP, s))
     assert w.flush()
     w._accepting = False  # noqa: SLF001 - crash: nothing is closed
-    w._put(("stop",), force=True)  # noqa: SLF001
+    w._put(_Stop(), force=True)  # noqa: SLF001
     w._thread.join()  # noqa: SLF001
     w._lock.release()  # noqa: SLF001
     return root

@@ -13,7 +13,11 @@ from pearl_robot.datalog.dataset import DatasetPaths, read_manifest
 from pearl_robot.datalog.episode import sha256_file
 from pearl_robot.datalog.reader import load_datasets
 from pearl_robot.datalog.schema import TransitionLayout
-from pearl_robot.datalog.writer import DatasetWriter, WriterConfig
+from pearl_robot.datalog.writer import (
+    DatasetWriter,
+    WriterConfig,
+    _Stop,  # the writer thread's stop message (a crash is simulated)
+)
 from pearl_robot.errors import ConfigError
 from pearl_robot.runtime.schedule import (
     OvernightSession,
@@ -64,7 +68,7 @@ def test_session_resumes_after_a_crash_with_continuous_numbering(tmp_path: Path)
     assert [r.task_index for r in res.episodes] == [80, 81, 82]
     assert writer.flush()
     writer._accepting = False  # noqa: SLF001 - simulate the crash: nothing closes cleanly
-    writer._put(("stop",), force=True)  # noqa: SLF001
+    writer._put(_Stop(), force=True)  # noqa: SLF001
     writer._thread.join()  # noqa: SLF001
     writer._lock.release()  # noqa: SLF001
     hashes = {p.name: sha256_file(p) for p in (tmp_path / "episodes").glob("*.mcap")}

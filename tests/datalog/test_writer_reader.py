@@ -29,7 +29,11 @@ from pearl_robot.datalog.mcap_io import (
 from pearl_robot.datalog.reader import check_datasets, describe, load_datasets
 from pearl_robot.datalog.recovery import recover_dataset
 from pearl_robot.datalog.schema import TransitionLayout
-from pearl_robot.datalog.writer import DatasetWriter, WriterConfig
+from pearl_robot.datalog.writer import (
+    DatasetWriter,
+    WriterConfig,
+    _Stop,  # the writer thread's stop message (a crash is simulated)
+)
 
 FAST = WriterConfig(robot="test", commit_every=5, commit_interval_s=0.01)
 
@@ -156,7 +160,7 @@ def _open_episode_then_abandon(root: Path, ep: int, n: int) -> Path:
     part = next((root / "episodes").glob(f"ep_{ep:06d}_*.part"))
     # simulate the crash: the writer thread stops where it is; the lock goes with the process
     w._accepting = False  # noqa: SLF001
-    w._put(("stop",), force=True)  # noqa: SLF001 - 'stop' when not accepting closes nothing
+    w._put(_Stop(), force=True)  # noqa: SLF001 - 'stop' when not accepting closes nothing
     w._thread.join()  # noqa: SLF001
     w._lock.release()  # noqa: SLF001
     return part
