@@ -24,13 +24,9 @@ LAUNCH_STAMP := $(VENV)/.launch-tools
 
 setup: $(STAMP) $(LAUNCH_STAMP)
 
+# The script says what it installs, the time and disk to expect, and shows pip's progress.
 $(STAMP): setup.py
-	python3 -m venv $(VENV)
-	$(PIP) install -q -U pip
-	# torch is pinned on its own first: the CPU build on this machine's disk. A looser
-	# requirement (from an extra) would otherwise pull a multi-GB CUDA build.
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[train,ros,distributed,dev]"
+	bash tools/setup-venv.sh $(VENV)
 	touch $(STAMP)
 
 # Reinstalled when the wheels' requirements change; not stamped while neither the wheels nor a

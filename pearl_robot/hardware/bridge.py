@@ -23,6 +23,14 @@ Safety decisions (docs/architecture.md, "Serial link"):
   stale for ``reopen_after_s`` closes and reopens the port.
 - Command watchdog: armed and no caller command for ``command_timeout_s`` -> one safe command
   (the device's own watchdog then holds it).
+- ``arm(when_commanded=True)`` (what the ROS bridge node uses): the device is armed only while
+  the caller's commands flow, and disarmed as soon as they stop, before the device's own
+  command watchdog would report a fault. A graph that starts or stops therefore never leaves
+  the device armed with nobody commanding it.
+- A link that is down (port missing, unreadable, vanished, device silent) is retried for ever
+  with a bounded backoff. The first problem is logged at ERROR with what to check, then at most
+  once per ``problem_log_period_s``. :meth:`SerialBridge.link_failure` tells a caller that
+  cannot wait for ever (``pearl-robot adapt --exit-when-done``) when to give up.
 """
 
 from __future__ import annotations
@@ -114,6 +122,14 @@ class BridgeConfig:
     incompatible_after: int = 3
     """Intact frames of another protocol version, with no valid frame between, before the
     bridge declares the device incompatible and stops talking to it."""
+    problem_log_period_s: float = 10.0
+    """While the link is down, its problem is logged at once (ERROR, with what to check),
+    then repeated at most this often with the time down and the attempts made, so a robot
+    left unplugged overnight does not fill the log."""
+    idle_disarm_fraction: float = 0.75
+    """``arm(when_commanded=True)``: the caller's commands count as stopped after this
+    fraction of the device's command timeout (DEVICE_INFO ``command_timeout_ms``, capped at
+    ``command_timeout_s``); the bridge then disarms before the device's own watchdog trips."""
 
 
 class LinkState(enum.Enum):
@@ -166,6 +182,11 @@ class BridgeStatus(NamedTuple):
     last_fault: Fault | None
     state_age_s: float
     """Seconds since the last STATE (inf if none)."""
+    down_s: float = 0.0
+    """Seconds since the link was last ready (since the bridge started if it never was);
+    0 while ready."""
+    open_attempts: int = 0
+    """Port opens tried (failed or not) since the link was last ready."""
 
 
 class LinkDiagnostics(NamedTuple):
@@ -183,8 +204,10 @@ class SerialBridge:
                  config: BridgeConfig | None = None, *,
                  on_state: Callable[[JointStateSample], None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | None = None, port_name: str = "") -> None:
         self.config = config or BridgeConfig()
+        self.port_name = port_name or "the device"
+        """What the link is called in messages and logs (the port path or URL)."""
         self._factory = transport_factory
         self._state_callback = on_state
         self._clock = clock
@@ -218,6 +241,7 @@ class SerialBridge:
         self._last_dtime: int | None = None
         # host intent
         self._want_armed = False
+        self._arm_when_commanded = False
         self._host_estop = False
         self._estop_clear_pending = False
         # timers (monotonic seconds)
@@ -233,6 +257,9 @@ class SerialBridge:
         self._stale_since: float | None = None
         self._backoff = self.config.backoff_initial_s
         self._reopen_at = now
+        self._down_since = now
+        self._open_attempts = 0
+        self._problem_logged_at: float | None = None
         self._joint_names: tuple[str, ...] = ()
         self._effort_max = np.zeros(0)
         self._effort_min = np.zeros(0)
@@ -359,6 +386,10 @@ class SerialBridge:
         clipped = np.clip(arr, self._effort_min, self._effort_max)
         if (clipped != arr).any():
             self.events["commands_clipped"] += 1
+        if self._arm_when_commanded and self._want_armed and \
+                not self._device_flags & _ARMED and \
+                now - self._last_control_tx >= self.config.control_retry_s:
+            self._send(Arm(True), now=now)  # commands flow: arm, then apply this one
         self._safe_sent = False
         seq = self._send(Command(clipped), now=now)
         if seq is None:
@@ -367,17 +398,47 @@ class SerialBridge:
         self.last_command_seq = seq
         return True
 
-    def arm(self) -> None:
-        """Ask the device to arm (resent until its flags confirm; refused under e-stop)."""
+    def arm(self, when_commanded: bool = False) -> None:
+        """Ask the device to arm (resent until its flags confirm; refused under e-stop).
+
+        ``when_commanded``: arm only while the caller's commands flow. ARM goes out with the
+        first command (and with the first one after a pause); when the commands stop for
+        ``idle_disarm_fraction`` of the device's command timeout, the bridge sends the safe
+        command and DISARM, so the device's own watchdog never trips at start-up or
+        shutdown. The intent stays until :meth:`disarm`, an e-stop or a reconnect (without
+        ``rearm_after_reconnect``). Without it, the device arms now and the host command
+        watchdog starts at once.
+        """
         if self._host_estop:
             raise CommandError("cannot arm: the e-stop is latched; clear it first")
         self._want_armed = True
+        self._arm_when_commanded = when_commanded
+        if when_commanded:
+            return
         self._last_user_cmd = self._clock()
         self._send(Arm(True))
 
     def disarm(self) -> None:
         self._want_armed = False
+        self._arm_when_commanded = False
         self._send(Arm(False))
+
+    def link_failure(self, give_up_after_s: float = float("inf")) -> str | None:
+        """Why a caller should stop waiting for this link, or None while it may still come.
+
+        A FAILED link (another protocol version, a device with other joints) never recovers;
+        any other link is retried for ever, and counts as failed here once it has not been
+        ready for ``give_up_after_s`` (a missing, unreadable or vanished port, a device that
+        stays silent). The message names the port, the time down and the last error.
+        """
+        st = self.status()
+        if st.link is LinkState.FAILED:
+            return f"serial link to {self.port_name} failed: {st.last_error}"
+        if st.link in (LinkState.READY, LinkState.STOPPED) or st.down_s < give_up_after_s:
+            return None
+        return (f"serial link to {self.port_name} not ready for {st.down_s:.1f} s "
+                f"({st.open_attempts} port open attempt(s)): "
+                f"{st.last_error or 'no reply to HELLO'}")
 
     def estop(self) -> None:
         """Latch the e-stop on host and device: safe command now, commands ignored until
@@ -427,8 +488,12 @@ class SerialBridge:
         if st.last_fault is not None:
             values["last_fault"] = (f"{_fault_name(st.last_fault.code)}: "
                                     f"{st.last_fault.text}")
+        values.update(port=self.port_name, down_s=f"{st.down_s:.1f}",
+                      open_attempts=str(st.open_attempts))
         if st.link is not LinkState.READY:
-            return LinkDiagnostics(2, f"serial link {st.link.value}: {st.last_error}", values)
+            return LinkDiagnostics(
+                2, f"serial link to {self.port_name} {st.link.value} for {st.down_s:.1f} s: "
+                f"{st.last_error or 'not opened yet'}", values)
         if st.estop:
             return LinkDiagnostics(1, "e-stop latched", values)
         if st.command_timeout:
@@ -456,18 +521,61 @@ class SerialBridge:
             safe=not ready or bool(flags & _SAFE),
             command_timeout=ready and bool(flags & _COMMAND_TIMEOUT),
             device_flags=flags, device_info=self._info, last_error=self._last_error,
-            last_fault=self._last_fault, state_age_s=age)
+            last_fault=self._last_fault, state_age_s=age,
+            down_s=0.0 if ready else max(self._clock() - self._down_since, 0.0),
+            open_attempts=self._open_attempts)
 
     def _set_link(self, link: LinkState, why: str) -> None:
         with self._cond:
-            if link is not self._link:
-                level = logging.INFO if link in (LinkState.READY, LinkState.HANDSHAKING,
-                                                 LinkState.STOPPED) else logging.WARNING
-                log.log(level, "serial link %s -> %s: %s", self._link.value, link.value, why)
+            old = self._link
+            now = self._clock()
+            down_s = now - self._down_since
+            if link is not old:
                 self._link = link
+                if old is LinkState.READY:
+                    self._down_since = now
+                    self._open_attempts = 0
             if link is not LinkState.READY:
                 self._last_error = why
             self._cond.notify_all()
+        if link is old:
+            return
+        name = self.port_name
+        if link is LinkState.READY:
+            after = (f" (after {down_s:.1f} s down)" if self._problem_logged_at is not None
+                     else "")
+            log.info("serial link to %s %s -> ready: %s%s", name, old.value, why, after)
+            self._problem_logged_at = None
+        elif link is LinkState.FAILED:
+            log.error("serial link to %s failed: %s", name, why)
+        elif link is LinkState.STOPPED:
+            log.info("serial link to %s %s -> stopped", name, old.value)
+        elif old is LinkState.READY:
+            log.warning("serial link to %s ready -> %s: %s", name, link.value, why)
+            self._problem_logged_at = now
+        elif link is LinkState.HANDSHAKING:
+            # a normal start logs it; inside a retry cycle it is part of the problem
+            log.log(logging.INFO if self._problem_logged_at is None else logging.DEBUG,
+                    "serial link to %s %s -> handshaking: %s", name, old.value, why)
+        else:
+            self._problem(why)
+
+    def _problem(self, why: str) -> None:
+        """Log a problem of a link that is down: the first at once (ERROR), then at most once
+        per ``problem_log_period_s`` (the reconnect loop itself runs every few seconds)."""
+        now = self._clock()
+        last = self._problem_logged_at
+        if last is None:
+            log.error("serial link to %s: %s (retrying; repeated here at most every %.0f s)",
+                      self.port_name, why, self.config.problem_log_period_s)
+        elif now - last >= self.config.problem_log_period_s:
+            log.warning("serial link to %s still %s after %.0f s (%d port open attempt(s)): %s",
+                        self.port_name, self._link.value, now - self._down_since,
+                        self._open_attempts, why)
+        else:
+            self.events["log_lines_suppressed"] += 1
+            return
+        self._problem_logged_at = now
 
     def _reject(self, why: str) -> None:
         self.events["commands_rejected"] += 1
@@ -517,11 +625,15 @@ class SerialBridge:
             t.close()
 
     def _open(self, now: float) -> None:
+        self._open_attempts += 1
         try:
             transport = self._factory()
         except TransportError as exc:
             self.events["open_failures"] += 1
+            was = self._link
             self._set_link(LinkState.DISCONNECTED, str(exc))
+            if was is LinkState.DISCONNECTED:  # no state change: _set_link logged nothing
+                self._problem(str(exc))
             self._schedule_reopen(now)
             return
         with self._tx_lock:
@@ -534,6 +646,15 @@ class SerialBridge:
         self._splitter.reset()
         self.events["port_opens"] += 1
         self._begin_handshake(now, "port opened")
+
+    def _command_idle_s(self) -> float:
+        """How long without a caller command counts as "commands stopped"."""
+        cfg = self.config
+        info = self._info
+        if not self._arm_when_commanded or info is None or not info.command_timeout_ms:
+            return cfg.command_timeout_s
+        return min(cfg.command_timeout_s,
+                   cfg.idle_disarm_fraction * info.command_timeout_ms * 1e-3)
 
     def _schedule_reopen(self, now: float) -> None:
         self._reopen_at = now + self._backoff
@@ -663,8 +784,7 @@ class SerialBridge:
 
     def _fail(self, why: str) -> None:
         self._want_armed = False
-        self._set_link(LinkState.FAILED, why)
-        log.error("serial link: %s", why)
+        self._set_link(LinkState.FAILED, why)  # logs it at ERROR
 
     def _on_device_info(self, seq: int, info: DeviceInfo, now: float) -> None:
         if info.session_id != self._session:
@@ -809,20 +929,24 @@ class SerialBridge:
                 self._send_hello(now)
         if link is LinkState.READY:
             flags = self._device_flags
-            if (flags & _ARMED and not self._safe_sent
-                    and now - self._last_user_cmd > cfg.command_timeout_s):
+            idle = now - self._last_user_cmd > self._command_idle_s()
+            if flags & _ARMED and not self._safe_sent and idle:
                 # counted after the send: whoever sees the timeout also sees the safe command
                 self._send_safe("host command watchdog: caller sent no command")
+                if self._arm_when_commanded:  # before the device's own watchdog trips
+                    self._send(Arm(False), now=now)
+                    self.events["idle_disarms"] += 1
                 self.events["command_timeouts"] += 1
+            want_armed = self._want_armed and not (self._arm_when_commanded and idle)
             if now - self._last_control_tx >= cfg.control_retry_s:
                 if self._host_estop and not flags & _ESTOP:
                     self._send(EStop(True), now=now)
                 elif self._estop_clear_pending and flags & _ESTOP:
                     self._send(EStop(False), now=now)
-                elif (self._want_armed and not flags & _ARMED
+                elif (want_armed and not flags & _ARMED
                       and not flags & _ESTOP):
                     self._send(Arm(True), now=now)
-                elif not self._want_armed and flags & _ARMED:
+                elif not want_armed and flags & _ARMED:
                     self._send(Arm(False), now=now)
         if self._transport is not None and now - self._last_tx >= cfg.heartbeat_period_s:
             self._send(Heartbeat(self._session, 0), now=now)

@@ -106,3 +106,8 @@ class CommandError(SerialLinkError):
 
 class LinkNotReadyError(SerialLinkError):
     """The operation needs a handshaken, fresh link and there is none."""
+
+
+class LinkDownError(SerialLinkError):
+    """The robot link failed for good, or stayed down longer than the caller could wait
+    (``pearl-robot adapt --exit-when-done``): the run cannot do its job."""

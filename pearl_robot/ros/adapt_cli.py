@@ -11,7 +11,13 @@ examples:
   pearl-robot adapt                                   # twin, packaged bundle, config/adapt.yaml
   pearl-robot adapt --bundle models/arm3 --dataset-dir /data/night-12 --episodes 30
   pearl-robot adapt --robot serial --port /dev/ttyACM0
+  pearl-robot adapt --robot serial --port /dev/ttyACM0 --episodes 30 --exit-when-done
   pearl-robot adapt --print-graph                     # show nodes and parameters, start nothing
+
+With --robot serial the bridge keeps retrying a port that is missing, unreadable or vanished
+(ERROR on /diagnostics, naming the port). A run that cannot do its job exits with status 1
+after closing the log: a device the bridge refuses (another protocol version, other joints),
+or with --exit-when-done a link that stays down for --link-timeout seconds.
 """
 
 from __future__ import annotations
@@ -20,11 +26,21 @@ import argparse
 import json
 import signal
 import threading
+from typing import TYPE_CHECKING
 
+from pearl_robot.errors import ConfigError
 from pearl_robot.ros.graph import LAUNCH_ARGUMENTS, build_graph
+
+if TYPE_CHECKING:
+    from pearl_robot.ros.compose import ComposedGraph
 
 FLAGS = ("exit_when_done",)
 """Launch arguments that are plain flags here (``--exit-when-done``), 'true' when given."""
+
+DEFAULT_LINK_TIMEOUT_S = 20.0
+"""``--link-timeout``: long enough for a USB adapter to re-enumerate after a replug or a
+device reset (a few seconds) and for the bridge's reopen backoff (2 s at most); short enough
+that an unattended run with a wrong port ends instead of looking hung."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop once the policy has run its --episodes (default: keep "
                         "holding the safe command until Ctrl-C, as a robot would; launch "
                         "argument exit_when_done:=true)")
+    parser.add_argument("--link-timeout", type=float, default=DEFAULT_LINK_TIMEOUT_S,
+                        metavar="SECONDS",
+                        help="robot serial with --exit-when-done: give up with exit status 1 "
+                        "when the robot link has not been up for this long (a missing, "
+                        "unreadable or unplugged port, a silent device; default "
+                        f"{DEFAULT_LINK_TIMEOUT_S:.0f}). Without --exit-when-done the graph "
+                        "waits for the robot until Ctrl-C")
     parser.add_argument("--print-graph", action="store_true",
                         help="print the resolved nodes and parameters as JSON and exit")
 
@@ -64,12 +87,22 @@ def _print_summary(returns: list[tuple[int, int, float]], specs: tuple) -> None:
     print(f"{len(returns)} episode(s); dataset: {dataset}")
 
 
+def robot_link_failure(graph: ComposedGraph, give_up_after_s: float) -> str | None:
+    """Why the graph's serial robot link cannot serve the run (see
+    ``SerialBridge.link_failure``), or None; always None for the twin."""
+    bridge_node = next((n for n in graph.nodes if n.get_name() == "bridge_node"), None)
+    bridge = getattr(bridge_node, "bridge", None)
+    return None if bridge is None else bridge.link_failure(give_up_after_s)
+
+
 def run(args: argparse.Namespace) -> int:
+    if not args.link_timeout > 0:
+        raise ConfigError(f"--link-timeout must be > 0 seconds, got {args.link_timeout}")
     specs = build_graph(graph_values(args))
     if args.print_graph:
         print(json.dumps([s._asdict() for s in specs], indent=2))
         return 0
-    from pearl_robot.ros.compose import ComposedGraph, spin_graph
+    from pearl_robot.ros.compose import spin_graph
 
     stop = threading.Event()
     if args.duration > 0:
@@ -85,16 +118,27 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(s, _stop)
     returns: list[tuple[int, int, float]] = []
 
+    failure: list[str] = []
+    give_up_after_s = args.link_timeout if args.exit_when_done else float("inf")
+
     def finished(graph: ComposedGraph) -> bool:
-        return graph.node("policy_node").state == "done"
+        why = robot_link_failure(graph, give_up_after_s)
+        if why is not None:
+            failure.append(why)
+            return True
+        return args.exit_when_done and graph.node("policy_node").state == "done"
 
     def collect(graph: ComposedGraph) -> None:
         returns.extend(graph.node("policy_node").returns)
 
     try:
-        rc = spin_graph(specs, stop=stop, done=finished if args.exit_when_done else None,
-                        on_stop=collect)
+        rc = spin_graph(specs, stop=stop, done=finished, on_stop=collect)
         _print_summary(returns, specs)
+        if failure:
+            from pearl_robot.hardware.errors import LinkDownError
+
+            raise LinkDownError(f"{failure[0]}; stopped with {len(returns)} episode(s) "
+                                "finished (the log is closed)")
         return rc
     finally:
         for s, handler in previous.items():

@@ -9,7 +9,11 @@ with backoff). This node only converts:
 - ``/pearl/command`` -> :meth:`SerialBridge.send_command` (device joint order);
 - ``/pearl/estop`` true -> :meth:`SerialBridge.estop`; false (what the policy publishes when
   its clear service runs) -> :meth:`SerialBridge.clear_estop`;
-- ``/pearl/robot/arm`` and ``/pearl/robot/disarm`` (std_srvs/Trigger);
+- ``/pearl/robot/arm`` and ``/pearl/robot/disarm`` (std_srvs/Trigger). Arming (on start with
+  ``arm_on_start``, after an e-stop clear, or by the service) uses
+  ``SerialBridge.arm(when_commanded=True)``: the device is armed only while /pearl/command
+  flows and disarmed when it stops, so starting or stopping the graph never trips the
+  device's command watchdog;
 - :meth:`SerialBridge.diagnostics` -> ``/diagnostics`` (link state, frame/CRC errors,
   reconnects, round-trip time, device faults).
 """
@@ -24,7 +28,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
 
-from pearl_robot.hardware.bridge import BridgeConfig, JointStateSample, LinkState, SerialBridge
+from pearl_robot.hardware.bridge import BridgeConfig, JointStateSample, SerialBridge
 from pearl_robot.hardware.errors import CommandError
 from pearl_robot.hardware.transport import SerialConfig, serial_factory
 from pearl_robot.ros import graph, qos
@@ -60,14 +64,14 @@ class BridgeNode(Node):
             serial_factory(SerialConfig(url=cfg.port, baudrate=cfg.baudrate)),
             BridgeConfig(expected_joints=expected,
                          rearm_after_reconnect=cfg.rearm_after_reconnect),
-            on_state=self._on_state)
-        self._want_arm = cfg.arm_on_start
+            on_state=self._on_state, port_name=cfg.port)
+        if cfg.arm_on_start:
+            self.bridge.arm(when_commanded=True)
         self.create_subscription(Float64MultiArray, graph.COMMAND, self._on_command,
                                  qos.stream_subscription())
         self.create_subscription(Bool, graph.ESTOP, self._on_estop, qos.latched())
         self.create_service(Trigger, "/pearl/robot/arm", self._srv_arm)
         self.create_service(Trigger, "/pearl/robot/disarm", self._srv_disarm)
-        self.create_timer(0.1, self._arm_when_ready)
         self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics)
         self.bridge.start()
         self.get_logger().info(f"serial bridge on {cfg.port}")
@@ -97,30 +101,26 @@ class BridgeNode(Node):
             self.get_logger().error("e-stop latched on the device")
         elif self.bridge.status().estop:
             self.bridge.clear_estop()
-            self.get_logger().warning("e-stop cleared; the robot stays disarmed until armed")
-            self._want_arm = self.params.value.arm_on_start
-
-    def _arm_when_ready(self) -> None:
-        st = self.bridge.status()
-        if self._want_arm and st.link is LinkState.READY and not st.armed and not st.estop:
-            try:
-                self.bridge.arm()
-                self._want_arm = False
-            except CommandError as exc:
-                self.get_logger().warning(f"cannot arm: {exc}", throttle_duration_sec=5.0)
+            if self.params.value.arm_on_start:
+                self.bridge.arm(when_commanded=True)
+                self.get_logger().warning("e-stop cleared; the robot arms again once "
+                                          "commands flow")
+            else:
+                self.get_logger().warning("e-stop cleared; the robot stays disarmed until "
+                                          "/pearl/robot/arm is called")
 
     def _srv_arm(self, request: Trigger.Request, response: Trigger.Response
                  ) -> Trigger.Response:
         try:
-            self.bridge.arm()
-            response.success, response.message = True, "arming"
+            self.bridge.arm(when_commanded=True)
+            response.success = True
+            response.message = "arming (the device is armed while /pearl/command flows)"
         except CommandError as exc:
             response.success, response.message = False, str(exc)
         return response
 
     def _srv_disarm(self, request: Trigger.Request, response: Trigger.Response
                     ) -> Trigger.Response:
-        self._want_arm = False
         self.bridge.disarm()
         response.success, response.message = True, "disarmed"
         return response
@@ -132,6 +132,12 @@ class BridgeNode(Node):
         status = diagnostic_status(f"{self.get_name()}: serial link", self.params.value.port,
                                    d.level, d.message, values)
         self.diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), [status]))
+
+    def before_shutdown(self) -> None:
+        """The graph is stopping and the policy goes first: disarm now, so the device never
+        sees the commands stop while it is armed (``ComposedGraph.shutdown`` calls this; in
+        a launch, the bridge's idle disarm does the same within the device's timeout)."""
+        self.bridge.disarm()
 
     def destroy_node(self) -> None:
         """Safe command, disarm, close the port."""

@@ -87,7 +87,13 @@ class ComposedGraph:
     def shutdown(self, drain_s: float = 0.5) -> None:
         """Stop in order: the policy first (its destroy sends the safe command), ``drain_s``
         of spinning so the logger takes the transitions in flight, then the logger (closing
-        the episode log) and the robot node."""
+        the episode log) and the robot node. Before any of that, every node with a
+        ``before_shutdown()`` gets it (the serial bridge disarms the robot, which would
+        otherwise be armed with nobody commanding it while the others stop)."""
+        for node in self.nodes:
+            prepare = getattr(node, "before_shutdown", None)
+            if callable(prepare):
+                prepare()
         ctx_ok = (self.context.ok() if self.context is not None else rclpy.ok())
         order = sorted(self.nodes, key=lambda n: SHUTDOWN_ORDER.index(n.get_name())
                        if n.get_name() in SHUTDOWN_ORDER else len(SHUTDOWN_ORDER))

@@ -20,6 +20,8 @@ Hyperparameters start from the reference preset of the task family (oyster's con
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -158,7 +160,31 @@ def _config_from_init(args: argparse.Namespace) -> ExperimentConfig | None:
     return base
 
 
+def _remove_if_nothing_kept(out: Path) -> bool:
+    """A run directory this run created, left with nothing a user could use (no checkpoint,
+    no progress row) by a failure or an early Ctrl-C, is removed, so ``runs/`` holds runs.
+    Returns whether it was removed."""
+    if not out.is_dir() or any(out.rglob("*.pt")):
+        return False
+    progress = out / "progress.csv"
+    if progress.is_file() and len(progress.read_text().splitlines()) > 1:
+        return False
+    shutil.rmtree(out, ignore_errors=True)
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
+    run_dir: list[tuple[Path, bool]] = []  # (the run directory, whether this run made it)
+    try:
+        return _run(args, run_dir)
+    except BaseException:
+        if run_dir and run_dir[0][1] and _remove_if_nothing_kept(run_dir[0][0]):
+            print(f"removed {run_dir[0][0]}: the run stopped before writing a checkpoint or "
+                  "a progress row", file=sys.stderr)
+        raise
+
+
+def _run(args: argparse.Namespace, run_dir: list[tuple[Path, bool]]) -> int:
     from pearl_robot.core.checkpoint import load_checkpoint
     from pearl_robot.tasks.registry import make_family
     from pearl_robot.train.trainer import MetaTrainer
@@ -171,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = resolve_config(args, _config_from_init(args))
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = args.out or Path("runs") / f"{cfg.train.task_family}-{stamp}"
+    run_dir.append((Path(out), not Path(out).exists()))
     family = make_family(cfg.train.task_family)
     progress = not args.no_progress
     if not args.data and (args.sim or args.sim_tasks is not None or args.follow):

@@ -77,7 +77,8 @@ class MetaTrainer:
         self.cfg = cfg
         self.family = family
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        """Created by the metrics writer, after every check here: a refused config leaves no
+        empty run directory behind."""
         self.progress = progress
         self.sim_collection = sim_collection
         tc = cfg.train
