@@ -147,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from pearl_robot.runtime import PolicyRuntime, RuntimeConfig
     from pearl_robot.runtime.change_detection import ChangeDetectionConfig
-    from pearl_robot.tasks.twin_arm import TwinArmFamily
     from pearl_robot.tasks.switching_spec import ARM3_SWITCHING_SPEC, SwitchingSpec
+    from pearl_robot.tasks.twin_arm import TwinArmFamily
 
     if not (args.bundle / "contract.json").exists():
         print(f"no bundle at {args.bundle} (train one: pearl-robot train --family twin-arm, "

@@ -29,6 +29,7 @@ from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 
 from pearl_robot.errors import PearlRobotError
+from pearl_robot.robot.randomization import ARM3_NOMINAL_PARAMS
 from pearl_robot.ros import graph, qos
 from pearl_robot.ros.conversions import (
     OK,
@@ -44,7 +45,6 @@ from pearl_robot.ros.node_main import StopRequest, run_node
 from pearl_robot.ros.params import DeclaredConfig
 from pearl_robot.tasks.twin_arm import ARM3_START_NOISE
 from pearl_robot.twin.arm import ArmTwin, TwinError
-from pearl_robot.robot.randomization import ARM3_NOMINAL_PARAMS
 
 
 def _time_msg(seconds: float) -> Time:

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from pearl_robot.tasks.base import ListedTaskFamily, MetaEnv, Task
 from pearl_robot.robot.randomization import ParamSpec
+from pearl_robot.tasks.base import ListedTaskFamily, MetaEnv, Task
 
 REFERENCE_SEED = 1337
 LOCOMOTION_HORIZON = 200

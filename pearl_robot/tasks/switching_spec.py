@@ -21,8 +21,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from pearl_robot.tasks.twin_arm import ARM3_GOAL_SPEC
 from pearl_robot.robot.randomization import ParamSpec, spec_table
+from pearl_robot.tasks.twin_arm import ARM3_GOAL_SPEC
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 
-from pearl_robot.tasks.base import LabelSpec, ListedTaskFamily, MetaEnv, Task
 from pearl_robot.robot.randomization import (
     ARM3_NOMINAL_PARAMS,
     ARM3_PHYSICS_SPEC,
@@ -41,6 +40,7 @@ from pearl_robot.robot.randomization import (
     check_params,
     sample_params,
 )
+from pearl_robot.tasks.base import LabelSpec, ListedTaskFamily, MetaEnv, Task
 
 FAMILY_SEED = 1337
 DISTANCE_WEIGHT = 1.0

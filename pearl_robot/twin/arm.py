@@ -23,8 +23,8 @@ import mujoco
 import numpy as np
 
 from pearl_robot.errors import PearlRobotError
-from pearl_robot.robot.randomization import ARM3_NOMINAL_PARAMS, ARM3_PHYSICS_SPEC, check_params
 from pearl_robot.robot.description import RobotSpec, default_mjcf_path, load_robot_spec
+from pearl_robot.robot.randomization import ARM3_NOMINAL_PARAMS, ARM3_PHYSICS_SPEC, check_params
 
 PAYLOAD_BODY = "payload"
 PAYLOAD_RADIUS = 0.025

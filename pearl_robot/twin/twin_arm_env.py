@@ -15,6 +15,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
+from pearl_robot.robot.randomization import ARM3_NOMINAL_PARAMS
 from pearl_robot.tasks.base import MetaEnv, StepResult, Task
 from pearl_robot.tasks.twin_arm import (
     ARM3_START_NOISE,
@@ -23,7 +24,6 @@ from pearl_robot.tasks.twin_arm import (
     twin_arm_reward,
 )
 from pearl_robot.twin.arm import ArmTwin, TwinError, resolve_params
-from pearl_robot.robot.randomization import ARM3_NOMINAL_PARAMS
 
 GOAL_KEY = "goal_qpos"
 ORACLE_KP = 8.0

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pearl_robot.tasks.registry import make_family
-from pearl_robot.tasks.twin_arm import ARM3_GOAL_SPEC
 from pearl_robot.robot.randomization import ARM3_PHYSICS_SPEC, check_params
+from pearl_robot.tasks.registry import make_family
 from pearl_robot.tasks.switching_spec import (
     ARM3_SWITCHING_SPEC,
     SwitchingSpec,
     SwitchKind,
     sample_switches,
 )
+from pearl_robot.tasks.twin_arm import ARM3_GOAL_SPEC
 
 
 def test_schedule_respects_the_spec_and_is_reproducible() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pearl_robot.twin.arm import ArmTwin, TwinError
 from pearl_robot.robot.randomization import ARM3_PHYSICS_SPEC, check_params, sample_params
+from pearl_robot.twin.arm import ArmTwin, TwinError
 
 
 def _run(twin: ArmTwin, effort: list[float], steps: int, qpos: list[float] | None = None):

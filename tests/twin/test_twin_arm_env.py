@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from pearl_robot.robot.randomization import ARM3_PHYSICS_SPEC
 from pearl_robot.tasks.base import Task
 from pearl_robot.tasks.registry import make_family
 from pearl_robot.tasks.twin_arm import (
@@ -18,7 +19,6 @@ from pearl_robot.tasks.twin_arm import (
     twin_arm_reward_batch,
 )
 from pearl_robot.twin.arm import TwinError
-from pearl_robot.robot.randomization import ARM3_PHYSICS_SPEC
 
 EMAX = np.array([3.0, 6.0, 3.0])
 VMAX = np.array([6.0, 6.0, 8.0])

@@ -10,8 +10,8 @@ import pytest
 
 from pearl_robot.core.config import ExperimentConfig, merge
 from pearl_robot.tasks.registry import make_family
-from pearl_robot.train.trainer import MetaTrainer
 from pearl_robot.train.adaptation_report import main as report_main
+from pearl_robot.train.trainer import MetaTrainer
 
 
 def test_one_iteration_then_adaptation_report(tmp_path: Path,
