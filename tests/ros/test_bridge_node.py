@@ -57,9 +57,11 @@ def test_serial_graph_runs_episodes_logs_them_and_forwards_the_estop(
     g.executor.add_node(probe)
     policy = g.node("policy_node")
     try:
+        # armed once the policy's commands flow (the bridge disarms when they stop, so the
+        # check is made while the first episode runs, not after the last)
+        assert g.spin_until(lambda: emu.status().armed, 20.0), emu.status()
         assert g.spin_until(lambda: len(policy.returns) >= 2, 30.0), policy.state
         assert g.spin_until(lambda: any(lvl == 0 for lvl, _ in link), 5.0), link
-        assert emu.status().armed
         estop_pub.publish(Bool(data=True))
         assert g.spin_until(lambda: emu.status().estop and policy.estop, 5.0)
         published = policy.published_transitions
