@@ -10,7 +10,8 @@ never writes into the checkout, then ``colcon build`` runs (colcon-core + colcon
 - ``share/pearl_robot/package.xml``, ``launch/adapt.launch.py``, ``config/adapt.yaml`` and the
   twin model ``sim/arm3.xml``;
 - the node executables ``lib/pearl_robot/{policy_node,logger_node,twin_node,bridge_node}``
-  (and ``pearl-robot``), executable, each a console script pointing at ``<module>:main``;
+  (and ``pearl-robot``), executable, each a console script pointing at
+  ``pearl_robot.ros.node_main:<node>`` (the entry that takes SIGINT/SIGTERM first);
 - the installed package resolving its files through the ament index: with
   ``AMENT_PREFIX_PATH`` set to the install space and the checkout out of ``sys.path``,
   ``pearl_robot.ros.graph`` finds the installed ``config/adapt.yaml`` and builds the graph,
@@ -197,7 +198,7 @@ def check_install(install: Path) -> list[str]:
         "eps = {e.name: e for e in distribution('pearl-robot').entry_points\n"
         "       if e.group == 'console_scripts'}\n"
         f"for node in {NODES!r}:\n"
-        "    assert eps[node].value == f'pearl_robot.ros.{node}:main', eps[node]\n"
+        "    assert eps[node].value == f'pearl_robot.ros.node_main:{node}', eps[node]\n"
         "    assert callable(eps[node].load()), node\n"
         "from pearl_robot.robot.description import sim_dir\n"
         f"assert str(sim_dir()).startswith({str(prefix)!r}), f'twin model from {{sim_dir()}}'\n"
