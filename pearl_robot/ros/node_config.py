@@ -37,7 +37,7 @@ def _non_negative(name: str, value: float) -> None:
 class PolicyNodeConfig:
     """The 20 Hz policy: bundle, belief, episode schedule, safety timing."""
 
-    DYNAMIC: ClassVar[frozenset[str]] = frozenset({"bundle", "episodes"})
+    DYNAMIC: ClassVar[frozenset[str]] = frozenset({"bundle", "episodes", "swap_override"})
 
     bundle: str = ""
     """Model bundle directory (actor.onnx, encoder.onnx, contract.json, golden.npz). Setting it
@@ -89,6 +89,18 @@ class PolicyNodeConfig:
     """Without a reset service: how long the safe command is held before the next episode."""
     diagnostics_period_s: float = 1.0
     """Period of the /diagnostics status (loop period, jitter, overruns, inference, obs age)."""
+    canary_episodes: int = 3
+    """Quality canary (pearl_robot.runtime.canary): after a hot-swap, the new model's first
+    this-many episodes on tasks the old model ran are compared with the old model's recent
+    returns there; 0 disables it."""
+    canary_margin: float = 0.2
+    """Canary: roll back when the new model is worse by more than this fraction of the old
+    model's mean |return| on the same tasks (plus canary_margin_abs)."""
+    canary_margin_abs: float = 0.0
+    """Canary: allowed drop in return units on top of canary_margin."""
+    swap_override: bool = False
+    """Accept a hot-swap bundle whose provenance records a worse held-out score than the
+    running bundle's (refused otherwise); the canary still judges it."""
 
     def __post_init__(self) -> None:
         if self.z_mode not in Z_MODES:
@@ -103,7 +115,16 @@ class PolicyNodeConfig:
                      "diagnostics_period_s"):
             _positive(name, getattr(self, name))
         _non_negative("reset_hold_s", self.reset_hold_s)
+        self.canary_config()  # raises ConfigError naming the bad value
         self.task_selection()  # raises ConfigError naming the bad entry
+
+    def canary_config(self) -> Any:
+        """The hot-swap canary's settings (a :class:`pearl_robot.runtime.canary.CanaryConfig`;
+        imported here so this module stays light for the launch file)."""
+        from pearl_robot.runtime.canary import CanaryConfig
+
+        return CanaryConfig(episodes=self.canary_episodes, margin=self.canary_margin,
+                            margin_abs=self.canary_margin_abs)
 
     def task_selection(self) -> str | tuple[int, ...]:
         """'held-out', 'train', or the explicit task indices."""
