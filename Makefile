@@ -1,6 +1,8 @@
 # pearl_robot developer entry points. Every target sets up the venv first if needed.
 #   make setup      venv with torch (CPU), the twin, ROS 2 wheels and test tools
-#   make demo       the README's main command: the adapt graph on the twin with the bundled model
+#   make demo       the README's main command: the sim-to-real loop (serial robot on the firmware
+#                   emulator, a night of collection, retrain, hot-swap with canary, report), ~10 min
+#   make demo-quick the same loop in about a minute (a retrain of a few steps)
 #   make test       fast test suite (CI runs exactly this)
 #   make test-slow  long tests (learning runs, soak, full fuzz), not in CI
 #   make bench      benchmarks -> bench/results/*.json and the tables in docs/performance.md
@@ -11,7 +13,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow bench lint colcon-check clean
+.PHONY: setup demo demo-quick test test-slow bench lint colcon-check clean
 
 setup: $(STAMP)
 
@@ -26,6 +28,9 @@ $(STAMP): setup.py
 
 demo: $(STAMP)
 	$(VENV)/bin/pearl-robot demo
+
+demo-quick: $(STAMP)
+	$(VENV)/bin/pearl-robot demo --quick
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -349,6 +349,10 @@ def run_loop(cfg: LoopConfig, out: Path, bundle: Path) -> dict[str, Any]:
             raise StageError(f"the robot graph stopped during the night; see {robot.log_path}")
         total = 2 * n + ept
         probe.set_parameters("policy_node", {"bundle": str(new_bundle)})
+        # As an operator would: wait until /diagnostics says the bundle is validated (it
+        # swaps at the next episode start), then ask for the episodes.
+        robot.wait_for("the new bundle validated", lambda: _swap_state(probe) == "ready",
+                       120)
         probe.set_parameters("policy_node", {"episodes": total})
         robot.wait_for(f"{n} episodes of the new bundle",
                        lambda: len(_entries(robot_ds)) >= 2 * n, cfg.stage_timeout_s)
@@ -371,6 +375,18 @@ def run_loop(cfg: LoopConfig, out: Path, bundle: Path) -> dict[str, Any]:
     result.update(summarize_robot_log(robot_ds, n, ept, contract.contract_sha256, new_sha))
     (out / "loop.json").write_text(json.dumps(result, indent=1, default=str))
     return result
+
+
+def _swap_state(probe: Any) -> str:
+    """The policy node's hot-swap state from its newest /diagnostics status; a refused
+    bundle stops the loop with the node's reason."""
+    st = probe.latest("control loop")
+    if st is None:
+        return ""
+    state = st[2].get("swap", "")
+    if state == "failed":
+        raise StageError(f"the policy node refused the retrained bundle: {st[1]}")
+    return state
 
 
 def _train_summary(text: str) -> dict[str, float]:

@@ -166,6 +166,7 @@ class PolicyNode(Node):
         self._model = (self.runtime.bundle.sha256, str(self.runtime.bundle.path))
         self._trial = 0
         self._rollback_to: str | None = None
+        self._rollback_validating = False
 
         # state
         self.state = "idle"
@@ -476,6 +477,7 @@ class PolicyNode(Node):
         if path is None or not self.runtime.request_swap(path):
             return
         self._rollback_to = None
+        self._rollback_validating = True
         self.canary.expect_rollback_swap()
         self.params.value = dataclasses.replace(self.params.value, bundle=path)
         self.set_parameters([Parameter("bundle", value=path)])
@@ -526,7 +528,8 @@ class PolicyNode(Node):
         if (age is None or age > SILENCE_FAULT_S) and \
                 self.session.phase in (Phase.RUNNING, Phase.RESETTING):
             fault = f"no /joint_states for {SILENCE_FAULT_S:.0f} s"
-        reset_done = self.state == "resetting" and self._reset_done(now)
+        reset_done = self.state == "resetting" and self._reset_done(now) and \
+            not self._rollback_pending()
         was_running = self.session.phase == Phase.RUNNING
         cmd = self.session.tick(now, fault=fault, reset_done=reset_done, log_ok=self.log_ok)
         self.session_message = cmd.message
@@ -607,6 +610,16 @@ class PolicyNode(Node):
             return
         self.transition_pub.publish(transition_msg(self.layout, pack()))
         self.published_transitions += 1
+
+    def _rollback_pending(self) -> bool:
+        """A canary rollback is requested and still validating: the next episode waits in
+        its reset, so no further episode runs on the rejected model."""
+        if self._rollback_to is not None:
+            return True
+        if self._rollback_validating and self.runtime.swap_status().state == "validating":
+            return True
+        self._rollback_validating = False
+        return False
 
     # ------------------------------------------------------------------ hot-swap, diagnostics
     def _canary_info(self) -> dict[str, Any]:
