@@ -47,6 +47,13 @@ import yaml
 from pearl_robot.errors import ConfigError
 from pearl_robot.loop.procs import Child, StageError, cli_command, run_stage
 
+NICE_OFF_ROBOT = 0
+"""CPU niceness added to the stages that run off the robot in reality (the night's twin, the
+trainer). Measured on the shared 2-core machine (load ~13): at +5 the night's twin ran one
+episode per 50 s instead of 0.5 s and the robot's link still timed out (the load came from
+other processes), so it is 0; the loop re-arms a disarmed device before the morning and flags
+measured phases in which it was disarmed instead."""
+
 ROBOT_PARAMS: dict[str, Any] = {
     "payload_mass": 0.3,
     "friction_scale": [1.3, 0.8, 1.2],
@@ -117,8 +124,8 @@ class LoopConfig:
 def full(**overrides: Any) -> LoopConfig:
     """``make demo``: about 10 minutes on 2 cores; ~20 minutes of night robot time."""
     return replace(LoopConfig(held_out_tasks=4, episodes_per_task=2, night_tasks=16,
-                              night_episodes_per_task=4, night_episodes=384, sim_tasks=40,
-                              train_iterations=24, train_set=("train.eval_every=8",
+                              night_episodes_per_task=4, night_episodes=320, sim_tasks=40,
+                              train_iterations=16, train_set=("train.eval_every=8",
                                                               "train.checkpoint_every=8")),
                    **overrides)
 
@@ -211,7 +218,9 @@ class Stages:
         assert self._open is not None
         name, t = self._open
         wall = time.monotonic() - t
-        self.rows.append({"stage": name, "wall_s": round(wall, 2), **info})
+        # The machine's load says how much of the wall time was waiting for a core.
+        self.rows.append({"stage": name, "wall_s": round(wall, 2),
+                          "load_avg_1min": round(os.getloadavg()[0], 1), **info})
         extra = ", ".join(f"{k} {v}" for k, v in info.items())
         print(f"[{time.monotonic() - self.t0:6.1f} s] {name} done in {wall:.1f} s"
               f"{'; ' + extra if extra else ''}", flush=True)
@@ -273,16 +282,19 @@ def run_loop(cfg: LoopConfig, out: Path, bundle: Path) -> dict[str, Any]:
             "--dataset-dir", str(robot_ds), "--params-file", pf, "--episodes", str(n)),
             logs, env=_ros_env(robot_domain))
         children.append(robot)
-        robot.wait_for("link up", lambda: probe.latest("serial link") is not None
-                       and probe.latest("serial link")[0] == 0, 60)
+        robot.wait_for("serial link up", lambda: _link_ready(probe), 180)
+        result["operator"] = _ensure_armed(probe, robot, "before the evening")
         stages.end(port=str(link), pty=emu.text().split("device:")[1].split()[0])
 
         # ---------------------------------------------------------------- evening
         stages.begin("evening", f"shipped bundle on held-out tasks {held_out} x{ept} over "
                      "the serial link")
+        t_phase = time.time()
         robot.wait_for(f"{n} closed episodes", lambda: len(_entries(robot_ds)) >= n,
                        cfg.stage_timeout_s)
-        stages.end(episodes=n)
+        result["disarmed_during"] = {"evening": _disarmed_between(probe, t_phase,
+                                                                  time.time())}
+        stages.end(episodes=n, disarmed_s=result["disarmed_during"]["evening"])
 
         # ---------------------------------------------------------------- night
         stages.begin("night", f"{cfg.night_episodes} episodes on training tasks {night_idx} "
@@ -297,7 +309,8 @@ def run_loop(cfg: LoopConfig, out: Path, bundle: Path) -> dict[str, Any]:
             "adapt", "--robot", "twin", "--real-time-factor", str(cfg.night_rtf),
             "--bundle", str(bundle), "--dataset-dir", str(night_ds), "--params-file", npf,
             "--episodes", str(cfg.night_episodes), "--exit-when-done",
-            "--duration", str(cfg.stage_timeout_s)), logs, env=_ros_env(night_domain))
+            "--duration", str(cfg.stage_timeout_s)), logs, env=_ros_env(night_domain),
+            niceness=NICE_OFF_ROBOT)
         children.append(night)
         night.check(cfg.stage_timeout_s + 60)
         night_entries = _entries(night_ds)
@@ -330,7 +343,7 @@ def run_loop(cfg: LoopConfig, out: Path, bundle: Path) -> dict[str, Any]:
         if init is not None:
             train_argv += ["--init", str(init)]
         trained = run_stage("retrain", cli_command(*train_argv), logs, cfg.stage_timeout_s,
-                            env={"OMP_NUM_THREADS": "1"})
+                            env={"OMP_NUM_THREADS": "1"}, niceness=NICE_OFF_ROBOT)
         checked = run_stage("bundle-check", cli_command(
             "bundle", "check", str(new_bundle), "--robot", "--ticks", "200"), logs, 300)
         new_sha = read_contract(new_bundle).contract_sha256
@@ -348,15 +361,18 @@ def run_loop(cfg: LoopConfig, out: Path, bundle: Path) -> dict[str, Any]:
         if not robot.alive():
             raise StageError(f"the robot graph stopped during the night; see {robot.log_path}")
         total = 2 * n + ept
+        result["operator"] += _ensure_armed(probe, robot, "before the hot-swap")
         probe.set_parameters("policy_node", {"bundle": str(new_bundle)})
         # As an operator would: wait until /diagnostics says the bundle is validated (it
         # swaps at the next episode start), then ask for the episodes.
         robot.wait_for("the new bundle validated", lambda: _swap_state(probe) == "ready",
                        120)
+        t_phase = time.time()
         probe.set_parameters("policy_node", {"episodes": total})
         robot.wait_for(f"{n} episodes of the new bundle",
                        lambda: len(_entries(robot_ds)) >= 2 * n, cfg.stage_timeout_s)
-        stages.end()
+        result["disarmed_during"]["after"] = _disarmed_between(probe, t_phase, time.time())
+        stages.end(disarmed_s=result["disarmed_during"]["after"])
         stages.begin("canary", f"verdict, then one block of {ept} episodes with the model kept")
         robot.wait_for("the confirmation block", lambda: len(_entries(robot_ds)) >= total,
                        cfg.stage_timeout_s)
@@ -375,6 +391,52 @@ def run_loop(cfg: LoopConfig, out: Path, bundle: Path) -> dict[str, Any]:
     result.update(summarize_robot_log(robot_ds, n, ept, contract.contract_sha256, new_sha))
     (out / "loop.json").write_text(json.dumps(result, indent=1, default=str))
     return result
+
+
+def _link_ready(probe: Any) -> bool:
+    st = probe.latest("serial link")
+    return st is not None and st[2].get("link") == "ready"
+
+
+def _armed(probe: Any) -> bool:
+    """The bridge's newest /diagnostics: link ready and the device armed."""
+    st = probe.latest("serial link")
+    return st is not None and st[2].get("link") == "ready" and st[2].get("armed") == "True"
+
+
+def _disarmed_between(probe: Any, t0: float, t1: float) -> int:
+    """Seconds (status samples, one per second) in [t0, t1] in which the device was not
+    armed: episodes then ran with the robot ignoring the commands."""
+    return sum(1 for t, name, _, _, values in list(probe.diagnostics)
+               if t0 <= t <= t1 and "serial link" in name and values.get("armed") != "True")
+
+
+def _ensure_armed(probe: Any, robot: Child, when: str, settle_s: float = 3.0
+                  ) -> list[str]:
+    """What an operator does before a measured phase: if the device is disarmed (a link
+    timeout, a reset: the bridge does not re-arm by itself), look at why and arm it again
+    through ``/pearl/robot/arm``. Each action is returned for the report."""
+    actions: list[str] = []
+    deadline = time.monotonic() + settle_s  # arm_on_start may still be under way
+    while not _armed(probe) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for _ in range(5):
+        if _armed(probe):
+            return actions
+        st = probe.latest("serial link")
+        why = st[2].get("last_fault", "") if st else "no status"
+        ok, msg = probe.call_trigger("/pearl/robot/arm")
+        actions.append(f"{when}: device disarmed (last fault: {why or 'none'}); called "
+                       f"/pearl/robot/arm: {msg}")
+        print(f"  operator: {actions[-1]}", flush=True)
+        try:
+            robot.wait_for("the device armed again", lambda: _armed(probe), 10)
+        except StageError:
+            if not robot.alive():
+                raise
+    if not _armed(probe):
+        raise StageError(f"{when}: the robot could not be armed (see {robot.log_path})")
+    return actions
 
 
 def _swap_state(probe: Any) -> str:

@@ -32,7 +32,11 @@ class Child:
     """One child process writing to its own log file."""
 
     def __init__(self, name: str, argv: Sequence[str], log_dir: Path,
-                 env: Mapping[str, str] | None = None, cwd: Path | None = None) -> None:
+                 env: Mapping[str, str] | None = None, cwd: Path | None = None,
+                 niceness: int = 0) -> None:
+        """``niceness`` > 0 lowers the child's CPU priority: work that runs on another
+        machine in reality (the night's twin, the workstation's trainer) must not starve the
+        robot's graph here, whose serial link has 250 ms watchdogs."""
         self.name = name
         self.argv = list(argv)
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -44,7 +48,9 @@ class Child:
         full_env.setdefault("PYTHONUNBUFFERED", "1")
         self.started = time.monotonic()
         self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=full_env, cwd=cwd, start_new_session=True)
+                                     env=full_env, cwd=cwd, start_new_session=True,
+                                     preexec_fn=(lambda: os.nice(niceness)) if niceness
+                                     else None)
 
     @property
     def pid(self) -> int:
@@ -115,9 +121,9 @@ class Child:
 
 
 def run_stage(name: str, argv: Sequence[str], log_dir: Path, timeout_s: float,
-              env: Mapping[str, str] | None = None) -> Child:
+              env: Mapping[str, str] | None = None, niceness: int = 0) -> Child:
     """Run a command to completion (status 0 required); returns the finished child."""
-    child = Child(name, argv, log_dir, env=env)
+    child = Child(name, argv, log_dir, env=env, niceness=niceness)
     try:
         child.check(timeout_s)
     finally:

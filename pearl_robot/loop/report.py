@@ -264,6 +264,18 @@ def filmstrip(family: Any, bundles: list[tuple[str, Path]], robot_params: dict[s
 
 # --------------------------------------------------------------------------- summary
 
+def repeat_noise(rows: list[dict[str, Any]]) -> float:
+    """Mean |return difference| between the confirmation block and the earlier episodes of
+    the same model on the same (task, trial): the run-to-run noise of one episode on the
+    robot, measured in the same run."""
+    diffs = []
+    for c in (r for r in rows if r["phase"] == "confirm"):
+        same = [r["return"] for r in rows if r["phase"] != "confirm" and r["task"] == c["task"]
+                and r["trial"] == c["trial"] and r["model_sha"] == c["model_sha"]]
+        diffs += [abs(c["return"] - x) for x in same]
+    return float(np.mean(diffs)) if diffs else math.nan
+
+
 def compare(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Before/after means per task, the mean difference and its spread across tasks."""
     per_task: dict[int, dict[str, float]] = {}
@@ -283,7 +295,8 @@ def compare(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "delta_std_across_tasks": float(deltas.std(ddof=1)) if deltas.size > 1 else math.nan,
             "delta_relative": float(deltas.mean() / np.abs(before).mean())
             if deltas.size else math.nan,
-            "tasks_better": int((deltas >= 0).sum()), "tasks": int(deltas.size)}
+            "tasks_better": int((deltas >= 0).sum()), "tasks": int(deltas.size),
+            "repeat_noise": repeat_noise(rows)}
 
 
 def _img(path: Path | None, alt: str) -> str:
@@ -330,10 +343,16 @@ def _last_status(diags: list[dict[str, Any]], contains: str) -> dict[str, Any] |
 
 
 def verdict_text(cmp: dict[str, Any], canary: dict[str, Any] | None, kept: str,
-                 warm: bool) -> str:
+                 warm: bool, disarmed: dict[str, int] | None = None) -> str:
     d, rel = cmp["delta_mean"], cmp["delta_relative"]
     if not math.isfinite(d):
         return "no comparison: the after-swap episodes are missing"
+    bad = {k: v for k, v in (disarmed or {}).items() if v}
+    if bad:
+        return ("NO VALID COMPARISON: the device was disarmed (commands ignored) for "
+                + ", ".join(f"{v} s of the {k} phase" for k, v in bad.items())
+                + f"; the returns below are of a robot that did not move as commanded "
+                f"(measured {cmp['after_mean']:.1f} after vs {cmp['before_mean']:.1f} before).")
     how = (f"mean return {cmp['after_mean']:.1f} vs {cmp['before_mean']:.1f} "
            f"(difference {d:+.1f}, {rel:+.0%} of the shipped model's |return|; spread across "
            f"tasks {cmp['delta_std_across_tasks']:.1f}; better on {cmp['tasks_better']} of "
@@ -348,6 +367,10 @@ def verdict_text(cmp: dict[str, Any], canary: dict[str, Any] | None, kept: str,
                "the few minutes of training moved it the wrong way")
         head = (f"The retrained model is worse than the shipped one on the robot: {how}. "
                 f"Why: {why}.")
+    noise = cmp.get("repeat_noise", math.nan)
+    if math.isfinite(noise):
+        head += (f" Repeat noise of one episode on the robot, measured in this run: {noise:.1f}"
+                 f"{' (the difference is within it)' if abs(d) <= noise else ''}.")
     if canary:
         head += (f" Canary: {canary['decision']} (new {canary.get('new_mean') or math.nan:.1f} "
                  f"vs old {canary.get('old_mean') or math.nan:.1f}, allowed drop "
@@ -401,12 +424,15 @@ def build_report(out: Path, result: dict[str, Any], render: bool = True) -> Repo
             pngs.append(strip)
     cmp = compare(rows)
     warm = bool((result.get("retrain") or {}).get("warm_start"))
-    verdict = verdict_text(cmp, result.get("canary"), result.get("kept_model", "?"), warm)
+    verdict = verdict_text(cmp, result.get("canary"), result.get("kept_model", "?"), warm,
+                           result.get("disarmed_during"))
     summary = {"comparison": cmp, "verdict": verdict, "timing": timing,
                "canary": result.get("canary"), "kept_model": result.get("kept_model"),
                "references": {str(k): {"zero": v[0], "oracle": v[1]} for k, v in refs.items()},
                "stages": result.get("stages"), "wall_s": result.get("wall_s"),
-               "night": result.get("night"), "retrain": result.get("retrain")}
+               "night": result.get("night"), "retrain": result.get("retrain"),
+               "disarmed_during": result.get("disarmed_during"),
+               "operator": result.get("operator", [])}
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
 
     stage_rows = [[s["stage"], s["wall_s"], ", ".join(f"{k}={v}" for k, v in s.items()
@@ -452,9 +478,12 @@ emulated robot (firmware emulator on a pseudo-terminal, serial bridge, {family.n
 {_table(task_rows, ['task', 'before (shipped)', 'after (retrained)', 'after - before',
                     'zero effort', 'oracle'])}
 <p>Noise: the robot runs in real time over the serial link, so two runs with the same seed
-differ by the link's timing (which tick a state lands in); the spread across tasks above and
-the per-episode table below are the scale of that noise. References are simulated from each
-episode's start pose with the robot's physics.</p>
+differ by the link's timing (which tick a state lands in) and by where the previous episode
+left the arm. Measured in this run: the confirmation block repeats the kept model on the first
+task, and one episode's return differed from the same model's earlier episode on the same
+(task, trial) by {cmp['repeat_noise']:.1f} on average; a before/after difference smaller than
+that is noise. References are simulated from each episode's start pose with the robot's
+physics.</p>
 <h2>Canary</h2>
 {_canary_html(canary, result)}
 {_table(canary_rows, ['task', 'episode on task', 'new return', 'old mean (same task, trial)'])}
@@ -470,6 +499,9 @@ tasks {result.get('sim_tasks')}. Retrain: {cfg['train_iterations']} iterations i
 {retrain.get('train_wall_s', '-')} s, warm start: {retrain.get('warm_start') or 'none'};
 its own held-out evaluation in simulation: {html.escape(json.dumps(sim))}.</p>
 <h2>Stages</h2>{_table(stage_rows, ['stage', 'wall s', 'details'])}
+<p>Operator actions: {html.escape('; '.join(result.get('operator') or []) or 'none needed')}.
+Device disarmed during the measured phases (s): {html.escape(json.dumps(
+    result.get('disarmed_during') or {}))}.</p>
 <h2>Link, logger and loop statistics (last /diagnostics status)</h2>
 <div class="row">{''.join(stat_html)}</div>
 <h2>Every robot episode</h2>

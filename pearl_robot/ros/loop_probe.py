@@ -21,6 +21,7 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
+from std_srvs.srv import Trigger
 
 from pearl_robot.errors import PearlRobotError
 from pearl_robot.ros import graph, qos
@@ -112,6 +113,24 @@ class OperatorProbe:
             for (k, _), result in zip(values.items(), future.result().results, strict=True):
                 if not result.successful:
                     raise ProbeError(f"/{node} refused {k}: {result.reason}")
+        finally:
+            self.node.destroy_client(client)
+
+    def call_trigger(self, service: str, timeout_s: float = 10.0) -> tuple[bool, str]:
+        """Call a std_srvs/Trigger service (``ros2 service call SERVICE std_srvs/srv/Trigger``);
+        (success, message)."""
+        client = self.node.create_client(Trigger, service)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout_s):
+                raise ProbeError(f"{service} is not available")
+            future = client.call_async(Trigger.Request())
+            deadline = time.monotonic() + timeout_s
+            while not future.done() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if not future.done():
+                raise ProbeError(f"{service} did not answer in {timeout_s:.0f} s")
+            res = future.result()
+            return bool(res.success), str(res.message)
         finally:
             self.node.destroy_client(client)
 
