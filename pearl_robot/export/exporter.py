@@ -713,16 +713,10 @@ def export_checkpoint(checkpoint: str | Path | Checkpoint, out_dir: str | Path,
                 if isinstance(v, (int, float)) and np.isfinite(v)}
     prov = {"checkpoint": str(Path(ckpt.path).resolve()),
             "checkpoint_sha256": sha256_file(ckpt.path), "trainer": trainer,
-            "held_out": held_out,
+            "held_out": held_out,  # the hot-swap's provenance guard (runtime/canary.py)
             "training": dict(ckpt.provenance or {}),
             "config": {"pearl": _jsonable(ckpt.config.pearl.__dict__),
                        "train": _jsonable(ckpt.config.train.__dict__)}}
-    last_eval = (ckpt.trainer or {}).get("last_eval") or {}
-    held_out = last_eval.get("eval/test_final_return") if isinstance(last_eval, dict) else None
-    if isinstance(held_out, (int, float)) and np.isfinite(held_out):
-        # The hot-swap's provenance guard (pearl_robot.runtime.canary) compares this.
-        prov["evaluation"] = {"held_out_return": float(held_out),
-                              "iteration": int((ckpt.trainer or {}).get("iteration", -1))}
     family = dict(ckpt.family or {})
     family.setdefault("name", ckpt.config.train.task_family)
     return export_networks(nets, out_dir, env_meta=ckpt.env_meta, family=family,

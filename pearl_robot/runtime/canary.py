@@ -24,10 +24,10 @@ near-zero baseline from making the canary trip on noise. Worse by more than the 
 its log, on /diagnostics and in the episode manifest (the /pearl/task JSON the logger records).
 
 A second, static guard: :func:`provenance_check` compares the held-out score a bundle's
-provenance records (``provenance.evaluation.held_out_return``, written by the exporter from the
-trainer's last evaluation) with the running bundle's; a worse candidate needs an explicit
-override. Bundles without a recorded score cannot be compared and pass that check (the canary
-still runs).
+provenance records (``provenance.held_out["eval/test_final_return"]``, the trainer's last
+evaluation as the exporter records it) with the running bundle's; a worse candidate needs an
+explicit override. Bundles without a recorded score cannot be compared and pass that check (the
+canary still runs).
 
 Decisions written down here (nobody to ask):
 - no baseline on any judged task -> no verdict is possible; the trial ends with ``no-baseline``
@@ -49,6 +49,9 @@ from pearl_robot.errors import ConfigError
 PASS = "pass"
 ROLLBACK = "rollback"
 NO_BASELINE = "no-baseline"
+HELD_OUT_KEY = "eval/test_final_return"
+"""The trainer's held-out return after adaptation (pearl_robot.train.metrics), the score the
+provenance guard compares."""
 
 
 @dataclass(frozen=True)
@@ -271,9 +274,9 @@ def held_out_score(provenance: Any) -> float | None:
     None when the bundle records none (older exports, hand-made bundles)."""
     if not isinstance(provenance, dict):
         return None
-    ev = provenance.get("evaluation")
+    ev = provenance.get("held_out")
     if isinstance(ev, dict):
-        v = ev.get("held_out_return")
+        v = ev.get(HELD_OUT_KEY)
         if isinstance(v, (int, float)) and math.isfinite(float(v)):
             return float(v)
     return None

@@ -115,8 +115,8 @@ def test_config_is_validated() -> None:
 
 
 def test_provenance_check_needs_an_override_for_a_worse_recorded_score() -> None:
-    good = {"evaluation": {"held_out_return": -40.0}}
-    bad = {"evaluation": {"held_out_return": -70.0}}
+    good = {"held_out": {"eval/test_final_return": -40.0, "eval/test_normalized": 0.6}}
+    bad = {"held_out": {"eval/test_final_return": -70.0}}
     assert held_out_score(good) == -40.0 and held_out_score({"trainer": {}}) is None
     assert not provenance_check(good, bad).ok
     assert "swap_override" in provenance_check(good, bad).message
