@@ -739,9 +739,10 @@ class PolicyNode(Node):
 
 def _finished(node: Node) -> bool:
     """``exit_when_done``: the schedule ran its episodes (the last transition went out a tick
-    before the schedule reported done, so the logger has it)."""
+    before the schedule reported done, so the logger has it) and no canary rollback is still
+    swapping the previous bundle back (the node stops on the model it reports)."""
     return isinstance(node, PolicyNode) and node.params.value.exit_when_done and \
-        node.state == "done"
+        node.state == "done" and not node._rollback_pending()
 
 
 def main(args: list[str] | None = None, stop: StopRequest | None = None) -> int:
