@@ -197,7 +197,7 @@ def check_install(install: Path) -> list[str]:
         "eps = {e.name: e for e in distribution('pearl-robot').entry_points\n"
         "       if e.group == 'console_scripts'}\n"
         f"for node in {NODES!r}:\n"
-        "    assert eps[node].value == f'pearl_robot.ros.{node}:main', eps[node]\n"
+        "    assert eps[node].value == f'pearl_robot.ros.node_main:{node}', eps[node]\n"
         "    assert callable(eps[node].load()), node\n"
         "from pearl_robot.twin.robot_spec import sim_dir\n"
         f"assert str(sim_dir()).startswith({str(prefix)!r}), f'twin model from {{sim_dir()}}'\n"
