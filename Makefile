@@ -2,7 +2,9 @@
 #   make setup      venv with torch (CPU), the twin, ROS 2 wheels, Ray and test tools; the ROS launch
 #                   tools (launch, launch_ros, launch_testing, ros2 CLI) from LAUNCH_WHEELS
 #                   (default ../shared/ros-launch-wheels next to the checkout) when it exists
-#   make demo       the README's main command: the adapt graph on the twin with the bundled model
+#   make demo       the README's main command: the sim-to-real loop (serial robot on the firmware
+#                   emulator, a night of collection, retrain, hot-swap with canary, report), ~10 min
+#   make demo-quick the same loop in about a minute (a retrain of a few steps)
 #   make test       fast test suite (CI runs exactly this)
 #   make test-slow  long tests (learning runs, soak, full fuzz), not in CI
 #   make bench      benchmarks -> bench/results/*.json and the tables in docs/performance.md
@@ -20,7 +22,7 @@ REPO_DIR := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
 LAUNCH_WHEELS ?= $(abspath $(REPO_DIR)/../shared/ros-launch-wheels)
 LAUNCH_STAMP := $(VENV)/.launch-tools
 
-.PHONY: setup demo test test-slow bench lint colcon-check clean model
+.PHONY: setup demo demo-quick test test-slow bench lint colcon-check clean model
 
 setup: $(STAMP) $(LAUNCH_STAMP)
 
@@ -46,6 +48,9 @@ $(LAUNCH_STAMP): $(STAMP) $(wildcard $(LAUNCH_WHEELS)/requirements.txt)
 
 demo: $(STAMP)
 	$(VENV)/bin/pearl-robot demo
+
+demo-quick: $(STAMP)
+	$(VENV)/bin/pearl-robot demo --quick
 
 test: setup
 	$(PY) -m pytest -q

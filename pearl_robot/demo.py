@@ -1,22 +1,23 @@
-"""The main job on the embedded default: the MuJoCo twin standing in for the robot, driven by
-the bundled model through the real adapt graph (policy node at 20 Hz with online posterior
-updates, logger node writing the MCAP episode log, twin node), then a report.
+"""The main job: the sim-to-real loop, unattended, on the embedded default.
 
-What it does:
-  1. starts `pearl-robot adapt --robot twin` (the same graph as `ros2 launch pearl_robot
-     adapt.launch.py`) for --episodes episodes on held-out tasks, several episodes per task, so
-     the belief over the task has trajectories to adapt from;
-  2. reads the episode log it wrote (manifest.jsonl + MCAP files) and prints return per
-     episode, grouped by task (first episode of a task: exploration with z from the prior);
-  3. writes a plot of the returns (adaptation.png) next to the dataset.
+The firmware emulator (the MuJoCo twin behind the serial protocol) on a real pseudo-terminal is
+the robot; the adapt graph with robot:=serial drives it with the shipped bundle on held-out
+tasks; a night of collection runs on the twin at accelerated time with the overnight schedule;
+in the morning the trainer retrains from that night's log mixed with simulation of tasks that
+were not logged, exports a bundle and checks it against the robot; the bundle is hot-swapped
+into the still-running policy node through its `bundle` parameter; the same held-out tasks run
+again, the node's quality canary judges the new model (and rolls back if it is worse), and a
+report (report.html, PNGs, summary.json; a Chromium screenshot when installed) is written next
+to the run. Stages and their logs: pearl_robot/loop/mission.py.
 
-Without rclpy (no ROS 2 install and no `ros` extra) it falls back to the same runtime and twin
-driven in-process, without the ROS graph and without the episode log.
+  pearl-robot demo                  # the whole loop, about 10 minutes on 2 cores
+  pearl-robot demo --quick          # every stage, about a minute (a retrain of a few steps)
+  pearl-robot demo --out runs/loop --seed 3
+  pearl-robot demo --twin-only      # the old first step only: episodes on the twin, a plot
+  pearl-robot demo --twin-only --bundle models/arm3 --episodes 9 --real-time-factor 4
 
-Examples:
-  pearl-robot demo                         # 6 episodes in real time (about a minute)
-  pearl-robot demo --real-time-factor 4    # faster than real time (sim time)
-  pearl-robot demo --bundle models/arm3 --episodes 9 --out runs/demo
+Without rclpy (no ROS 2 install and no `ros` extra) only --twin-only runs: the runtime and the
+twin in-process.
 """
 
 from __future__ import annotations
@@ -34,29 +35,80 @@ from pearl_robot.errors import PearlRobotError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bundle", default="", help="model bundle (default: the packaged one)")
-    p.add_argument("--episodes", type=int, default=6, help="episodes to run (default 6)")
-    p.add_argument("--real-time-factor", type=float, default=1.0,
-                   help="twin speed; above 1 the graph runs on sim time (default 1: real time)")
+    p.add_argument("--quick", action="store_true",
+                   help="every stage of the loop in about a minute (short night, a retrain "
+                   "of a few steps): for the impatient and for tests")
+    p.add_argument("--bundle", default="", help="model bundle the robot starts with "
+                   "(default: the packaged one)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every stage (default 0)")
     p.add_argument("--out", type=Path, default=None,
                    help="output directory (default runs/demo-<time>)")
+    p.add_argument("--init", default="", metavar="CHECKPOINT",
+                   help="warm-start the morning's retrain from this checkpoint (default: the "
+                   "running bundle's checkpoint, when it is on this disk)")
+    p.add_argument("--canary-margin", type=float, default=0.2,
+                   help="hot-swap canary: roll back when the new model is worse by more than "
+                   "this fraction of the old model's mean |return| (default 0.2)")
+    p.add_argument("--no-render", action="store_true",
+                   help="report without the MuJoCo filmstrip (no offscreen GL here)")
+    p.add_argument("--no-screenshot", action="store_true",
+                   help="do not screenshot the report with headless Chromium")
+    p.add_argument("--twin-only", action="store_true",
+                   help="only the adapt graph on the twin for --episodes, then a plot")
+    p.add_argument("--episodes", type=int, default=6, help="--twin-only: episodes (default 6)")
+    p.add_argument("--real-time-factor", type=float, default=1.0,
+                   help="--twin-only: twin speed (default 1: real time)")
     p.add_argument("--timeout", type=float, default=600.0,
-                   help="stop after this many wall seconds whatever happens (default 600)")
+                   help="--twin-only: stop after this many wall seconds (default 600)")
 
 
 def run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    dataset = out / "dataset"
-    if importlib.util.find_spec("rclpy") is None:
-        print("rclpy is not importable: running the runtime and the twin in-process "
-              "(install the 'ros' extra, or source a ROS 2 distro, for the full graph)")
-        returns = _run_without_ros(args)
-    else:
-        returns = _run_graph(args, dataset)
-    if not returns:
-        raise PearlRobotError(f"no episode finished (see the log above); output in {out}")
-    _report(returns, out)
+    ros = importlib.util.find_spec("rclpy") is not None
+    if args.twin_only:
+        if not ros:
+            print("rclpy is not importable: running the runtime and the twin in-process "
+                  "(install the 'ros' extra, or source a ROS 2 distro, for the full graph)")
+            returns = _run_without_ros(args)
+        else:
+            returns = _run_graph(args, out / "dataset")
+        if not returns:
+            raise PearlRobotError(f"no episode finished (see the log above); output in {out}")
+        _report(returns, out)
+        return 0
+    if not ros:
+        raise PearlRobotError("the loop needs ROS 2 (rclpy): install the 'ros' extra "
+                              "(`make setup`) or source a ROS 2 distro; `pearl-robot demo "
+                              "--twin-only` runs without it")
+    return run_loop(args, out)
+
+
+def run_loop(args: argparse.Namespace, out: Path) -> int:
+    from pearl_robot.loop import mission, report
+
+    preset = mission.quick if args.quick else mission.full
+    cfg = preset(seed=args.seed, init_checkpoint=args.init, canary_margin=args.canary_margin)
+    bundle = Path(args.bundle) if args.bundle else _packaged_bundle()
+    print(f"the sim-to-real loop ({'quick' if args.quick else 'full'}): robot bundle {bundle}, "
+          f"output {out.resolve()}", flush=True)
+    t0 = time.monotonic()
+    result = mission.run_loop(cfg, out, bundle)
+    files = report.build_report(out.resolve(), result, render=not args.no_render)
+    shot = None if args.no_screenshot else report.screenshot(files.html, out / "report.png")
+    cmp = files.summary["comparison"]
+    print("\nheld-out tasks on the robot (mean return per task):")
+    print(f"{'task':>6} {'before':>9} {'after':>9} {'delta':>8}")
+    for task, v in cmp["per_task"].items():
+        print(f"{task:>6} {v['before']:>9.2f} {v['after']:>9.2f} {v['delta']:>+8.2f}")
+    print(files.summary["verdict"])
+    t = files.summary["timing"]
+    print(f"loop timing: tick interval p50 {t['tick_interval_p50_ms']:.1f} ms, p99 "
+          f"{t['tick_interval_p99_ms']:.1f} ms; state->command p50 "
+          f"{t['state_to_command_p50_ms']:.1f} ms; link round trip p50 "
+          f"{t['link_rtt_p50_ms']:.1f} ms")
+    print(f"report: {files.html}" + (f" (screenshot {shot})" if shot else ""))
+    print(f"loop finished in {time.monotonic() - t0:.0f} s")
     return 0
 
 

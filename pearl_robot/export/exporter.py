@@ -713,7 +713,7 @@ def export_checkpoint(checkpoint: str | Path | Checkpoint, out_dir: str | Path,
                 if isinstance(v, (int, float)) and np.isfinite(v)}
     prov = {"checkpoint": str(Path(ckpt.path).resolve()),
             "checkpoint_sha256": sha256_file(ckpt.path), "trainer": trainer,
-            "held_out": held_out,
+            "held_out": held_out,  # the hot-swap's provenance guard (runtime/canary.py)
             "training": dict(ckpt.provenance or {}),
             "config": {"pearl": _jsonable(ckpt.config.pearl.__dict__),
                        "train": _jsonable(ckpt.config.train.__dict__)}}

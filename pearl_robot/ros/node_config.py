@@ -37,7 +37,7 @@ def _non_negative(name: str, value: float) -> None:
 class PolicyNodeConfig:
     """The 20 Hz policy: bundle, belief, episode schedule, safety timing."""
 
-    DYNAMIC: ClassVar[frozenset[str]] = frozenset({"bundle", "episodes"})
+    DYNAMIC: ClassVar[frozenset[str]] = frozenset({"bundle", "episodes", "swap_override"})
 
     bundle: str = ""
     """Model bundle directory (actor.onnx, encoder.onnx, contract.json, golden.npz). Setting it
@@ -102,6 +102,18 @@ class PolicyNodeConfig:
     """Stop the node (exit code 0) once the schedule has run its 'episodes'; the launch file
     then ends the whole launch (launch argument exit_when_done:=true). Needs episodes > 0.
     False: hold the safe command until stopped, as a robot would."""
+    canary_episodes: int = 3
+    """Quality canary (pearl_robot.runtime.canary): after a hot-swap, the new model's first
+    this-many episodes on tasks the old model ran are compared with the old model's recent
+    returns there; 0 disables it."""
+    canary_margin: float = 0.2
+    """Canary: roll back when the new model is worse by more than this fraction of the old
+    model's mean |return| on the same tasks (plus canary_margin_abs)."""
+    canary_margin_abs: float = 0.0
+    """Canary: allowed drop in return units on top of canary_margin."""
+    swap_override: bool = False
+    """Accept a hot-swap bundle whose provenance records a worse held-out score than the
+    running bundle's (refused otherwise); the canary still judges it."""
 
     def __post_init__(self) -> None:
         if self.exit_when_done and not self.episodes:
@@ -123,7 +135,16 @@ class PolicyNodeConfig:
         if self.change_action not in ("rebuild", "reset", "flag"):
             raise ConfigError(f"parameter 'change_action' must be 'rebuild', 'reset' or "
                               f"'flag', got {self.change_action!r}")
+        self.canary_config()  # raises ConfigError naming the bad value
         self.task_selection()  # raises ConfigError naming the bad entry
+
+    def canary_config(self) -> Any:
+        """The hot-swap canary's settings (a :class:`pearl_robot.runtime.canary.CanaryConfig`;
+        imported here so this module stays light for the launch file)."""
+        from pearl_robot.runtime.canary import CanaryConfig
+
+        return CanaryConfig(episodes=self.canary_episodes, margin=self.canary_margin,
+                            margin_abs=self.canary_margin_abs)
 
     def task_selection(self) -> str | tuple[int, ...]:
         """'held-out', 'train', or the explicit task indices."""

@@ -77,6 +77,7 @@ from pearl_robot.runtime.bundle import (
     check_compatible,
     read_contract,
 )
+from pearl_robot.runtime.canary import QualityCanary, provenance_check
 from pearl_robot.runtime.change_detection import ChangeDetectionConfig
 from pearl_robot.runtime.policy import PolicyRuntime, RuntimeConfig
 from pearl_robot.runtime.schedule import (
@@ -164,6 +165,12 @@ class PolicyNode(Node):
             raise ConfigError(f"family {family_name!r} has no horizon; set 'episode_steps'")
         self._session_tmp: str | None = None
         self.session = self._make_session(cfg)
+        self.canary = QualityCanary(cfg.canary_config())
+        """Hot-swap quality canary: judges a new model's first episodes, rolls back."""
+        self._model = (self.runtime.bundle.sha256, str(self.runtime.bundle.path))
+        self._trial = 0
+        self._rollback_to: str | None = None
+        self._rollback_validating = False
 
         # state
         self.state = "idle"
@@ -284,6 +291,10 @@ class PolicyNode(Node):
             try:
                 candidate = read_contract(new.bundle)
                 check_compatible(self.runtime.bundle.contract, candidate)
+                prov = provenance_check(self.runtime.bundle.contract.provenance,
+                                        candidate.provenance)
+                if not prov.ok and not new.swap_override:
+                    raise BundleError(prov.message)
             except BundleError as exc:
                 self.get_logger().error(f"hot-swap refused: {exc}")
                 raise
@@ -386,7 +397,7 @@ class PolicyNode(Node):
         info = {"episode": self.episode_id, "task": task.index if task else None,
                 "family": self.family.name, "params": task.params if task else {},
                 "state": state, "reset_id": self._reset_id,
-                "model_sha": self.runtime.bundle.sha256}
+                "model_sha": self.runtime.bundle.sha256, "canary": self._canary_info()}
         self.task_pub.publish(String(data=json.dumps(info, sort_keys=True)))
 
     def _begin_reset(self, task: Task) -> None:
@@ -433,6 +444,11 @@ class PolicyNode(Node):
         start = self.runtime.begin_episode(task=cmd.task.index)
         if start.swapped_to:
             self.get_logger().info(f"hot-swapped to bundle {start.swapped_to[:12]}")
+            if self.canary.swapped(*self._model, start.swapped_to):
+                self.get_logger().info(f"canary: judging bundle {start.swapped_to[:12]} on "
+                                       f"its first {self.canary.config.episodes} episodes")
+        self._model = (self.runtime.bundle.sha256, str(self.runtime.bundle.path))
+        self._trial = (self.session.cursor - 1) % self.session.config.episodes_per_task
         self.task = cmd.task
         self.episode_id = cmd.episode
         self.reward_fn = reward_function(self.family, cmd.task)
@@ -448,6 +464,33 @@ class PolicyNode(Node):
             f"episode {self.episode_id} (task {self.task.index if self.task else '-'}) "
             f"{reason}: {steps} transitions, return {self.episode_return:.3f}")
         self._pending = None
+        if reason == "finished" and self.task is not None:
+            self._judge(self.canary.record(self._model[0], self.task.index, self._trial,
+                                           self.episode_return))
+
+    def _judge(self, verdict: Any) -> None:
+        """The canary's verdict on a swap: log it; on rollback swap the old bundle back."""
+        if verdict is None:
+            return
+        if not verdict.rolled_back:
+            self.get_logger().info(verdict.message())
+            return
+        self.get_logger().error(verdict.message())
+        self.faults["canary_rollback"] = self.faults.get("canary_rollback", 0) + 1
+        self._rollback_to = verdict.old_path
+        self._request_rollback()
+
+    def _request_rollback(self) -> None:
+        """Swap the previous bundle back in (retried from _check_swap while a validation
+        runs); the bundle parameter follows, without starting another swap."""
+        path = self._rollback_to
+        if path is None or not self.runtime.request_swap(path):
+            return
+        self._rollback_to = None
+        self._rollback_validating = True
+        self.canary.expect_rollback_swap()
+        self.params.value = dataclasses.replace(self.params.value, bundle=path)
+        self.set_parameters([Parameter("bundle", value=path)])
 
     def _abort_episode(self, reason: str) -> None:
         """End a running episode early (e-stop, operator stop, shutdown)."""
@@ -495,7 +538,8 @@ class PolicyNode(Node):
         if (age is None or age > SILENCE_FAULT_S) and \
                 self.session.phase in (Phase.RUNNING, Phase.RESETTING):
             fault = f"no /joint_states for {SILENCE_FAULT_S:.0f} s"
-        reset_done = self.state == "resetting" and self._reset_done(now)
+        reset_done = self.state == "resetting" and self._reset_done(now) and \
+            not self._rollback_pending()
         was_running = self.session.phase == Phase.RUNNING
         cmd = self.session.tick(now, fault=fault, reset_done=reset_done, log_ok=self.log_ok)
         self.session_message = cmd.message
@@ -590,8 +634,28 @@ class PolicyNode(Node):
         self.transition_pub.publish(transition_msg(self.layout, pack()))
         self.published_transitions += 1
 
+    def _rollback_pending(self) -> bool:
+        """A canary rollback is requested and still validating: the next episode waits in
+        its reset, so no further episode runs on the rejected model."""
+        if self._rollback_to is not None:
+            return True
+        if self._rollback_validating and self.runtime.swap_status().state == "validating":
+            return True
+        self._rollback_validating = False
+        return False
+
     # ------------------------------------------------------------------ hot-swap, diagnostics
+    def _canary_info(self) -> dict[str, Any]:
+        """The canary's state for /pearl/task (hence the manifest) and /diagnostics."""
+        st = self.canary.status()
+        info: dict[str, Any] = {"state": st.state, "judged": st.judged, "needed": st.needed}
+        if st.last is not None:
+            info["last"] = st.last.as_dict()
+        return info
+
     def _check_swap(self) -> None:
+        if self._rollback_to is not None:
+            self._request_rollback()
         status = self.runtime.swap_status()
         if status.state != "failed" or self._swap_reported == status.path:
             return
@@ -632,7 +696,15 @@ class PolicyNode(Node):
             "context_size": self.runtime.belief.count,
             **self._change_values(),
             "bundle_sha256": self.runtime.bundle.sha256[:16], "swap": swap.state,
+            "canary": self.canary.status().state,
         }
+        last = self.canary.last
+        if last is not None:
+            values.update({"canary_decision": last.decision,
+                           "canary_new_mean": last.new_mean, "canary_old_mean": last.old_mean,
+                           "canary_bundle": last.new_sha256[:16]})
+            if last.rolled_back and level == OK:
+                level, message = WARN, last.message()
         values.update({f"fault_{k}": v for k, v in sorted(self.faults.items())})
         status = diagnostic_status(f"{self.get_name()}: control loop", "pearl_policy", level,
                                    message, values)
@@ -667,9 +739,10 @@ class PolicyNode(Node):
 
 def _finished(node: Node) -> bool:
     """``exit_when_done``: the schedule ran its episodes (the last transition went out a tick
-    before the schedule reported done, so the logger has it)."""
+    before the schedule reported done, so the logger has it) and no canary rollback is still
+    swapping the previous bundle back (the node stops on the model it reports)."""
     return isinstance(node, PolicyNode) and node.params.value.exit_when_done and \
-        node.state == "done"
+        node.state == "done" and not node._rollback_pending()
 
 
 def main(args: list[str] | None = None, stop: StopRequest | None = None) -> int:

@@ -10,7 +10,6 @@ display.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -19,7 +18,7 @@ import numpy as np
 
 from pearl_robot.errors import PearlRobotError
 
-os.environ.setdefault("MUJOCO_GL", "egl")
+# MUJOCO_GL: the egl default is set in pearl_robot/twin/__init__.py (before mujoco loads).
 
 Policy = Callable[[np.ndarray], np.ndarray]
 """obs -> action (physical units)."""

@@ -1,0 +1,489 @@
+"""The sim-to-real loop as one unattended run: evening on the robot, a night of collection,
+the morning's retrain, the hot-swap into the running policy node, the same tasks again.
+
+Stages (each a ``pearl-robot`` command in its own process, logged under ``logs/``):
+
+1. **robot**: the firmware emulator (``pearl-robot emulate``: the MuJoCo twin behind the serial
+   protocol on a real pseudo-terminal, with a stable ``--link`` path as a udev rule gives) with
+   the physics of *this* robot (``robot_params``: not the twin's nominal model), and the adapt
+   graph ``pearl-robot adapt --robot serial`` against it (bridge node, link checks, watchdogs,
+   policy node, logger) with the shipped bundle.
+2. **evening**: the robot runs the held-out tasks (``held_out_tasks`` x ``episodes_per_task``)
+   and then holds the safe command; the graph keeps running.
+3. **night**: the same adapt graph on the twin (``--robot twin``) at ``night_rtf`` times real
+   time, on its own ROS domain, with the overnight schedule (training tasks, several episodes
+   each, resets through the twin's reset service), writing its episode log. A serial robot runs
+   in real time, so the accelerated night needs the twin; the logs have the same format.
+4. **morning**: ``pearl-robot train --data NIGHT --sim-tasks N`` (the night's log mixed with
+   simulation of the first N training tasks, which the night did not log), ``--export-bundle``,
+   then ``pearl-robot bundle check --robot``. Warm start: ``--init`` with the running bundle's
+   checkpoint when its provenance names one that exists with the recorded sha256 (otherwise the
+   retrain starts from scratch and the report says so).
+5. **hot-swap**: ``bundle`` set on the still-running policy node (the ``set_parameters`` service
+   ``ros2 param set`` calls); the node validates it off the control path and swaps at the next
+   episode boundary. ``episodes`` is raised so the schedule runs the same held-out tasks again
+   (same order: the schedule is a pure function of its position), then one confirmation block.
+6. **canary**: the node judges the new model's held-out episodes against the shipped model's
+   returns on the same (task, trial) and rolls back when worse by more than ``canary_margin``
+   (``pearl_robot.runtime.canary``); the confirmation block shows which model the robot kept.
+
+Everything lands in ``OUT``: ``loop.json`` (stages, wall times, returns, verdict),
+``diagnostics.jsonl`` (every /diagnostics status of the robot graph), the two episode logs, the
+run directory of the retrain, the new bundle, and the report (``pearl_robot.loop.report``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pearl_robot.errors import ConfigError
+from pearl_robot.loop.procs import Child, StageError, cli_command, run_stage
+
+NICE_OFF_ROBOT = 0
+"""CPU niceness added to the stages that run off the robot in reality (the night's twin, the
+trainer). Measured on the shared 2-core machine (load ~13): at +5 the night's twin ran one
+episode per 50 s instead of 0.5 s and the robot's link still timed out (the load came from
+other processes), so it is 0; the loop re-arms a disarmed device before the morning and flags
+measured phases in which it was disarmed instead."""
+
+ROBOT_PARAMS: dict[str, Any] = {
+    "payload_mass": 0.3,
+    "friction_scale": [1.3, 0.8, 1.2],
+    "damping_scale": [1.2, 1.0, 0.8],
+    "strength_scale": [0.9, 0.85, 1.0],
+    "latency_s": 0.02,
+    "position_noise_std": 0.001,
+    "velocity_noise_std": 0.01,
+}
+"""Physics of the emulated robot: a draw inside the family's ranges, away from nominal (the
+real robot is never the MJCF as written)."""
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """One run of the loop (see :func:`quick` and :func:`full` for the two presets)."""
+
+    seed: int = 0
+    """Seeds the robot graph, the night, the emulator, the retrain and the report."""
+    held_out_tasks: int = 4
+    """The first this-many held-out tasks of the family are run on the robot, before and after."""
+    episodes_per_task: int = 2
+    """Consecutive episodes per held-out task (the first explores with z from the prior)."""
+    night_tasks: int = 12
+    """Training tasks the night visits (starting after the ``sim_tasks`` simulated ones)."""
+    night_episodes_per_task: int = 4
+    """Consecutive episodes per night task."""
+    night_episodes: int = 384
+    """Episodes of the night (3 s each at 20 Hz plus a reset: 384 ~ 20 min of robot time)."""
+    night_rtf: float = 8.0
+    """Real-time factor of the night's twin (sim time)."""
+    sim_tasks: int = 8
+    """``train --sim-tasks``: simulated training tasks mixed with the night's log."""
+    train_iterations: int = 24
+    """Retrain iterations."""
+    train_config: str = ""
+    """Training YAML of the retrain; empty: the package's config/train/<family>.yaml (the
+    configuration the family's models are trained with), else the family's preset."""
+    train_set: tuple[str, ...] = ()
+    """Extra ``train --set KEY=VALUE`` overrides (step counts of an iteration, eval cadence)."""
+    init_checkpoint: str = ""
+    """Warm-start checkpoint for the retrain; empty: the running bundle's, if it is on disk."""
+    canary_margin: float = 0.2
+    """Hot-swap canary margin (fraction of the old model's mean |return|)."""
+    robot_params: dict[str, Any] = field(default_factory=lambda: dict(ROBOT_PARAMS))
+    """Physics of the emulated robot."""
+    reset_hold_s: float = 1.0
+    """The serial robot has no reset routine: hold the safe command this long between episodes."""
+    stage_timeout_s: float = 900.0
+    """Longest any one stage may take before the run fails with that stage's log."""
+
+    def __post_init__(self) -> None:
+        for name in ("held_out_tasks", "episodes_per_task", "night_tasks",
+                     "night_episodes_per_task", "night_episodes", "train_iterations"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"loop {name} must be >= 1, got {getattr(self, name)}")
+        if self.sim_tasks < 0:
+            raise ConfigError(f"loop sim_tasks must be >= 0, got {self.sim_tasks}")
+        if not self.night_rtf > 0:
+            raise ConfigError(f"loop night_rtf must be > 0, got {self.night_rtf}")
+
+    @property
+    def robot_episodes(self) -> int:
+        """Held-out episodes per phase (before, after)."""
+        return self.held_out_tasks * self.episodes_per_task
+
+
+def full(**overrides: Any) -> LoopConfig:
+    """``make demo``: about 10 minutes on 2 cores; ~20 minutes of night robot time."""
+    return replace(LoopConfig(held_out_tasks=4, episodes_per_task=2, night_tasks=16,
+                              night_episodes_per_task=4, night_episodes=320, sim_tasks=40,
+                              train_iterations=16, train_set=("train.eval_every=8",
+                                                              "train.checkpoint_every=8")),
+                   **overrides)
+
+
+def quick(**overrides: Any) -> LoopConfig:
+    """``pearl-robot demo --quick``: every stage, about a minute; a retrain of a few steps."""
+    return replace(LoopConfig(
+        held_out_tasks=2, episodes_per_task=2, night_tasks=3, night_episodes_per_task=2,
+        night_episodes=12, night_rtf=8.0, sim_tasks=2, train_iterations=2,
+        reset_hold_s=0.5, train_set=(
+            "train.num_train_steps_per_itr=10",
+            "train.num_tasks_sample=2", "train.num_steps_prior=60",
+            "train.num_extra_rl_steps_posterior=0", "train.eval_every=2",
+            "train.checkpoint_every=2", "train.num_eval_train_tasks=1",
+            "train.num_steps_per_eval=60", "train.num_initial_steps=60",
+            "pearl.meta_batch=2", "pearl.batch_size=32",
+            "pearl.embedding_batch_size=16")), **overrides)
+
+
+def train_config_file(cfg: LoopConfig, family: str) -> Path | None:
+    """The retrain's YAML: the configured one, else config/train/<family>.yaml if present."""
+    if cfg.train_config:
+        return Path(cfg.train_config)
+    from pearl_robot.ros.graph import share_dir, source_config_dir
+
+    name = family.replace("-", "_") + ".yaml"
+    for root in (source_config_dir(), (share_dir() or Path("/nonexistent")) / "config"):
+        if (root / "train" / name).is_file():
+            return root / "train" / name
+    return None
+
+
+def _domain_ids(seed: int) -> tuple[int, int]:
+    """(robot graph, night graph): the robot's from ROS_DOMAIN_ID when set, the night's next
+    to it, so the twin of the night never talks to the robot's nodes."""
+    env = os.environ.get("ROS_DOMAIN_ID")
+    robot = int(env) if env and env.isdigit() else random.SystemRandom().randint(1, 99)
+    night = robot + 1 if robot < 100 else robot - 1
+    return robot, night
+
+
+def _ros_env(domain: int) -> dict[str, str]:
+    return {"ROS_DOMAIN_ID": str(domain),
+            "ROS_AUTOMATIC_DISCOVERY_RANGE": os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE",
+                                                            "LOCALHOST"),
+            "ROS_LOCALHOST_ONLY": os.environ.get("ROS_LOCALHOST_ONLY", "1"),
+            "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
+            "OMP_NUM_THREADS": "1"}
+
+
+def _params_file(path: Path, sections: dict[str, dict[str, Any]]) -> str:
+    path.write_text(yaml.safe_dump({n: {"ros__parameters": p} for n, p in sections.items()},
+                                   sort_keys=False))
+    return str(path)
+
+
+def _entries(dataset: Path) -> list[dict[str, Any]]:
+    from pearl_robot.datalog.reader import manifest_entries
+
+    if not (dataset / "manifest.jsonl").exists():
+        return []
+    return [e for e in manifest_entries(dataset) if e.get("status") != "quarantined"]
+
+
+def warm_start_checkpoint(bundle: Path) -> Path | None:
+    """The checkpoint a bundle was exported from, when it is on this disk unchanged."""
+    from pearl_robot.runtime.bundle import read_contract
+    from pearl_robot.runtime.bundle import sha256_file as _sha
+
+    prov = read_contract(bundle).provenance
+    path = Path(str(prov.get("checkpoint", "")))
+    if not path.is_file():
+        return None
+    return path if _sha(path) == prov.get("checkpoint_sha256") else None
+
+
+class Stages:
+    """Wall-clock bookkeeping of the stages (printed as they go, kept in loop.json)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.rows: list[dict[str, Any]] = []
+        self._open: tuple[str, float] | None = None
+
+    def begin(self, name: str, what: str) -> None:
+        self._open = (name, time.monotonic())
+        print(f"[{time.monotonic() - self.t0:6.1f} s] {name}: {what}", flush=True)
+
+    def end(self, **info: Any) -> None:
+        assert self._open is not None
+        name, t = self._open
+        wall = time.monotonic() - t
+        # The machine's load says how much of the wall time was waiting for a core.
+        self.rows.append({"stage": name, "wall_s": round(wall, 2),
+                          "load_avg_1min": round(os.getloadavg()[0], 1), **info})
+        extra = ", ".join(f"{k} {v}" for k, v in info.items())
+        print(f"[{time.monotonic() - self.t0:6.1f} s] {name} done in {wall:.1f} s"
+              f"{'; ' + extra if extra else ''}", flush=True)
+        self._open = None
+
+
+def run_loop(cfg: LoopConfig, out: Path, bundle: Path) -> dict[str, Any]:
+    """Run every stage; returns (and writes to ``out/loop.json``) what happened."""
+    from pearl_robot.runtime.bundle import read_contract
+    from pearl_robot.tasks.registry import make_family
+
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    logs = out / "logs"
+    bundle = bundle.resolve()
+    contract = read_contract(bundle)
+    fam_info = dict(contract.task_family)
+    family = make_family(str(fam_info["name"]))
+    held_out = list(family.eval_indices)[:cfg.held_out_tasks]
+    train_idx = list(family.train_indices)
+    night_idx = train_idx[cfg.sim_tasks:cfg.sim_tasks + cfg.night_tasks]
+    if len(night_idx) < cfg.night_tasks:
+        raise ConfigError(f"the family has {len(train_idx)} training tasks; sim_tasks "
+                          f"{cfg.sim_tasks} + night_tasks {cfg.night_tasks} do not fit")
+    robot_domain, night_domain = _domain_ids(cfg.seed)
+    robot_ds, night_ds = out / "robot-log", out / "night-log"
+    n = cfg.robot_episodes
+    ept = cfg.episodes_per_task
+    stages = Stages()
+    result: dict[str, Any] = {
+        "config": asdict(cfg), "bundle": str(bundle), "bundle_sha256": contract.contract_sha256,
+        "family": family.name, "held_out_tasks": held_out, "night_tasks": night_idx,
+        "sim_tasks": train_idx[:cfg.sim_tasks], "robot_domain": robot_domain,
+        "night_domain": night_domain, "robot_dataset": str(robot_ds),
+        "night_dataset": str(night_ds), "stages": stages.rows,
+    }
+    children: list[Child] = []
+    probe = None
+    try:
+        # ---------------------------------------------------------------- robot
+        stages.begin("robot", "firmware emulator on a pseudo-terminal + the serial adapt graph")
+        link = out / "ttyPEARL"
+        emu = Child("emulator", cli_command(
+            "emulate", "--link", str(link), "--seed", str(cfg.seed),
+            "--twin-params", json.dumps(cfg.robot_params), "--stats-every", "30"), logs)
+        children.append(emu)
+        emu.wait_for("device path", lambda: "link:" in emu.text() and link.exists(), 60)
+        pf = _params_file(out / "robot-params.yaml", {
+            "policy_node": {"tasks": ",".join(map(str, held_out)), "episodes_per_task": ept,
+                            "seed": cfg.seed, "reset_hold_s": cfg.reset_hold_s,
+                            "canary_episodes": n, "canary_margin": cfg.canary_margin},
+            "logger_node": {"dataset_dir": str(robot_ds), "robot_id": "arm3-emulated"},
+            "bridge_node": {"port": str(link)}})
+        from pearl_robot.ros.loop_probe import OperatorProbe
+
+        probe = OperatorProbe(robot_domain)
+        robot = Child("robot-graph", cli_command(
+            "adapt", "--robot", "serial", "--port", str(link), "--bundle", str(bundle),
+            "--dataset-dir", str(robot_ds), "--params-file", pf, "--episodes", str(n)),
+            logs, env=_ros_env(robot_domain))
+        children.append(robot)
+        robot.wait_for("serial link up", lambda: _link_ready(probe), 180)
+        result["operator"] = _ensure_armed(probe, robot, "before the evening")
+        stages.end(port=str(link), pty=emu.text().split("device:")[1].split()[0])
+
+        # ---------------------------------------------------------------- evening
+        stages.begin("evening", f"shipped bundle on held-out tasks {held_out} x{ept} over "
+                     "the serial link")
+        t_phase = time.time()
+        robot.wait_for(f"{n} closed episodes", lambda: len(_entries(robot_ds)) >= n,
+                       cfg.stage_timeout_s)
+        result["disarmed_during"] = {"evening": _disarmed_between(probe, t_phase,
+                                                                  time.time())}
+        stages.end(episodes=n, disarmed_s=result["disarmed_during"]["evening"])
+
+        # ---------------------------------------------------------------- night
+        stages.begin("night", f"{cfg.night_episodes} episodes on training tasks {night_idx} "
+                     f"x{cfg.night_episodes_per_task} on the twin at {cfg.night_rtf:g}x")
+        npf = _params_file(out / "night-params.yaml", {
+            "policy_node": {"tasks": ",".join(map(str, night_idx)),
+                            "episodes_per_task": cfg.night_episodes_per_task,
+                            "seed": cfg.seed + 1, "reset_timeout_s": 5.0},
+            "logger_node": {"dataset_dir": str(night_ds), "robot_id": "arm3-twin-night"},
+            "twin_node": {"seed": cfg.seed + 1}})
+        night = Child("night-graph", cli_command(
+            "adapt", "--robot", "twin", "--real-time-factor", str(cfg.night_rtf),
+            "--bundle", str(bundle), "--dataset-dir", str(night_ds), "--params-file", npf,
+            "--episodes", str(cfg.night_episodes), "--exit-when-done",
+            "--duration", str(cfg.stage_timeout_s)), logs, env=_ros_env(night_domain),
+            niceness=NICE_OFF_ROBOT)
+        children.append(night)
+        night.check(cfg.stage_timeout_s + 60)
+        night_entries = _entries(night_ds)
+        robot_s = sum(float(e.get("duration_s", 0.0)) for e in night_entries)
+        stages.end(episodes=len(night_entries), robot_minutes=round(robot_s / 60, 1))
+        if len(night_entries) < cfg.night_episodes:
+            raise StageError(f"the night closed {len(night_entries)} of {cfg.night_episodes} "
+                             f"episodes; see {night.log_path}")
+        result["night"] = {"episodes": len(night_entries), "robot_s": robot_s,
+                           "wall_s": stages.rows[-1]["wall_s"],
+                           "transitions": sum(int(e.get("transitions", 0))
+                                              for e in night_entries)}
+
+        # ---------------------------------------------------------------- morning
+        init = Path(cfg.init_checkpoint) if cfg.init_checkpoint else \
+            warm_start_checkpoint(bundle)
+        stages.begin("morning", "retrain from the night's log + simulated tasks, export, "
+                     f"check ({'warm start from ' + str(init) if init else 'from scratch'})")
+        new_bundle = out / "bundles" / "retrained"
+        train_argv = ["train", "--family", family.name, "--data", str(night_ds),
+                      "--sim-tasks", str(cfg.sim_tasks), "--iterations",
+                      str(cfg.train_iterations), "--seed", str(cfg.seed),
+                      "--out", str(out / "retrain"), "--export-bundle", str(new_bundle),
+                      "--no-progress", "--no-tensorboard"]
+        tcfg = train_config_file(cfg, family.name)
+        if tcfg is not None:
+            train_argv += ["--config", str(tcfg)]
+        for item in cfg.train_set:
+            train_argv += ["--set", item]
+        if init is not None:
+            train_argv += ["--init", str(init)]
+        trained = run_stage("retrain", cli_command(*train_argv), logs, cfg.stage_timeout_s,
+                            env={"OMP_NUM_THREADS": "1"}, niceness=NICE_OFF_ROBOT)
+        checked = run_stage("bundle-check", cli_command(
+            "bundle", "check", str(new_bundle), "--robot", "--ticks", "200"), logs, 300)
+        new_sha = read_contract(new_bundle).contract_sha256
+        stages.end(bundle=new_sha[:12], warm_start=bool(init))
+        result["retrain"] = {"bundle": str(new_bundle), "bundle_sha256": new_sha,
+                             "warm_start": str(init) if init else None,
+                             "train_log": str(trained.log_path),
+                             "check_log": str(checked.log_path),
+                             "train_wall_s": round(trained.wall_s, 1),
+                             "held_out_sim": _train_summary(trained.text())}
+
+        # ---------------------------------------------------------------- hot-swap
+        stages.begin("hot-swap", "bundle parameter on the running policy node, then the "
+                     "held-out tasks again")
+        if not robot.alive():
+            raise StageError(f"the robot graph stopped during the night; see {robot.log_path}")
+        total = 2 * n + ept
+        result["operator"] += _ensure_armed(probe, robot, "before the hot-swap")
+        probe.set_parameters("policy_node", {"bundle": str(new_bundle)})
+        # As an operator would: wait until /diagnostics says the bundle is validated (it
+        # swaps at the next episode start), then ask for the episodes.
+        robot.wait_for("the new bundle validated", lambda: _swap_state(probe) == "ready",
+                       120)
+        t_phase = time.time()
+        probe.set_parameters("policy_node", {"episodes": total})
+        robot.wait_for(f"{n} episodes of the new bundle",
+                       lambda: len(_entries(robot_ds)) >= 2 * n, cfg.stage_timeout_s)
+        result["disarmed_during"]["after"] = _disarmed_between(probe, t_phase, time.time())
+        stages.end(disarmed_s=result["disarmed_during"]["after"])
+        stages.begin("canary", f"verdict, then one block of {ept} episodes with the model kept")
+        robot.wait_for("the confirmation block", lambda: len(_entries(robot_ds)) >= total,
+                       cfg.stage_timeout_s)
+        stages.end()
+    finally:
+        for child in reversed(children):
+            child.stop()
+        if probe is not None:
+            with (out / "diagnostics.jsonl").open("w") as f:
+                for t, name, level, message, values in probe.diagnostics:
+                    f.write(json.dumps({"t": t, "name": name, "level": level,
+                                        "message": message, "values": values}) + "\n")
+            probe.close()
+        result["wall_s"] = round(time.monotonic() - stages.t0, 1)
+        (out / "loop.json").write_text(json.dumps(result, indent=1, default=str))
+    result.update(summarize_robot_log(robot_ds, n, ept, contract.contract_sha256, new_sha))
+    (out / "loop.json").write_text(json.dumps(result, indent=1, default=str))
+    return result
+
+
+def _link_ready(probe: Any) -> bool:
+    st = probe.latest("serial link")
+    return st is not None and st[2].get("link") == "ready"
+
+
+def _armed(probe: Any) -> bool:
+    """The bridge's newest /diagnostics: link ready and the device armed."""
+    st = probe.latest("serial link")
+    return st is not None and st[2].get("link") == "ready" and st[2].get("armed") == "True"
+
+
+def _disarmed_between(probe: Any, t0: float, t1: float) -> int:
+    """Seconds (status samples, one per second) in [t0, t1] in which the device was not
+    armed: episodes then ran with the robot ignoring the commands."""
+    return sum(1 for t, name, _, _, values in list(probe.diagnostics)
+               if t0 <= t <= t1 and "serial link" in name and values.get("armed") != "True")
+
+
+def _ensure_armed(probe: Any, robot: Child, when: str, settle_s: float = 3.0
+                  ) -> list[str]:
+    """What an operator does before a measured phase: if the device is disarmed (a link
+    timeout, a reset: the bridge does not re-arm by itself), look at why and arm it again
+    through ``/pearl/robot/arm``. Each action is returned for the report."""
+    actions: list[str] = []
+    deadline = time.monotonic() + settle_s  # arm_on_start may still be under way
+    while not _armed(probe) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for _ in range(5):
+        if _armed(probe):
+            return actions
+        st = probe.latest("serial link")
+        why = st[2].get("last_fault", "") if st else "no status"
+        ok, msg = probe.call_trigger("/pearl/robot/arm")
+        actions.append(f"{when}: device disarmed (last fault: {why or 'none'}); called "
+                       f"/pearl/robot/arm: {msg}")
+        print(f"  operator: {actions[-1]}", flush=True)
+        try:
+            robot.wait_for("the device armed again", lambda: _armed(probe), 10)
+        except StageError:
+            if not robot.alive():
+                raise
+    if not _armed(probe):
+        raise StageError(f"{when}: the robot could not be armed (see {robot.log_path})")
+    return actions
+
+
+def _swap_state(probe: Any) -> str:
+    """The policy node's hot-swap state from its newest /diagnostics status; a refused
+    bundle stops the loop with the node's reason."""
+    st = probe.latest("control loop")
+    if st is None:
+        return ""
+    state = st[2].get("swap", "")
+    if state == "failed":
+        raise StageError(f"the policy node refused the retrained bundle: {st[1]}")
+    return state
+
+
+def _train_summary(text: str) -> dict[str, float]:
+    """The retrain's own held-out line (simulation, twin physics), for the report."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("held-out return after adaptation:"):
+            try:
+                out["final"] = float(line.split(":")[1].split("(")[0])
+                out["first"] = float(line.rsplit(":", 1)[1].strip(" )"))
+            except (IndexError, ValueError):
+                pass
+    return out
+
+
+def summarize_robot_log(dataset: Path, n: int, ept: int, old_sha: str, new_sha: str
+                        ) -> dict[str, Any]:
+    """Returns before/after per task from the robot's manifest, and the canary's verdict as
+    the node recorded it (the /pearl/task JSON in the manifest)."""
+    entries = sorted(_entries(dataset), key=lambda e: int(e["episode"]))
+    rows = []
+    for i, e in enumerate(entries):
+        task = e.get("task") or {}
+        phase = "before" if i < n else "after" if i < 2 * n else "confirm"
+        rows.append({"episode": int(e["episode"]), "task": int(task.get("task", -1)),
+                     "trial": i % ept if phase != "confirm" else (i - 2 * n) % ept,
+                     "phase": phase, "return": float(e["return"]),
+                     "model_sha": str(e.get("model_sha", "")),
+                     "transitions": int(e.get("transitions", 0))})
+    verdict = None
+    for e in entries:
+        last = ((e.get("task") or {}).get("canary") or {}).get("last")
+        if last and last.get("new_sha256") == new_sha:
+            verdict = last
+    kept = rows[-1]["model_sha"] if rows else ""
+    return {"episodes": rows, "canary": verdict,
+            "kept_model": "retrained" if kept == new_sha else
+            "shipped" if kept == old_sha else kept}
