@@ -40,6 +40,7 @@ LAZY: dict[str, set[str]] = {
     "runtime": {"datalog"},          # schedule.drive_env can write a dataset (tests, benches)
     "train": {"export", "twin"},     # train --export-bundle; the twin adaptation report
     "export": {"datalog"},           # parity on recorded transitions
+    "loop": {"ros", "twin"},         # the mission drives the graph; the report renders the twin
 }
 
 
