@@ -86,6 +86,9 @@ class MetaTrainer:
         self.device = torch.device(tc.device)
         tasks = list(train_tasks) if train_tasks is not None else list(family.train_tasks)
         n_val = tc.validation_tasks
+        if n_val and train_tasks is not None:
+            raise ConfigError("train.validation_tasks applies to training in simulation: "
+                              "logged tasks are not the family's tasks that evaluation runs")
         if n_val and n_val >= len(tasks):
             raise ConfigError(f"train.validation_tasks {n_val} leaves no training task of the "
                               f"{len(tasks)}")
@@ -272,7 +275,8 @@ class MetaTrainer:
         test_idx = fam.eval_indices
         n_tr = tc.num_eval_train_tasks if tc.num_eval_train_tasks is not None else len(test_idx)
         eval_rng = np.random.default_rng([tc.seed, self.iteration, 99])
-        pool = [t.index for t in self.train_tasks]
+        held = {t.index for t in self.val_tasks}
+        pool = [i for i in fam.train_indices if i not in held]
         train_idx = sorted(eval_rng.choice(pool, size=min(n_tr, len(pool)), replace=False)
                            .tolist()) if n_tr > 0 else []
         seed = self._seed("eval", 0, 0)

@@ -102,11 +102,3 @@ def test_a_node_that_cannot_start_prints_one_line_and_exits_1(tmp_path: Path) ->
     res = _run(tmp_path, code, KILL_AT="never")
     assert res.returncode == 1
     assert res.stderr.strip() == "[pearl_robot] error: bundle directory not found: /nope"
-
-
-def test_the_installed_node_executables_go_through_the_signal_safe_entry() -> None:
-    """setup.py's console scripts name node_main's entries, not the node modules' mains (those
-    import MuJoCo/onnxruntime before any handler exists)."""
-    setup = (REPO / "setup.py").read_text()
-    for node in ("policy_node", "logger_node", "twin_node", "bridge_node"):
-        assert f'"{node} = pearl_robot.ros.node_main:{node}"' in setup

@@ -145,3 +145,15 @@ def test_validation_cannot_take_every_training_task(tmp_path):
     with pytest.raises(ConfigError, match="validation_tasks"):
         MetaTrainer(_tiny(validation_tasks=80), make_family("point-robot"), tmp_path / "x",
                     tensorboard=False, progress=False)
+
+
+def test_validation_is_refused_for_logged_tasks(tmp_path):
+    """Evaluation runs the family's own tasks by index; logged tasks are not those."""
+    import pytest
+
+    from pearl_robot.errors import ConfigError
+
+    fam = make_family("point-robot")
+    with pytest.raises(ConfigError, match="simulation"):
+        MetaTrainer(_tiny(validation_tasks=2), fam, tmp_path / "x",
+                    train_tasks=fam.train_tasks[:6], tensorboard=False, progress=False)
