@@ -72,7 +72,7 @@ model: $(STAMP)
 	$(VENV)/bin/pearl-robot bundle check models/arm3 --robot
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pearl_robot tests bench launch
+	$(VENV)/bin/ruff check pearl_robot tests bench launch tools
 
 colcon-check: setup
 	$(PY) -m bench.colcon_check

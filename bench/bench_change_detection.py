@@ -69,6 +69,7 @@ def run_stream(rt: Any, variant: str, task: Any, spec: Any, steps: int, seed: in
         if variant == "oracle" and t in switch_at:
             rt.reset_belief()
         out = rt.tick(obs, reward)
+        out = rt.finish_tick() or out  # the complete result (belief after this transition)
         if mon is not None:
             st = mon.status()
             if st.changes > seen:

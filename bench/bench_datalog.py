@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pearl_robot.datalog.mcap_io import TransitionCodec
+from pearl_robot.datalog.cdr import TransitionCodec
 from pearl_robot.datalog.reader import load_datasets
 from pearl_robot.datalog.schema import TransitionLayout
 from pearl_robot.datalog.writer import DatasetWriter, WriterConfig

@@ -7,7 +7,10 @@ and is evaluated on the held-out tasks every iteration:
 - ``pearl``: faithful PEARL (``pearl.inference: pog``: per-transition Gaussian factors
   multiplied together, encoder trained through the critic and the KL);
 - ``pooled``: the set encoder with mean/max pooling and a Gaussian belief head, trained by
-  task-label likelihood and reward reconstruction, policy on the belief's mean and std;
+  task-label likelihood and reward reconstruction, policy on the belief's mean and std; its
+  belief-only steps relabel half their tasks (``pearl.task_relabeling``) where the family's
+  config asks for it;
+- ``pooled_no_relabel``: the same without task relabelling (the ablation);
 - ``no_inference``: the same SAC as ``pearl`` with z = 0 (the floor);
 - ``privileged``: the policy is given the true task parameters (the ceiling for the policy
   itself); the oracle controller is the 1.0 line of the normalized score.
@@ -52,7 +55,8 @@ FAMILIES: dict[str, dict[str, Any]] = {
                  "pooled": "config/train/twin_arm_pooled.yaml",
                  "score": "online/normalized", "bar": 0.85, "success_bar": 0.5},
 }
-VARIANTS = ("pearl", "pooled", "no_inference", "privileged")
+VARIANTS = ("pearl", "pooled", "pooled_no_relabel", "no_inference", "privileged")
+DEFAULT_VARIANTS = ("pearl", "pooled", "no_inference", "privileged")
 
 
 def variant_config(family: str, variant: str, seed: int,
@@ -60,8 +64,8 @@ def variant_config(family: str, variant: str, seed: int,
     from pearl_robot.core.config import load_experiment, merge
 
     fam = FAMILIES[family]
-    base = load_experiment(ROOT / fam["pooled" if variant in ("pooled", "privileged")
-                                         else "pog"])
+    base = load_experiment(ROOT / fam["pooled" if variant in ("pooled", "pooled_no_relabel",
+                                                              "privileged") else "pog"])
     # the wall-clock cap ends every run, not the configs' iteration counts
     over: dict[str, dict[str, Any]] = {"train": {"seed": seed, "torch_threads": 1,
                                                  "num_iterations": 1_000_000,
@@ -70,7 +74,9 @@ def variant_config(family: str, variant: str, seed: int,
     if variant == "no_inference":
         over["pearl"] = {"task_inference": False}
     elif variant == "privileged":
-        over["pearl"] = {"inference": "privileged"}
+        over["pearl"] = {"inference": "privileged", "task_relabeling": "off"}
+    elif variant == "pooled_no_relabel":
+        over["pearl"] = {"task_relabeling": "off"}
     return merge(base, over)
 
 
@@ -175,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[2:]))
     p.add_argument("--family", default="point-robot", choices=sorted(FAMILIES))
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=VARIANTS)
     p.add_argument("--cap", type=float, default=900.0, help="wall-clock cap per variant, s")
     p.add_argument("--seed", type=int, default=0, help="training seed (same for all)")
     p.add_argument("--goal-seed", type=int, default=7,

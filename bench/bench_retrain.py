@@ -11,7 +11,7 @@ which is the MuJoCo twin):
    the ROS policy node drives a robot: an :class:`~pearl_robot.runtime.schedule.OvernightSession`
    schedule (``episodes_per_task`` consecutive episodes per task, the belief carried across
    them and reset on a task change), one ``tick`` per control period, the task's reward
-   computed from the measured transition (``ros.task_reward``), and every transition packed
+   computed from the measured transition (``runtime.task_reward``), and every transition packed
    like ``policy_node._tick_running`` (command actually sent, belief at the time of acting,
    ``truncated`` on the schedule's last step, the node's /pearl/task JSON as the task) and
    written by the real :class:`~pearl_robot.datalog.writer.DatasetWriter`.
@@ -78,7 +78,7 @@ QUICK = Budget(init_tasks=4, new_tasks=4, heldout_tasks=2, init_iterations=3,
                retrain_iterations=2, steps_per_iteration=100, collect_episodes_per_task=3,
                collect_rounds=1, eval_episodes=3, eval_repeats=1)
 Z_MODES = {"episode": "episode", "step": "step_mean"}
-"""Policy-node z_mode -> runtime z schedule (as ``policy_node.Z_SCHEDULES``)."""
+"""Policy-node z_mode -> runtime z schedule (as ``node_config.Z_SCHEDULES``)."""
 
 
 def _say(msg: str) -> None:
@@ -99,9 +99,9 @@ def collect_night(bundle: Path, family: Any, task_indices: list[int], dataset: P
     with the real DatasetWriter (same packing and task messages as ``ros/policy_node.py``)."""
     from pearl_robot.datalog.schema import TransitionLayout
     from pearl_robot.datalog.writer import DatasetWriter, WriterConfig
-    from pearl_robot.ros.task_reward import reward_function
     from pearl_robot.runtime.policy import PolicyRuntime, RuntimeConfig
     from pearl_robot.runtime.schedule import OvernightSession, Phase, ScheduleConfig
+    from pearl_robot.runtime.task_reward import reward_function
 
     # what the node's default z_mode "episode" builds, with deterministic:=false when
     # `stochastic` (exploration noise for the data, as SAC's own collection has)
@@ -111,7 +111,7 @@ def collect_night(bundle: Path, family: Any, task_indices: list[int], dataset: P
     c = runtime.bundle.contract
     layout = TransitionLayout(c.obs_dim, c.action_dim, c.latent_dim)
     env = family.make_env(seed=seed)
-    dt = float(env.dt)
+    dt = float(env.control_period)
     sched = ScheduleConfig(task_indices=tuple(task_indices), episodes_per_task=episodes_per_task,
                            episode_steps=family.horizon,
                            max_episodes=len(task_indices) * episodes_per_task * rounds,
@@ -156,6 +156,7 @@ def collect_night(bundle: Path, family: Any, task_indices: list[int], dataset: P
                 reward_fn = reward_function(family, task)
                 prev_reward, ep_return, ep_env_return, started = None, 0.0, 0.0, True
             out = runtime.tick(obs, prev_reward, obs_age=0.0)
+            out = runtime.finish_tick() or out  # the logged belief includes this transition
             belief = np.concatenate([out.belief_mean, out.belief_var, [out.context_size]])
             step = env.step(out.command)
             r = reward_fn(obs, out.command, step.obs)
@@ -201,8 +202,8 @@ def measure(bundle: Path, family: Any, task_indices: list[int], *, z_mode: str, 
     """The runtime drives the twin for ``episodes`` consecutive episodes per task and repeat
     (belief carried across them, reset for the next task), deterministic actions; the starts,
     the z noise and the sensor noise depend only on the seeds, never on the bundle."""
-    from pearl_robot.ros.task_reward import reward_function
     from pearl_robot.runtime.policy import PolicyRuntime, RuntimeConfig
+    from pearl_robot.runtime.task_reward import reward_function
 
     runtime = PolicyRuntime(bundle, RuntimeConfig(z_schedule=Z_MODES[z_mode],  # type: ignore
                                                   exploration_episodes=0 if z_mode == "step"

@@ -82,16 +82,16 @@ def _bundle(tmp: Path) -> tuple[Path, str]:
     from pearl_robot.core.config import PearlConfig
     from pearl_robot.core.networks import EnvSpec, PearlNetworks
     from pearl_robot.export.exporter import ExportConfig, export_networks
+    from pearl_robot.tasks.interface import EnvInterface
     from pearl_robot.tasks.registry import make_family
 
     family = make_family("twin-arm")
     env = family.make_env(seed=0)
     torch.manual_seed(0)
     nets = PearlNetworks(PearlConfig(latent_dim=5), EnvSpec.from_env(env))
-    meta = {"obs_names": list(env.obs_names), "action_names": list(env.action_names),
-            "dt": env.dt, "command_interface": "effort"}
+    interface = EnvInterface.from_env(env)
     out = tmp / "bundle"
-    export_networks(nets, out, env_meta=meta, family=family.describe(),
+    export_networks(nets, out, interface=interface, family=family.describe(),
                     config=ExportConfig(overwrite=True))
     return out, "untrained twin-arm (same graph sizes; exported for the run)"
 

@@ -48,7 +48,7 @@ def bench_family(name: str, frame_skip: int, n_steps: int, reps: int) -> dict[st
     rng = np.random.default_rng(0)
     probe = family.make_env(seed=0)
     actions = rng.uniform(probe.action_low, probe.action_high, (n_steps, N_VEC, probe.action_dim))
-    assert round(probe.dt / probe.model.opt.timestep) == frame_skip, name
+    assert round(probe.control_period / probe.model.opt.timestep) == frame_skip, name
 
     # the 16 task instances after reset: their models (task physics) and start states
     vec = VectorMetaEnv.from_family(family, N_VEC, seed=0, n_threads=1)

@@ -1,6 +1,7 @@
 """One short pooled (or any) training run with config overrides, printing the held-out score
-and the belief's training-label error every iteration: the probes behind
-``bench/results/inference_point_robot_probes.json``.
+and the belief's training-label error every iteration, and keeping them in OUT/curve.json
+(rewritten every iteration): the probes behind
+``bench/results/inference_point_robot*_probes.json``.
 
     python -m bench.probe_inference config/train/point_robot_pooled.yaml 420 \\
         '{"pearl": {"inference_updates": 4}}' runs/probe
@@ -32,11 +33,19 @@ def main(argv: list[str] | None = None) -> int:
     tr = MetaTrainer(cfg, make_family(cfg.train.task_family), out, tensorboard=False,
                      progress=False)
     t0 = time.perf_counter()
+    curve: list[dict[str, float]] = []
     while time.perf_counter() - t0 < cap:
         row = tr.run_iteration().metrics
-        print(f"it {tr.iteration} t={time.perf_counter() - t0:.0f} g={tr.grad_steps} "
-              f"score={row.get('eval/test_normalized', float('nan')):.3f} "
-              f"rmse={row.get('inference/label_rmse', float('nan')):.3f}", flush=True)
+        point = {"iteration": tr.iteration, "wall_s": round(time.perf_counter() - t0, 1),
+                 "grad_steps": tr.grad_steps,
+                 "score": row.get("eval/test_normalized", float("nan")),
+                 "train_label_rmse": row.get("inference/label_rmse", float("nan"))}
+        curve.append(point)
+        print(f"it {tr.iteration} t={point['wall_s']:.0f} g={tr.grad_steps} "
+              f"score={point['score']:.3f} rmse={point['train_label_rmse']:.3f}", flush=True)
+        (out / "curve.json").write_text(json.dumps(
+            {"config": args[0], "cap_s": cap, "overrides": json.loads(args[2])
+             if len(args) > 2 else {}, "curve": curve}, indent=1))
     tr.save(out / "final.pt")
     return 0
 

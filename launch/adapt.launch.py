@@ -43,6 +43,8 @@ def _launch_setup(context, *args, **kwargs):
             reason = ("the policy ran its episodes (exit_when_done)"
                       if spec.parameters.get("exit_when_done") else "the policy node ended")
             on_exit = [Shutdown(reason=reason)]
+        elif spec.executable == "bridge_node":  # no robot, no run (a dead link, a refused one)
+            on_exit = [Shutdown(reason="the serial bridge ended")]
         nodes.append(Node(package=PACKAGE, executable=spec.executable, name=spec.name,
                           parameters=[spec.parameters], remappings=list(spec.remappings),
                           output="screen", emulate_tty=True, on_exit=on_exit,

@@ -44,13 +44,23 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
 )
 
 
+OUTPUTS = """outputs: by default everything goes under runs/ in the current directory (git-ignored
+in the repository); nothing is written into tracked files or loose into the directory:
+  runs/<family>-<time>/          train (checkpoints/, progress.csv, learning_curve.png)
+  runs/data/adapt/               adapt's episode log (config/adapt.yaml, --dataset-dir)
+  runs/plots/<dataset>-summary.png   data info's plot (--plot)
+  runs/demo-<time>/              demo (report, logs, datasets, bundles)"""
+"""Where outputs go without an explicit path; each subcommand's --help names its own."""
+
+
 def _top_parser() -> argparse.ArgumentParser:
     lines = "\n".join(f"  {s.name:<10} {s.summary}" for s in SUBCOMMANDS)
     parser = argparse.ArgumentParser(
         prog="pearl-robot",
         description="PEARL meta-RL on a real robot: train in the MuJoCo twin, export a model "
         "bundle, run the 20 Hz adapt graph, log every transition, retrain from the logs.",
-        epilog=f"subcommands:\n{lines}\n\nRun `pearl-robot SUBCOMMAND --help` for details.",
+        epilog=f"subcommands:\n{lines}\n\n{OUTPUTS}\n\n"
+        "Run `pearl-robot SUBCOMMAND --help` for details.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("subcommand", nargs="?", help="one of the subcommands below")

@@ -63,9 +63,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = args.out or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    made = not out.exists()
+    try:
+        return _run(args, out)
+    except BaseException:
+        # a demo refused up front (no ROS, a bad bundle) leaves no empty run directory
+        if made and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+
+
+def _run(args: argparse.Namespace, out: Path) -> int:
     ros = importlib.util.find_spec("rclpy") is not None
+    if not ros and not args.twin_only:
+        raise PearlRobotError("the loop needs ROS 2 (rclpy): install the 'ros' extra "
+                              "(`make setup`) or source a ROS 2 distro; `pearl-robot demo "
+                              "--twin-only` runs without it")
+    out.mkdir(parents=True, exist_ok=True)
     if args.twin_only:
         if not ros:
             print("rclpy is not importable: running the runtime and the twin in-process "
@@ -77,10 +92,6 @@ def run(args: argparse.Namespace) -> int:
             raise PearlRobotError(f"no episode finished (see the log above); output in {out}")
         _report(returns, out)
         return 0
-    if not ros:
-        raise PearlRobotError("the loop needs ROS 2 (rclpy): install the 'ros' extra "
-                              "(`make setup`) or source a ROS 2 distro; `pearl-robot demo "
-                              "--twin-only` runs without it")
     return run_loop(args, out)
 
 
@@ -103,7 +114,8 @@ def run_loop(args: argparse.Namespace, out: Path) -> int:
         print(f"{task:>6} {v['before']:>9.2f} {v['after']:>9.2f} {v['delta']:>+8.2f}")
     print(files.summary["verdict"])
     t = files.summary["timing"]
-    print(f"loop timing: tick interval p50 {t['tick_interval_p50_ms']:.1f} ms, p99 "
+    print(f"loop timing: tick interval mean {t['tick_interval_mean_ms']:.1f} ms (the rate), "
+          f"p50 {t['tick_interval_p50_ms']:.1f} ms, p99 "
           f"{t['tick_interval_p99_ms']:.1f} ms; state->command p50 "
           f"{t['state_to_command_p50_ms']:.1f} ms; link round trip p50 "
           f"{t['link_rtt_p50_ms']:.1f} ms")
@@ -124,14 +136,28 @@ def _run_graph(args: argparse.Namespace, dataset: Path) -> list[dict[str, Any]]:
     if args.bundle:
         cli += ["--bundle", str(args.bundle)]
     print(f"starting the adapt graph: pearl-robot adapt {' '.join(cli)}", flush=True)
-    rc = adapt_cli.run(parser.parse_args(cli))
+    rc = adapt_cli.run(parser.parse_args(cli), summary=False)  # the demo prints its own
     if rc:
         raise PearlRobotError(f"the adapt graph exited with status {rc}")
     entries = [e for e in manifest_entries(dataset) if e.get("status") != "quarantined"]
     print(f"episode log: {dataset} ({len(entries)} episodes in manifest.jsonl)")
     return [{"episode": int(e["episode"]), "task": _task_label(e.get("task")),
+             "task_index": _task_index(e.get("task")), "family": _task_family(e.get("task")),
              "return": float(e["return"]), "steps": int(e.get("transitions", 0))}
             for e in entries]
+
+
+def _task_index(task: Any) -> int | None:
+    """The task's index in its family (/pearl/task names it ``task``; datasets ``index``)."""
+    if isinstance(task, dict):
+        for key in ("index", "task"):
+            if isinstance(task.get(key), int) and task[key] >= 0:
+                return int(task[key])
+    return None
+
+
+def _task_family(task: Any) -> str | None:
+    return str(task["family"]) if isinstance(task, dict) and task.get("family") else None
 
 
 def _task_label(task: Any) -> str:
@@ -160,34 +186,35 @@ def _packaged_bundle() -> Path:
 
 def _run_without_ros(args: argparse.Namespace, episodes_per_task: int = 3
                      ) -> list[dict[str, Any]]:
-    """The policy runtime driving the twin env directly, as the policy node would: one tick
-    per control period on each fresh observation, context reward fed back every tick."""
+    """The policy runtime driving the twin env directly through the episode controller the
+    policy node uses: the held-out tasks, ``episodes_per_task`` each, one tick per control
+    period on each fresh observation, context reward fed back every tick."""
+    import tempfile
+
+    from pearl_robot.runtime.episodes import EpisodeConfig, EpisodeController, run_env
     from pearl_robot.runtime.policy import PolicyRuntime, RuntimeConfig
+    from pearl_robot.runtime.schedule import OvernightSession, ScheduleConfig
     from pearl_robot.tasks.registry import make_family
 
     bundle = Path(args.bundle) if args.bundle else _packaged_bundle()
     rt = PolicyRuntime(bundle, RuntimeConfig(), rng=np.random.default_rng(0))
     family = make_family(rt.bundle.contract.task_family["name"])
     env = family.make_env(seed=0)
-    key = family.context_reward_key
-    out = []
-    for ep in range(args.episodes):
-        task = family.eval_tasks[(ep // episodes_per_task) % len(family.eval_tasks)]
-        env.set_task(task)
-        obs, _ = env.reset(seed=ep)
-        rt.begin_episode(task=task.index)
-        reward, total, steps = None, 0.0, 0
-        for _ in range(env.max_episode_steps):
-            cmd = rt.tick(obs, reward, obs_age=0.0).command
-            st = env.step(cmd)
-            obs, total, steps = st.obs, total + st.reward, steps + 1
-            reward = st.info[key] if key else st.reward
-            if st.terminated or st.truncated:
-                break
-        rt.end_episode(obs, reward)
-        out.append({"episode": ep, "task": f"task {task.index}", "return": total,
-                    "steps": steps})
-    return out
+    steps = int(env.max_episode_steps)
+    sched = ScheduleConfig(task_indices=tuple(family.eval_indices),
+                           episodes_per_task=episodes_per_task, episode_steps=steps,
+                           max_episodes=args.episodes)
+    try:
+        with tempfile.TemporaryDirectory(prefix="pearl-demo-session-") as state:
+            ctl = EpisodeController(rt, OvernightSession(sched, family.tasks, state),
+                                    EpisodeConfig(control_period=float(env.control_period),
+                                                  family_name=family.name))
+            res = run_env(ctl, env, max_ticks=args.episodes * (steps + 8) + 16,
+                          context_reward_key=family.context_reward_key)
+    finally:
+        rt.close()
+    return [{"episode": e.episode, "task": f"task {e.task}", "task_index": int(e.task),
+             "family": family.name, "return": e.ret, "steps": e.steps} for e in res.ends]
 
 
 def _report(returns: list[dict[str, Any]], out: Path) -> None:
@@ -199,25 +226,66 @@ def _report(returns: list[dict[str, Any]], out: Path) -> None:
         seen[r["task"]] = k + 1
         tag = "explore" if k == 0 else f"adapt {k}"
         print(f"{r['episode']:>7} {r['task']:>10} {r['steps']:>6} {r['return']:>10.2f}   {tag}")
+    plot_adaptation(returns, out / "adaptation.png")
+    print(f"\nplot: {out / 'adaptation.png'}")
+
+
+def _references(returns: list[dict[str, Any]]) -> tuple[dict[str, tuple[float, float]], str]:
+    """Per task label, the (zero-effort, oracle) returns of that task in the twin from its
+    reset poses, and the line saying what a return is; empty where the family has none."""
+    from pearl_robot.loop.report import reference_returns, return_meaning
+
+    fams = {r.get("family") for r in returns} - {None}
+    if len(fams) != 1:
+        return {}, return_meaning("")
+    from pearl_robot.tasks.registry import make_family
+
+    name = fams.pop()
+    family = make_family(name)
+    steps = max(int(r["steps"]) for r in returns)
+    refs: dict[str, tuple[float, float]] = {}
+    for r in returns:
+        if r.get("task_index") is not None and r["task"] not in refs:
+            ref = reference_returns(family, int(r["task_index"]), steps)
+            if ref is not None:
+                refs[r["task"]] = ref
+    return refs, return_meaning(name, steps)
+
+
+def plot_adaptation(returns: list[dict[str, Any]], png: Path) -> Path:
+    """Return per episode on each task, with that task's zero-effort and oracle returns as
+    reference lines in its colour, and a line saying what "return" measures."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    refs, meaning = _references(returns)
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
     by_task: dict[str, list[float]] = {}
     for r in returns:
         by_task.setdefault(r["task"], []).append(r["return"])
-    for task, rets in by_task.items():
-        ax.plot(np.arange(1, len(rets) + 1), rets, "o-", label=task)
+    for i, (task, rets) in enumerate(by_task.items()):
+        colour = plt.cm.tab10(i % 10)
+        ax.plot(np.arange(1, len(rets) + 1), rets, "o-", color=colour, label=task)
+        if task in refs:
+            zero, oracle = refs[task]
+            ax.axhline(zero, color=colour, ls=":", lw=1)
+            ax.axhline(oracle, color=colour, ls="--", lw=1)
+    if refs:  # one legend entry per line style, not per task
+        ax.plot([], [], ":", color="0.4", lw=1, label="zero effort (same task)")
+        ax.plot([], [], "--", color="0.4", lw=1, label="oracle, told the task")
     ax.set_xticks(np.arange(1, max(len(r) for r in by_task.values()) + 1))
     ax.set_xlabel("episode on the task (1 = exploration with the prior)")
     ax.set_ylabel("return")
     ax.set_title("PEARL on the twin: adaptation per task")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    png = out / "adaptation.png"
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.text(0.01, 0.01, "\n".join(textwrap.wrap(meaning, 120)), fontsize=7, color="0.3",
+             va="bottom")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(png, dpi=110)
     plt.close(fig)
-    print(f"\nplot: {png}")
+    return png

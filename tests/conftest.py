@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import random
+import signal
 
 import pytest
 
@@ -14,6 +15,14 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 100)))
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+# Many tests stop a child process with SIGINT, as Ctrl-C does. A shell that starts pytest in
+# the background (``make test &``, nohup, some CI runners) leaves SIGINT ignored, and children
+# inherit an ignored signal: every such child would then ignore its Ctrl-C and time out. A
+# Python handler is reset to the default in each child at exec, so installing one here gives
+# every child the disposition a user's terminal gives it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _ros_available() -> bool:

@@ -75,15 +75,18 @@ def test_help_examples_parse_and_name_real_paths():
             args = parser.parse_args(argv[1:])
         except SystemExit as exc:  # argparse's way to refuse
             raise AssertionError(f"--help example does not parse: {cmd}") from exc
-        outputs = {str(getattr(args, a)) for a in ("out", "export_bundle", "plot", "out_dir")
-                   if getattr(args, a, None) is not None}
+        outputs = {str(getattr(args, a)) for a in ("out", "export_bundle", "plot", "out_dir",
+                                                   "json", "dataset_dir")
+                   if getattr(args, a, None) not in (None, "", True, False)}
+        for out in outputs:  # a bare file name (`--plot eval.png`) lands in the cwd
+            assert out.startswith(("runs/", "/tmp/", "/data/")), \
+                f"{cmd}: writes {out} outside runs/ (the git-ignored output directory)"
         for tok in argv[1:]:
             if tok.startswith("-") or "/" not in tok:
                 continue
             if tok in outputs:
-                assert tok.startswith(("runs/", "/tmp/")), \
-                    f"{cmd}: writes {tok} into the tracked tree (use runs/...)"
-            elif tok.startswith("runs/"):
+                continue
+            if tok.startswith("runs/"):
                 assert re.fullmatch(r"runs/[\w.-]+/checkpoints/(final|latest)\.pt", tok), \
                     f"{cmd}: {tok} is not a path `pearl-robot train` writes"
             elif tok.split("/")[0] in ("config", "models", "sim", "launch"):
@@ -119,3 +122,35 @@ def test_evaluate_on_a_run_directory_says_what_to_pass(tmp_path, capsys):
     assert main(["evaluate", str(run)]) == 1
     err = capsys.readouterr().err
     assert f"pass {run / 'checkpoints' / 'final.pt'}" in err and "not found" not in err
+
+
+def test_help_names_where_outputs_go(capsys):
+    """`pearl-robot --help` names runs/ and the default of each output; the adapt log's
+    default there is the one the graph really uses, and `adapt --help` says it too."""
+    from pearl_robot.ros.adapt_cli import default_dataset_dir
+    from pearl_robot.ros.graph import build_graph
+
+    assert main(["--help"]) == 0
+    top = capsys.readouterr().out
+    dataset = default_dataset_dir()
+    assert dataset.startswith("runs/") and f"  {dataset}/" in top
+    assert "runs/plots/" in top and "runs/<family>-<time>/" in top
+    logger = next(s for s in build_graph({}) if s.executable == "logger_node")
+    assert logger.parameters["dataset_dir"].endswith(dataset)
+    import contextlib
+
+    with contextlib.suppress(SystemExit):
+        main(["adapt", "--help"])
+    assert f"Default file's value: {dataset}" in " ".join(capsys.readouterr().out.split())
+
+
+def test_adapt_says_why_a_resumed_run_finished_no_episode(capsys):
+    """`adapt --episodes 2` on a dataset whose session already ran 3: the count is the
+    schedule's total, so nothing runs; the summary says so instead of a bare 'no episode'."""
+    from pearl_robot.ros import adapt_cli
+
+    adapt_cli._print_summary([], (), (3, 2))
+    out = capsys.readouterr().out
+    assert "already run 3 of its --episodes 2" in out and "new --dataset-dir" in out
+    adapt_cli._print_summary([], (), (0, 2))  # nothing ran for another reason: no guess
+    assert capsys.readouterr().out.startswith("no episode finished; dataset: ")

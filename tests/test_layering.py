@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "robot": set(),                                   # what the robot is: numpy only
     "core": set(),                                    # the learner's math (torch)
-    "datalog": set(),                                 # the log format: no learner, no ROS
+    "datalog": {"robot"},                             # the log format: no learner, no ROS
     "hardware": {"robot"},                            # the serial link to the device
     "tasks": {"robot"},                               # task families (numpy)
     "twin": {"robot", "tasks"},                       # MuJoCo envs implementing tasks' MetaEnv
@@ -37,7 +37,6 @@ LAZY: dict[str, set[str]] = {
     "tasks": {"twin"},               # MuJoCo families build their envs only when asked
     "twin": {"tasks"},               # render/vector helpers resolve a family by name
     "hardware": {"twin"},            # the emulator simulates the device with the twin
-    "runtime": {"datalog"},          # schedule.drive_env can write a dataset (tests, benches)
     "train": {"export", "twin"},     # train --export-bundle; the twin adaptation report
     "export": {"datalog"},           # parity on recorded transitions
     "loop": {"ros", "twin"},         # the mission drives the graph; the report renders the twin

@@ -4,7 +4,9 @@ A checkpoint is one ``torch.save`` file holding only tensors and plain Python va
 
 - ``format``: :data:`CHECKPOINT_FORMAT` (refused if different)
 - ``config``: the ExperimentConfig as a plain dict
-- ``env_spec``: obs/action sizes, action bounds, names, control period (the export reads it)
+- ``env_spec``: obs/action sizes and action bounds (what this module reads back), plus the
+  environment's interface record the exporter reads (``tasks.interface.EnvInterface``: names,
+  units, control period, robot description)
 - ``family``: the task family's ``describe()``
 - ``networks``: ``PearlNetworks.state_dict()``
 - ``optimizers``: name -> optimizer state dict
@@ -53,24 +55,14 @@ class Checkpoint(NamedTuple):
     path: Path
 
 
-def env_spec_to_dict(spec: EnvSpec, obs_names: tuple[str, ...] = (),
-                     action_names: tuple[str, ...] = (), dt: float = 0.05,
-                     obs_units: tuple[str, ...] = (), action_units: tuple[str, ...] = (),
-                     command_interface: str | None = None) -> dict[str, Any]:
-    """The env facts a bundle contract needs; units and interface only where the env has them
-    (the exporter writes "unspecified" otherwise)."""
-    out: dict[str, Any] = {
-        "obs_dim": spec.obs_dim, "action_dim": spec.action_dim,
-        "action_low": [float(x) for x in spec.action_low],
-        "action_high": [float(x) for x in spec.action_high],
-        "obs_names": list(obs_names), "action_names": list(action_names), "dt": float(dt)}
-    if obs_units:
-        out["obs_units"] = list(obs_units)
-    if action_units:
-        out["action_units"] = list(action_units)
-    if command_interface:
-        out["command_interface"] = command_interface
-    return out
+def env_spec_to_dict(spec: EnvSpec) -> dict[str, Any]:
+    """The part of ``env_spec`` this module reads back (sizes and action bounds). A trainer's
+    checkpoint stores the environment's full interface record
+    (``tasks.interface.EnvInterface.to_json()``, a superset); a checkpoint with only this part
+    loads and trains but cannot be exported (no names, no control period)."""
+    return {"obs_dim": spec.obs_dim, "action_dim": spec.action_dim,
+            "action_low": [float(x) for x in spec.action_low],
+            "action_high": [float(x) for x in spec.action_high]}
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:

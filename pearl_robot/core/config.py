@@ -26,6 +26,7 @@ ContextLengths = Literal["fixed", "uniform"]
 InferenceMode = Literal["pog", "pooled", "privileged"]
 PolicyInput = Literal["sample", "belief"]
 BeliefHead = Literal["mlp", "anchors"]
+TaskRelabeling = Literal["off", "mix", "family"]
 
 
 def _check(cond: bool, name: str, message: str, value: Any) -> None:
@@ -152,6 +153,18 @@ class PearlConfig:
     belief_window: int | None = None
     """"pooled": newest transitions the online belief keeps (the step graph's ring size);
     None: embedding_batch_size."""
+    task_relabeling: TaskRelabeling = "off"
+    """"pooled": in the belief-only steps (``inference_updates`` - 1 per step), score part of
+    the training contexts under other tasks and train the belief on those. "off": never.
+    "mix": a task whose labels are a random convex combination of two training tasks' labels
+    (task interpolation, as MLTI densifies few training tasks). "family": a new task drawn from
+    the family's task distribution (its sampler, never the held-out list). The rewards are
+    recomputed by the family's reward function (``TaskFamily.relabel_rewards``; families
+    whose labels change the dynamics cannot), so the belief cannot memorize the training
+    tasks and has to read the rewards rather than where the trajectories went. The
+    actor-critic step always sees the real contexts."""
+    relabel_fraction: float = 0.5
+    """"pooled" with task_relabeling: fraction of each belief-only step's tasks relabelled."""
 
     def __post_init__(self) -> None:
         _positive(self, "latent_dim", "meta_batch", "batch_size", "embedding_batch_size",
@@ -166,6 +179,16 @@ class PearlConfig:
                "must be 'sample' or 'belief'", self.policy_input)
         _check(self.belief_head in ("mlp", "anchors"), "PearlConfig.belief_head",
                "must be 'mlp' or 'anchors'", self.belief_head)
+        _check(self.task_relabeling in ("off", "mix", "family"), "PearlConfig.task_relabeling",
+               "must be 'off', 'mix' or 'family'", self.task_relabeling)
+        _check(isinstance(self.relabel_fraction, (int, float))
+               and 0.0 < self.relabel_fraction <= 1.0, "PearlConfig.relabel_fraction",
+               "must be in (0, 1]", self.relabel_fraction)
+        _check(self.task_relabeling == "off" or (self.inference == "pooled"
+                                                 and self.inference_updates >= 2),
+               "PearlConfig.task_relabeling", "needs inference 'pooled' and "
+               "inference_updates >= 2 (it acts in the belief-only steps)",
+               self.task_relabeling)
         _check(self.context_lengths in ("fixed", "uniform"), "PearlConfig.context_lengths",
                "must be 'fixed' or 'uniform'", self.context_lengths)
         _check(self.belief_window is None or (isinstance(self.belief_window, int)

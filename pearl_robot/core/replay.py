@@ -32,6 +32,17 @@ class Path(NamedTuple):
     """The reward used in context rows (the env reward, or e.g. the sparse reward)."""
 
 
+class ContextDraw(NamedTuple):
+    """Context rows with what a relabelling needs beside them."""
+
+    rows: np.ndarray
+    """Context rows [T, n, ctx_dim] (``ContextLayout``)."""
+    next_obs: np.ndarray
+    """Each row's next observation [T, n, obs_dim] (raw), whether or not the row holds it."""
+    layout: ContextLayout
+    """The rows' layout (where the reward column is)."""
+
+
 class MultiTaskReplay:
     """Ring buffers for ``n_tasks`` tasks, each holding up to ``capacity`` transitions."""
 
@@ -112,15 +123,23 @@ class MultiTaskReplay:
         ``n`` independent uniform transitions per task (the reference), or with
         ``trajectories`` a window of consecutive whole trajectories (what the online context
         looks like after the first trajectories of an evaluation)."""
+        return self.sample_context_draw(tasks, n, rng, use_next_obs, trajectories).rows
+
+    def sample_context_draw(self, tasks: np.ndarray, n: int, rng: np.random.Generator,
+                            use_next_obs: bool, trajectories: bool = False) -> ContextDraw:
+        """:meth:`sample_context` with the transitions' next observations kept beside the
+        rows, so a caller can recompute their rewards (task relabelling) whatever the row
+        layout holds. Draws exactly what :meth:`sample_context` draws from ``rng``."""
         tasks = np.asarray(tasks, dtype=np.int64)
         idx = self._window_indices(tasks, n, rng) if trajectories \
             else self._indices(tasks, n, rng)
         t = tasks[:, None]
         a = self.arrays
         layout = ContextLayout(self.obs_dim, self.action_dim, use_next_obs)
-        return layout.rows(a["obs"][t, idx], a["actions"][t, idx],
-                           a["context_rewards"][t, idx],
-                           a["next_obs"][t, idx] if use_next_obs else None)
+        next_obs = a["next_obs"][t, idx]
+        rows = layout.rows(a["obs"][t, idx], a["actions"][t, idx], a["context_rewards"][t, idx],
+                           next_obs if use_next_obs else None)
+        return ContextDraw(rows, next_obs, layout)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The filled prefix of every task's buffer, plus sizes and write positions."""

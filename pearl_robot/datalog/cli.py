@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -133,8 +133,17 @@ def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1] + "\u2026"
 
 
+def _plot_label(task: dict[str, Any]) -> str:
+    """A task's name on the plot: ``family[index]`` (unique, short; the table printed beside
+    it has the parameters), else the start of the parameters."""
+    if task.get("index", "") != "":
+        return f"{task.get('family', 'task')}[{task['index']}]"
+    return _short(_task_label(task), 24)
+
+
 def plot_summary(loaded: LoadedDataset, path: Path) -> bool:
-    """Returns per episode over time (coloured by task) and per-task return distributions."""
+    """Returns per episode over time (coloured by task) and per-task return distributions,
+    as a PNG; False (and a line on stderr) when matplotlib is missing."""
     try:
         import matplotlib
 
@@ -144,27 +153,46 @@ def plot_summary(loaded: LoadedDataset, path: Path) -> bool:
         print("plot skipped: matplotlib is not installed (install the 'train' extra)",
               file=sys.stderr)
         return False
+    fig = summary_figure(loaded)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # the legend sits below the axes
+    plt.close(fig)
+    return True
+
+
+LEGEND_MAX_TASKS = 24
+"""Up to this many tasks the colours get a legend; beyond, the per-task panel names them."""
+
+
+def summary_figure(loaded: LoadedDataset) -> Any:
+    """The figure of :func:`plot_summary` (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     eps = [e for e in loaded.episodes if e.usable]
     keys = sorted({e.task_key for e in eps})
     colour = {k: plt.cm.tab20(i % 20) for i, k in enumerate(keys)}
+    label = {k: _plot_label(loaded.tasks[k].task) for k in keys}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5), width_ratios=(2, 1))
     ax1.scatter(range(len(eps)), [e.episode_return for e in eps],
-                c=[colour[e.task_key] for e in eps], s=10)
+                c=[colour[e.task_key] for e in eps], s=14)
     bad = [i for i, e in enumerate(eps) if e.status == "recovered"]
     if bad:
         ax1.scatter(bad, [eps[i].episode_return for i in bad], facecolors="none",
                     edgecolors="red", s=40, label="recovered after crash")
-    if len(keys) <= 12:  # a legend for the colours while it stays readable
+    if len(keys) <= LEGEND_MAX_TASKS:  # a legend for the colours while it stays readable
         for k in keys:
-            ax1.scatter([], [], color=colour[k], s=10,
-                        label=_short(_task_label(loaded.tasks[k].task), 32))
+            ax1.scatter([], [], color=colour[k], s=14, label=label[k])
     if ax1.get_legend_handles_labels()[0]:
-        ax1.legend(loc="best", fontsize=7, ncol=2 if len(keys) > 6 else 1)
-    from matplotlib.ticker import MaxNLocator
-
+        ax1.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8,
+                   ncol=min(6, max(1, len(keys))), frameon=False, title="colour = task",
+                   title_fontsize=8)
     ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax1.set_xlabel("episode (load order: dataset, then id); colour = task")
-    ax1.set_ylabel("return")
+    ax1.set_xlabel("episode (load order: dataset, then id)")
+    ax1.set_ylabel("return (sum of rewards over the episode)")
     ax1.set_title(f"{_n(len(eps), 'episode')}, {_n(loaded.transitions, 'transition')}, "
                   f"{_n(len(keys), 'task')}")
     data = [[e.episode_return for e in eps if e.task_key == k] for k in keys]
@@ -172,16 +200,13 @@ def plot_summary(loaded: LoadedDataset, path: Path) -> bool:
         parts = ax2.boxplot(data, orientation="horizontal", patch_artist=True, widths=0.6)
         for patch, k in zip(parts["boxes"], keys):
             patch.set_facecolor(colour[k])
-        labels = [_short(_task_label(loaded.tasks[k].task), 32) for k in keys]
-        ax2.set_yticks(range(1, len(keys) + 1), labels if len(keys) <= 30 else [""] * len(keys),
+        ax2.set_yticks(range(1, len(keys) + 1),
+                       [label[k] for k in keys] if len(keys) <= 40 else [""] * len(keys),
                        fontsize=8 if len(keys) <= 15 else 6)
     ax2.set_xlabel("return per episode")
     ax2.set_title("per task")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return fig
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -216,6 +241,18 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+class _ExportRows(NamedTuple):
+    """The export's tables as columns, before they become Parquet."""
+
+    frames: dict[str, list[Any]]
+    """One row per transition (``data/chunk-000/file-000.parquet``)."""
+    episodes: dict[str, list[Any]]
+    """One row per episode (``meta/episodes/...``)."""
+    total_frames: int
+    fps: float
+    """From the logged stamps (median step), unless given."""
+
+
 def export_parquet(dirs: list[Path], out: Path, fps: float | None = None) -> Path:
     """LeRobot-v3-like export: ``data/chunk-000/file-000.parquet`` (one row per transition),
     ``meta/info.json``, ``meta/tasks.parquet``, ``meta/episodes/chunk-000/file-000.parquet``,
@@ -233,7 +270,26 @@ def export_parquet(dirs: list[Path], out: Path, fps: float | None = None) -> Pat
     if not usable:
         raise DatasetError("nothing to export: no usable episodes")
     keys = sorted({e.task_key for e in usable})
-    task_index = {k: i for i, k in enumerate(keys)}
+    tables = _export_rows(loaded, usable, {k: i for i, k in enumerate(keys)}, fps)
+    data_dir = out / "data" / "chunk-000"
+    meta = out / "meta"
+    (meta / "episodes" / "chunk-000").mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(tables.frames), data_dir / "file-000.parquet", compression="snappy")
+    pq.write_table(pa.table(tables.episodes),
+                   meta / "episodes" / "chunk-000" / "file-000.parquet")
+    pq.write_table(pa.table({"task_index": list(range(len(keys))), "task": keys}),
+                   meta / "tasks.parquet")
+    info = _export_info(loaded, usable, dirs, tables, len(keys))
+    (meta / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+    stats = _export_stats(tables)
+    (meta / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    return out
+
+
+def _export_rows(loaded: LoadedDataset, usable: list[Any], task_index: dict[str, int],
+                 fps: float | None) -> _ExportRows:
+    """Every usable episode's transitions as frame rows, renumbered 0.. in load order."""
     rows: dict[str, list[Any]] = {c: [] for c in (
         "observation.state", "action", "next.observation.state", "next.reward", "next.done",
         "next.truncated", "timestamp", "frame_index", "episode_index", "index", "task_index")}
@@ -271,23 +327,21 @@ def export_parquet(dirs: list[Path], out: Path, fps: float | None = None) -> Pat
             ep_rows[k].append(v)
         index += n
     fps = fps or (1.0 / float(np.median(dts)) if dts and np.median(dts) > 0 else 20.0)
-    data_dir = out / "data" / "chunk-000"
-    meta = out / "meta"
-    (meta / "episodes" / "chunk-000").mkdir(parents=True, exist_ok=True)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(rows), data_dir / "file-000.parquet", compression="snappy")
-    pq.write_table(pa.table(ep_rows), meta / "episodes" / "chunk-000" / "file-000.parquet")
-    pq.write_table(pa.table({"task_index": list(range(len(keys))), "task": keys}),
-                   meta / "tasks.parquet")
+    return _ExportRows(rows, ep_rows, index, fps)
+
+
+def _export_info(loaded: LoadedDataset, usable: list[Any], dirs: list[Path],
+                 tables: _ExportRows, total_tasks: int) -> dict[str, Any]:
+    """``meta/info.json``: LeRobot's fields, plus where the data came from."""
     lay = loaded.layout
 
     def feat(dtype: str, shape: list[int], names: list[str] | None = None) -> dict[str, Any]:
         return {"dtype": dtype, "shape": shape, "names": names}
 
-    info = {
+    return {
         "codebase_version": "v3.0", "robot_type": ",".join(sorted({e.robot for e in usable})),
-        "fps": fps, "total_episodes": len(usable), "total_frames": index,
-        "total_tasks": len(keys), "chunks_size": 1000, "data_files_size_in_mb": 100,
+        "fps": tables.fps, "total_episodes": len(usable), "total_frames": tables.total_frames,
+        "total_tasks": total_tasks, "chunks_size": 1000, "data_files_size_in_mb": 100,
         "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
         "features": {
             "observation.state": feat("float32", [lay.obs_dim]),
@@ -300,11 +354,14 @@ def export_parquet(dirs: list[Path], out: Path, fps: float | None = None) -> Pat
         "source": {"format": "pearl_robot.episode_log", "datasets": [str(d) for d in dirs],
                    "layout": lay.to_json(), "units": "physical (as logged)"},
     }
-    (meta / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _export_stats(tables: _ExportRows) -> dict[str, Any]:
+    """``meta/stats.json``: mean, std, min, max and count of the state, action and reward."""
     stats = {}
+    n = tables.total_frames
     for col in ("observation.state", "action", "next.reward"):
-        arr = np.asarray(rows[col], dtype=np.float64).reshape(index, -1)
+        arr = np.asarray(tables.frames[col], dtype=np.float64).reshape(n, -1)
         stats[col] = {"mean": arr.mean(0).tolist(), "std": arr.std(0).tolist(),
-                      "min": arr.min(0).tolist(), "max": arr.max(0).tolist(), "count": [index]}
-    (meta / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
-    return out
+                      "min": arr.min(0).tolist(), "max": arr.max(0).tolist(), "count": [n]}
+    return stats

@@ -248,6 +248,12 @@ def used_episode_ids(paths: DatasetPaths, entries: Iterable[dict[str, Any]] | No
     """Every episode id the dataset has used: manifest entries and segment file names."""
     ids = {int(e["episode"]) for e in (entries if entries is not None
                                        else read_manifest(paths).entries)}
+    return ids | file_episode_ids(paths)
+
+
+def file_episode_ids(paths: DatasetPaths) -> set[int]:
+    """Episode ids named by segment files (episodes/ and quarantine/, open files too)."""
+    ids: set[int] = set()
     for folder in (paths.episodes, paths.quarantine):
         if folder.is_dir():
             for p in folder.iterdir():
@@ -261,6 +267,37 @@ def next_episode_id(root: Path | str) -> int:
     """The id the next episode of this dataset gets (0 for a new dataset)."""
     used = used_episode_ids(DatasetPaths(Path(root)))
     return max(used) + 1 if used else 0
+
+
+class NextEpisodeIds:
+    """:func:`next_episode_id` for a caller that asks at every episode start (the policy's
+    schedule): per dataset it remembers the largest id and how far the append-only manifest
+    was read, and reads only the lines appended since. Reading the whole manifest each time
+    cost more with every episode (18.6 MB after the 9600 episodes of the 8-hour soak) and
+    stalled the control loop at each episode start; the soak's factor fell from 13.4x to 8x."""
+
+    def __init__(self) -> None:
+        self._seen: dict[Path, tuple[int, int]] = {}  # root -> (bytes read, largest id)
+
+    def __call__(self, root: Path | str) -> int:
+        paths = DatasetPaths(Path(root))
+        offset, largest = self._seen.get(paths.root, (0, -1))
+        try:
+            with open(paths.manifest, "rb") as fh:
+                if os.fstat(fh.fileno()).st_size < offset:  # rewritten shorter: start over
+                    offset, largest = 0, -1
+                fh.seek(offset)
+                data = fh.read()
+        except FileNotFoundError:
+            offset, data = 0, b""
+        end = data.rfind(b"\n") + 1
+        for line in data[:end].splitlines():
+            try:
+                largest = max(largest, int(json.loads(line)["episode"]))
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn or foreign line: the files below still count
+        self._seen[paths.root] = (offset + end, largest)
+        return max({largest} | file_episode_ids(paths)) + 1
 
 
 class WriterLock:

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from pearl_robot.datalog.cdr import TransitionCodec
 from pearl_robot.datalog.dataset import (
     DatasetError,
     DatasetPaths,
@@ -33,7 +34,8 @@ from pearl_robot.datalog.dataset import (
     read_manifest,
 )
 from pearl_robot.datalog.episode import sha256_file, task_identity
-from pearl_robot.datalog.mcap_io import TRANSITION_TOPIC, TransitionCodec, read_segment
+from pearl_robot.datalog.mcap_reader import read_segment
+from pearl_robot.datalog.mcap_writer import TRANSITION_TOPIC
 from pearl_robot.datalog.schema import SchemaError, TransitionLayout
 
 log = logging.getLogger(__name__)
@@ -286,8 +288,34 @@ def load_datasets(roots: Sequence[Path | str] | Path | str, *,
                   progress: bool = False) -> LoadedDataset:
     """Read datasets into per-task arrays. Raises DatasetError for unreadable directories,
     mismatched layouts across datasets, or (``strict``) any error-level problem."""
-    if isinstance(roots, (str, Path)):
-        roots = [roots]
+    datasets = _open_all([roots] if isinstance(roots, (str, Path)) else list(roots))
+    layout = datasets[0].layout
+    problems: list[Problem] = []
+    work = _manifest_work(datasets, problems)
+    it: Iterable[_Work] = work
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(work, desc="loading episodes", unit="ep")
+    # pass 1: read every usable episode's segments (cache or MCAP); no per-episode numpy work
+    read = _EpisodeReader(TransitionCodec(layout), set(statuses), use_cache, verify_sha,
+                          datasets, problems)
+    cands = [read(w) for w in it]
+    # pass 2: one matrix in task order (the only copy), validated in bulk, sliced per task
+    stacked = _stack_usable(cands, layout, problems)
+    usable_set = set(stacked.order)
+    episodes = [_episode_info(i, c, i in usable_set) for i, c in enumerate(cands)]
+    errors = [p for p in problems if p.severity == "error"]
+    if strict and errors:
+        raise DatasetError("; ".join(str(p) for p in errors[:10])
+                           + (f" (+{len(errors) - 10} more)" if len(errors) > 10 else ""))
+    for p in errors:
+        log.warning("%s", p)
+    return LoadedDataset(layout, _per_task(stacked, episodes, layout), episodes, problems)
+
+
+def _open_all(roots: list[Path | str]) -> list[_Dataset]:
+    """Open every dataset; they must share one layout to be loaded together."""
     if not roots:
         raise DatasetError("no dataset directories given")
     datasets = [open_dataset(r) for r in roots]
@@ -296,88 +324,139 @@ def load_datasets(roots: Sequence[Path | str] | Path | str, *,
         if ds.layout != layout:
             raise DatasetError(f"{ds.root}: layout {ds.layout.to_json()} differs from "
                                f"{datasets[0].root}'s {layout.to_json()}; load them separately")
-    codec = TransitionCodec(layout)
-    statuses = set(statuses)
-    problems: list[Problem] = []
-    episodes: list[EpisodeInfo] = []
-    work = []
-    present: dict[Path, set[str]] = {}
-    cache_dirs = {ds.root: _cache_dirs(ds.root) for ds in datasets}
+    return datasets
+
+
+class _Work(NamedTuple):
+    """One manifest line to load."""
+
+    ds: _Dataset
+    entry: dict[str, Any]
+    duplicate: bool
+    """Its episode id is listed more than once in the manifest (never used)."""
+
+
+def _manifest_work(datasets: list[_Dataset], problems: list[Problem]) -> list[_Work]:
+    """Every manifest line of every dataset, after the dataset-level checks."""
+    work: list[_Work] = []
     for ds in datasets:
-        episodes_dir = DatasetPaths(ds.root).episodes
-        present[ds.root] = ({f"episodes/{n}" for n in os.listdir(episodes_dir)}
-                            if episodes_dir.is_dir() else set())
         m = read_manifest(DatasetPaths(ds.root))
         dups = _manifest_problems(ds, m.entries, m.torn_tail, m.bad_lines, problems)
-        for e in m.entries:
-            work.append((ds, e, int(e["episode"]) in dups))
-    it: Iterable[Any] = work
-    if progress:
-        from tqdm import tqdm
+        work += [_Work(ds, e, int(e["episode"]) in dups) for e in m.entries]
+    return work
 
-        it = tqdm(work, desc="loading episodes", unit="ep")
-    seen_uid: set[tuple[str, int]] = set()
-    # pass 1: read every usable episode's segments (cache or MCAP); no per-episode numpy work
-    cands: list[tuple[_Dataset, dict[str, Any], list[np.ndarray], bool]] = []
-    for ds, e, dup in it:
+
+class _Candidate(NamedTuple):
+    """An episode after pass 1: its segments' matrices, and whether it may be used."""
+
+    ds: _Dataset
+    entry: dict[str, Any]
+    mats: list[np.ndarray]
+    usable: bool
+
+
+class _EpisodeReader:
+    """Pass 1 for one manifest line: the episode's segments read (from the cache or the MCAP
+    files), each file's problem recorded; an episode with any failing file is not used."""
+
+    def __init__(self, codec: TransitionCodec, statuses: set[str], use_cache: bool,
+                 verify_sha: bool, datasets: list[_Dataset], problems: list[Problem]) -> None:
+        self.codec = codec
+        self.statuses = statuses
+        self.use_cache = use_cache
+        self.verify_sha = verify_sha
+        self.problems = problems
+        self.present: dict[Path, set[str]] = {}
+        for ds in datasets:
+            episodes_dir = DatasetPaths(ds.root).episodes
+            self.present[ds.root] = ({f"episodes/{n}" for n in os.listdir(episodes_dir)}
+                                     if episodes_dir.is_dir() else set())
+        self.cache_dirs = {ds.root: _cache_dirs(ds.root) for ds in datasets}
+        self.seen: set[tuple[str, int]] = set()
+
+    def __call__(self, w: _Work) -> _Candidate:
+        ds, e = w.ds, w.entry
         name, ep = str(ds.root), int(e["episode"])
-        usable = e.get("status") in statuses and not dup and (name, ep) not in seen_uid
-        seen_uid.add((name, ep))
+        usable = e.get("status") in self.statuses and not w.duplicate and \
+            (name, ep) not in self.seen
+        self.seen.add((name, ep))
         mats: list[np.ndarray] = []
         if usable:
             for f in e.get("files", []):
-                if f["path"] not in present[ds.root]:
-                    problems.append(Problem("error", name, ep, f"missing file {f['path']}"))
-                    usable = False
-                    break
-                if verify_sha and sha256_file(ds.root / f["path"]) != f.get("sha256"):
-                    problems.append(Problem("error", name, ep, f"{f['path']}: sha256 differs "
-                                            "from the manifest (file changed or corrupt)"))
-                    usable = False
-                    break
-                try:
-                    mat, err = _load_segment(ds, f, codec, use_cache, cache_dirs[ds.root])
-                except SchemaError as exc:
-                    problems.append(Problem("error", name, ep, f"{f['path']}: {exc}"))
-                    usable = False
-                    break
-                if err:
-                    problems.append(Problem("error", name, ep, f"{f['path']}: {err}"))
+                mat = self._file(ds, ep, f)
+                if mat is None:
                     usable = False
                     break
                 mats.append(mat)
-        cands.append((ds, e, mats, usable))
-    # pass 2: one matrix in task order (the only copy), validated in bulk, sliced per task
-    order = sorted((i for i, c in enumerate(cands) if c[3]),
-                   key=lambda i: (str(cands[i][1].get("task_key", "")), i))
-    lengths = np.array([sum(m.shape[0] for m in cands[i][2]) for i in order], dtype=np.int64)
-    flat = [m for i in order for m in cands[i][2]]
+        return _Candidate(ds, e, mats, usable)
+
+    def _file(self, ds: _Dataset, ep: int, f: dict[str, Any]) -> np.ndarray | None:
+        """One segment's matrix, or None with the reason in ``problems``."""
+        name, path = str(ds.root), f["path"]
+        if path not in self.present[ds.root]:
+            why = f"missing file {path}"
+        elif self.verify_sha and sha256_file(ds.root / path) != f.get("sha256"):
+            why = f"{path}: sha256 differs from the manifest (file changed or corrupt)"
+        else:
+            try:
+                mat, err = _load_segment(ds, f, self.codec, self.use_cache,
+                                         self.cache_dirs[ds.root])
+            except SchemaError as exc:
+                mat, err = None, str(exc)
+            if mat is not None and not err:
+                return mat
+            why = f"{path}: {err}"
+        self.problems.append(Problem("error", name, ep, why))
+        return None
+
+
+class _Stacked(NamedTuple):
+    """The usable episodes' transitions in one matrix, in task order."""
+
+    order: list[int]
+    """Candidate positions of the episodes in ``big``, in row order."""
+    lengths: np.ndarray
+    """Transitions of each of them."""
+    big: np.ndarray
+
+
+def _stack_usable(cands: list[_Candidate], layout: TransitionLayout,
+                  problems: list[Problem]) -> _Stacked:
+    """Concatenate the usable episodes sorted by task key, validate them in bulk, and drop
+    the ones a check refuses."""
+    order = sorted((i for i, c in enumerate(cands) if c.usable),
+                   key=lambda i: (str(cands[i].entry.get("task_key", "")), i))
+    lengths = np.array([sum(m.shape[0] for m in cands[i].mats) for i in order], dtype=np.int64)
+    flat = [m for i in order for m in cands[i].mats]
     big = np.concatenate(flat) if flat else np.empty((0, layout.size))
-    bad = _validate_bulk(big, lengths, [(str(cands[i][0].root), cands[i][1]) for i in order],
+    bad = _validate_bulk(big, lengths, [(str(cands[i].ds.root), cands[i].entry) for i in order],
                          layout, problems)
     if bad:
         keep = np.repeat(~np.isin(np.arange(len(order)), sorted(bad)), lengths)
         order = [i for k, i in enumerate(order) if k not in bad]
         lengths = np.array([n for k, n in enumerate(lengths) if k not in bad], dtype=np.int64)
         big = big[keep]
-    usable_set = set(order)
-    for i, (ds, e, _, _) in enumerate(cands):
-        episodes.append(EpisodeInfo(
-            uid=i, dataset=str(ds.root), episode=int(e["episode"]),
-            status=str(e.get("status")), end_reason=str(e.get("end_reason", "")),
-            task=dict(e.get("task") or {}), task_key=str(e.get("task_key", "")),
-            transitions=int(e.get("transitions", 0)),
-            episode_return=float(e["return"]) if e.get("return") is not None else float("nan"),
-            duration_s=float(e.get("duration_s") or 0.0), model_sha=str(e.get("model_sha", "")),
-            robot=str(e.get("robot", ds.header.get("robot", ""))), usable=i in usable_set))
-    errors = [p for p in problems if p.severity == "error"]
-    if strict and errors:
-        raise DatasetError("; ".join(str(p) for p in errors[:10])
-                           + (f" (+{len(errors) - 10} more)" if len(errors) > 10 else ""))
-    for p in errors:
-        log.warning("%s", p)
+    return _Stacked(order, lengths, big)
+
+
+def _episode_info(uid: int, c: _Candidate, usable: bool) -> EpisodeInfo:
+    e = c.entry
+    return EpisodeInfo(
+        uid=uid, dataset=str(c.ds.root), episode=int(e["episode"]),
+        status=str(e.get("status")), end_reason=str(e.get("end_reason", "")),
+        task=dict(e.get("task") or {}), task_key=str(e.get("task_key", "")),
+        transitions=int(e.get("transitions", 0)),
+        episode_return=float(e["return"]) if e.get("return") is not None else float("nan"),
+        duration_s=float(e.get("duration_s") or 0.0), model_sha=str(e.get("model_sha", "")),
+        robot=str(e.get("robot", c.ds.header.get("robot", ""))), usable=usable)
+
+
+def _per_task(stacked: _Stacked, episodes: list[EpisodeInfo], layout: TransitionLayout
+              ) -> dict[str, TaskData]:
+    """Slice the stacked matrix into one :class:`TaskData` per task key (views, no copy)."""
+    order, lengths = stacked.order, stacked.lengths
     tasks: dict[str, TaskData] = {}
-    b = layout.unpack_batch(big)
+    b = layout.unpack_batch(stacked.big)
     uid_rows = np.repeat(np.asarray(order, dtype=np.int64), lengths)
     start = 0
     k = 0
@@ -395,7 +474,7 @@ def load_datasets(roots: Sequence[Path | str] | Path | str, *,
             truncated=b.truncated[rows], episode=uid_rows[rows], step=b.step[rows],
             stamps=b.stamps[rows], belief=b.belief[rows])
         start, k = stop, j
-    return LoadedDataset(layout, tasks, episodes, problems)
+    return tasks
 
 
 def _validate_bulk(big: np.ndarray, lengths: np.ndarray,

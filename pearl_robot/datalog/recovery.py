@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pearl_robot.datalog.cdr import TransitionCodec, decode_string
 from pearl_robot.datalog.dataset import (
     EPISODE_PREFIX_RE,
     DatasetPaths,
@@ -42,14 +43,8 @@ from pearl_robot.datalog.dataset import (
     storage_error,
 )
 from pearl_robot.datalog.episode import EpisodeStats, manifest_entry, sha256_file
-from pearl_robot.datalog.mcap_io import (
-    TASK_TOPIC,
-    TRANSITION_TOPIC,
-    TransitionCodec,
-    decode_string,
-    read_segment,
-    write_segment,
-)
+from pearl_robot.datalog.mcap_reader import read_segment
+from pearl_robot.datalog.mcap_writer import TASK_TOPIC, TRANSITION_TOPIC, write_segment
 from pearl_robot.datalog.schema import SchemaError
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,8 @@ belief         2 * latent_dim + 1      posterior mean, posterior variance, conte
 Float64 represents integers exactly up to 2**53, far beyond any episode or step count.
 
 Pure numpy: no ROS, torch or MuJoCo import (the ROS code builds the message from
-:meth:`TransitionLayout.dims`).
+:meth:`TransitionLayout.dims`). The unpacked record, :class:`~pearl_robot.robot.transition.
+Transition`, is the one the episode controller builds (``robot/transition.py``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pearl_robot.errors import PearlRobotError
+from pearl_robot.robot.transition import Transition
 
 SCHEMA_NAME = "pearl_transition"
 """Prefix of the schema marker label in ``layout.dim[0]``."""
@@ -74,22 +76,6 @@ class DimSpec(NamedTuple):
     label: str
     size: int
     stride: int
-
-
-class Transition(NamedTuple):
-    """One unpacked tick. Arrays are views into the packed vector (copy before mutating it)."""
-
-    obs: np.ndarray
-    action: np.ndarray
-    reward: float
-    next_obs: np.ndarray
-    terminated: bool
-    truncated: bool
-    episode: int
-    step: int
-    task: int
-    stamps: np.ndarray
-    belief: np.ndarray
 
 
 class TransitionBatch(NamedTuple):

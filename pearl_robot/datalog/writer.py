@@ -35,6 +35,7 @@ from typing import IO, Any, NamedTuple
 
 import numpy as np
 
+from pearl_robot.datalog.cdr import TransitionCodec
 from pearl_robot.datalog.dataset import (
     DatasetPaths,
     LogStorageError,
@@ -48,7 +49,7 @@ from pearl_robot.datalog.dataset import (
     used_episode_ids,
 )
 from pearl_robot.datalog.episode import EpisodeStats, manifest_entry
-from pearl_robot.datalog.mcap_io import COMPRESSION, SegmentFile, TransitionCodec
+from pearl_robot.datalog.mcap_writer import COMPRESSION, SegmentFile
 from pearl_robot.datalog.recovery import RecoveryReport, recover_dataset
 from pearl_robot.datalog.schema import SchemaError, TransitionLayout
 from pearl_robot.errors import ConfigError
@@ -404,6 +405,14 @@ class DatasetWriter:
     def end_episode(self, reason: str = "stopped") -> None:
         """Close the open episode (no-op when none is open)."""
         self._put(_End(reason), force=True)
+
+    def episodes_on_disk(self) -> str:
+        """What the dataset already holds, for a start-up line: episode count and id range."""
+        with self._ids_lock:
+            used = sorted(self._used)
+        if not used:
+            return "no episodes on disk yet"
+        return f"{len(used)} episode id(s) on disk, {used[0]}..{used[-1]}"
 
     def next_episode_id(self) -> int:
         with self._ids_lock:

@@ -12,7 +12,10 @@ Steps (``export_bundle``):
    any difference above the tolerance raises :class:`ExportParityError` and nothing is
    written under the target name;
 4. write ``golden.npz`` (recorded rows first, then random ones, with the torch outputs) and
-   ``contract.json`` (sealed with every file's sha256);
+   ``contract.json``: a typed :class:`~pearl_robot.runtime.contract.Contract` built from the
+   networks and the checkpoint's :class:`~pearl_robot.tasks.interface.EnvInterface` (a missing
+   name or control period is :class:`ExportContractError`, never a default), sealed with every
+   file's sha256;
 5. load the temporary bundle with the robot-side loader (``runtime.load_bundle``: hashes,
    shapes, golden vectors) as a last check, then rename it into place (atomic on one file
    system; an existing bundle is replaced only with ``overwrite``).
@@ -44,7 +47,6 @@ from pearl_robot.runtime.bundle import (
     ACTOR_FILE,
     ACTOR_INPUTS,
     ACTOR_OUTPUTS,
-    BUNDLE_SCHEMA,
     CONTRACT_FILE,
     ENCODER_FILE,
     ENCODER_INPUTS,
@@ -52,12 +54,27 @@ from pearl_robot.runtime.bundle import (
     GOLDEN_FILE,
     STEP_INPUTS,
     STEP_OUTPUTS,
+    Bundle,
     BundleError,
     load_bundle,
     seal_contract,
     session_options,
     sha256_file,
 )
+from pearl_robot.runtime.contract import (
+    BUNDLE_SCHEMA,
+    ActionSpec,
+    ContextField,
+    ContextSpec,
+    Contract,
+    GoldenSpec,
+    GraphSpec,
+    InferenceSpec,
+    ObservationSpec,
+    PosteriorSpec,
+    declared_graph_io,
+)
+from pearl_robot.tasks.interface import EnvInterface, EnvInterfaceError
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +85,12 @@ class ExportError(PearlRobotError):
 
 class ExportParityError(ExportError):
     """The ONNX graphs differ from the torch model beyond the tolerance; nothing was written."""
+
+
+class ExportContractError(ExportError):
+    """A value the contract needs is missing from, or contradicts, the checkpoint's env
+    interface (names, control period, bounds); the message names it. Raised before anything
+    is written: the contract never guesses a value."""
 
 
 @dataclass(frozen=True)
@@ -252,49 +275,36 @@ def recorded_from_rollout(nets: PearlNetworks, family_info: Mapping[str, Any], s
                     f"rollout of the policy in {name} ({len(rows)} steps)")
 
 
-def robot_meta(family_info: Mapping[str, Any]) -> dict[str, Any]:
-    """Units, limits and the robot description from the family's env when it drives a robot
-    described by ``robot.description`` (``env.spec.to_dict()`` with joints and units): observation
-    entries named ``<joint>.<position|velocity|effort>`` and commands ``<joint>.effort`` get
-    their joint's unit and limits. Empty for families without a robot description."""
+def family_interface(family_info: Mapping[str, Any]) -> EnvInterface | None:
+    """The interface record of the task family's environment as it is today, for a checkpoint
+    written before the trainer saved its own (:meth:`EnvInterface.from_legacy`); None when the
+    family cannot be built here (the legacy entries must then be complete)."""
     name = family_info.get("name")
     if not name:
-        return {}
+        return None
     try:
         from pearl_robot.tasks.registry import make_family
 
         env = make_family(str(name)).make_env(seed=0)
-    except Exception:  # noqa: BLE001 - optional metadata; the rollout logs the failure
-        return {}
+    except Exception as exc:  # noqa: BLE001 - the legacy entries may still be complete
+        log.warning("cannot build task family %r to read its env interface (%s)", name, exc)
+        return None
     try:
-        spec = getattr(env, "spec", None)
-        desc = spec.to_dict() if hasattr(spec, "to_dict") else None
-        if not isinstance(desc, dict) or not isinstance(desc.get("joints"), list):
-            return {}
-        joints = {j["name"]: j for j in desc["joints"]}
-        limits = {"position": lambda j: (j["position_min"], j["position_max"]),
-                  "velocity": lambda j: (-j["velocity_max"], j["velocity_max"]),
-                  "effort": lambda j: (-j["effort_max"], j["effort_max"])}
-
-        def describe(entry: str) -> tuple[str, tuple[float, float] | None]:
-            joint, _, field = entry.rpartition(".")
-            if joint in joints and field in limits:
-                return str(joints[joint].get(f"{field}_unit", "unspecified")), \
-                    limits[field](joints[joint])
-            return "unspecified", None
-
-        obs = [describe(n) for n in env.obs_names]
-        act = [describe(n) for n in env.action_names]
-        meta: dict[str, Any] = {"robot": desc, "obs_units": [u for u, _ in obs],
-                                "action_units": [u for u, _ in act]}
-        if all(lim is not None for _, lim in obs):
-            meta["obs_low"] = [lim[0] for _, lim in obs]  # type: ignore[index]
-            meta["obs_high"] = [lim[1] for _, lim in obs]  # type: ignore[index]
-        if isinstance(desc.get("command_interface"), str):
-            meta["command_interface"] = desc["command_interface"]
-        return meta
+        return EnvInterface.from_env(env)
     finally:
         env.close()
+
+
+def interface_from_checkpoint(env_spec: Mapping[str, Any], family_info: Mapping[str, Any]
+                              ) -> EnvInterface:
+    """The checkpoint's ``env_spec`` as a typed record (ExportContractError naming what is
+    missing); an older trainer's form (``dt``) through the documented migration."""
+    try:
+        if EnvInterface.is_legacy(env_spec):
+            return EnvInterface.from_legacy(env_spec, family_interface(family_info))
+        return EnvInterface.from_json(env_spec)
+    except EnvInterfaceError as exc:
+        raise ExportContractError(f"cannot write a bundle contract: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- parity
@@ -495,72 +505,56 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)[:200]
 
 
-def build_contract(nets: PearlNetworks, env_meta: Mapping[str, Any],
+def build_contract(nets: PearlNetworks, interface: EnvInterface,
                    family: Mapping[str, Any], train_cfg: Mapping[str, Any],
                    provenance: Mapping[str, Any], cfg: ExportConfig, golden_rows: int
-                   ) -> dict[str, Any]:
-    """The contract.json object (``files`` and ``contract_sha256`` are added when sealed)."""
+                   ) -> Contract:
+    """The typed contract, unsealed (``files`` and ``contract_sha256`` are filled when
+    sealed). Every value comes from a typed input: the networks, the env interface record
+    (names, units, ranges, control period, robot), the export settings; nothing is guessed
+    here (ExportContractError when the record does not fit the networks)."""
     o, a, L = nets.spec.obs_dim, nets.spec.action_dim, nets.cfg.latent_dim
-    obs_names = list(env_meta.get("obs_names") or [f"obs_{i}" for i in range(o)])
-    act_names = list(env_meta.get("action_names") or [f"action_{i}" for i in range(a)])
-    if len(obs_names) != o or len(act_names) != a:
-        raise ExportError(f"checkpoint env_spec names ({len(obs_names)} obs, {len(act_names)} "
-                          f"action) do not match its sizes ({o}, {a})")
-    obs_units = list(env_meta.get("obs_units") or ["unspecified"] * o)
-    act_units = list(env_meta.get("action_units") or ["unspecified"] * a)
-    fields = nets.layout.to_contract()
+    if (interface.obs_dim, interface.action_dim) != (o, a):
+        raise ExportContractError(
+            f"the env interface names {interface.obs_dim} observation and "
+            f"{interface.action_dim} action entries but the networks take {o} and {a}")
+    low = tuple(float(x) for x in nets.spec.action_low)
+    high = tuple(float(x) for x in nets.spec.action_high)
+    if not (np.allclose(low, interface.action_low) and np.allclose(high, interface.action_high)):
+        raise ExportContractError(
+            f"the env interface's action bounds {interface.action_low}..{interface.action_high} "
+            f"differ from the networks' {low}..{high}")
     eval_steps = int(train_cfg.get("num_steps_per_eval", 0) or 0)
     pooled = nets.cfg.inference == "pooled"
     window = nets.encoder.window if pooled else \
         recommended_window(nets.cfg.embedding_batch_size, eval_steps)
-    Lz = PearlAgent(nets, "cpu").latent_input_dim
-    if pooled:
-        state = ["batch", nets.encoder.window, nets.encoder.features]
-        enc_graph = {"inputs": {"transition": ["batch", nets.layout.width], "ring": state,
-                                "count": ["batch", 1]},
-                     "outputs": {"ring_out": state, "count_out": ["batch", 1],
-                                 "mu": ["batch", L], "var": ["batch", L]}}
-    else:
-        enc_graph = {"inputs": {"transition": ["batch", nets.layout.width]},
-                     "outputs": {"mu": ["batch", L], "var": ["batch", L]}}
-    obs_low, obs_high = env_meta.get("obs_low"), env_meta.get("obs_high")
-    return {
-        "schema": BUNDLE_SCHEMA,
-        "observation": {"names": obs_names, "units": obs_units,
-                        "low": _jsonable(obs_low) if obs_low is not None else None,
-                        "high": _jsonable(obs_high) if obs_high is not None else None},
-        "action": {"names": act_names,
-                   "joints": list(env_meta.get("action_joints")
-                                  or [n.rpartition(".")[0] or n for n in act_names]),
-                   "units": act_units,
-                   "low": [float(x) for x in nets.spec.action_low],
-                   "high": [float(x) for x in nets.spec.action_high],
-                   "interface": str(env_meta.get("command_interface") or "unspecified")},
-        "control_period": float(env_meta.get("dt", 0.05)),
-        "latent_dim": L,
-        "context": {"fields": fields, "reward_key": family.get("context_reward_key")},
-        "inference": {"mode": nets.cfg.inference, "policy_input": nets.cfg.policy_input,
-                      **({"window": nets.encoder.window, "features": nets.encoder.features}
-                         if pooled else {})},
-        "posterior": {"convention": "pog-no-prior",
-                      "information_bottleneck": bool(nets.cfg.use_information_bottleneck),
-                      "var_floor": float(nets.cfg.var_floor),
-                      "train_context_size": int(nets.cfg.embedding_batch_size),
-                      "eval_context_steps": eval_steps,
-                      "recommended_window": window,
-                      "log_std_range": [LOG_STD_MIN, LOG_STD_MAX]},
-        "graphs": {
-            "actor": {"file": ACTOR_FILE, "opset": cfg.opset,
-                      "inputs": {"obs": ["batch", o], "z": ["batch", Lz], "eps": ["batch", a]},
-                      "outputs": {"action_mean": ["batch", a], "action_sample": ["batch", a]}},
-            "encoder": {"file": ENCODER_FILE, "opset": cfg.opset, **enc_graph}},
-        "golden": {"file": GOLDEN_FILE, "rows": golden_rows, "atol": cfg.golden_atol,
-                   "rtol": cfg.golden_rtol},
-        "task_family": _jsonable(dict(family)),
-        "robot": _jsonable(env_meta.get("robot")) if env_meta.get("robot") else None,
-        "provenance": _jsonable(dict(provenance)),
-        "files": {},
-    }
+    state = (nets.encoder.window, nets.encoder.features) if pooled else None
+    io_ = declared_graph_io(o, a, L, nets.layout.width, PearlAgent(nets, "cpu").latent_input_dim,
+                            state)
+    return Contract(
+        schema=BUNDLE_SCHEMA,
+        observation=ObservationSpec(interface.obs_names, interface.obs_units,
+                                    interface.obs_low, interface.obs_high),
+        action=ActionSpec(interface.action_names, interface.action_joints,
+                          interface.action_units, low, high, interface.command_interface),
+        control_period=interface.control_period,
+        latent_dim=L,
+        context=ContextSpec(tuple(ContextField(f["name"], f["size"], f.get("units"))
+                                  for f in nets.layout.to_contract()),
+                            family.get("context_reward_key")),
+        inference=InferenceSpec(nets.cfg.inference, nets.cfg.policy_input,
+                                *(state if state is not None else (None, None))),
+        posterior=PosteriorSpec("pog-no-prior", bool(nets.cfg.use_information_bottleneck),
+                                float(nets.cfg.var_floor), int(window),
+                                int(nets.cfg.embedding_batch_size), eval_steps,
+                                (LOG_STD_MIN, LOG_STD_MAX)),
+        actor_graph=GraphSpec.declared(ACTOR_FILE, cfg.opset, io_["actor"][1]),
+        encoder_graph=GraphSpec.declared(ENCODER_FILE, cfg.opset, io_["encoder"][1]),
+        golden=GoldenSpec(cfg.golden_atol, cfg.golden_rtol, golden_rows, GOLDEN_FILE),
+        task_family=_jsonable(dict(family)),
+        robot=_jsonable(dict(interface.robot)) if interface.robot else None,
+        provenance=_jsonable(dict(provenance)),
+        files={})
 
 
 def _fsync_dir(path: Path) -> None:
@@ -576,125 +570,176 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def export_networks(nets: PearlNetworks, out_dir: str | Path, *,
-                    env_meta: Mapping[str, Any], family: Mapping[str, Any],
-                    train_cfg: Mapping[str, Any] | None = None,
-                    provenance: Mapping[str, Any] | None = None,
-                    recorded: Recorded | None = None,
-                    config: ExportConfig | None = None) -> ExportResult:
-    """Write a parity-checked bundle for ``nets`` to ``out_dir`` (see module doc)."""
-    cfg = config or ExportConfig()
-    out = Path(out_dir)
+def _check_target(out: Path, cfg: ExportConfig) -> None:
+    """Refuse to replace an existing bundle unless asked, and never a file."""
     if out.exists() and not cfg.overwrite:
         raise ExportError(f"{out} already exists; pass overwrite (--force) to replace it")
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a directory")
+
+
+def _write_graphs(nets: PearlNetworks, tmp: Path, cfg: ExportConfig) -> tuple[Path, Path]:
+    """actor.onnx and encoder.onnx in ``tmp``; ExportError when torch cannot export."""
+    actor_path, encoder_path = tmp / ACTOR_FILE, tmp / ENCODER_FILE
+    try:
+        export_actor(nets, actor_path, cfg.opset)
+        export_encoder(nets, encoder_path, cfg.opset)
+    except Exception as exc:
+        raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:300]}") from exc
+    return actor_path, encoder_path
+
+
+class _Parity(NamedTuple):
+    """The parity-checked input sets (recorded first, then random) with their torch outputs,
+    and the largest error per output over all of them."""
+
+    sets: list[tuple[_Inputs, dict[str, np.ndarray]]]
+    errors: dict[str, float]
+    recorded_rows: int
+
+
+def _check_all_parity(nets: PearlNetworks, paths: tuple[Path, Path], recorded: Recorded | None,
+                      rnd: _Inputs, family: Mapping[str, Any], cfg: ExportConfig,
+                      rng: np.random.Generator) -> _Parity:
+    """Parity on the recorded inputs (when there are any) and on the random ones."""
+    errors: dict[str, float] = {}
+    sets: list[tuple[_Inputs, dict[str, np.ndarray]]] = []
+    n_rec = 0
+    if recorded is not None and len(recorded.obs):
+        n_rec = len(recorded.obs)
+        # z for recorded obs: spread like the prior, plus the posterior-mean-like zeros
+        z = rng.standard_normal((n_rec, PearlAgent(nets, "cpu").latent_input_dim))
+        z[::4] = 0.0
+        rows = _transition_rows(recorded, bool(nets.cfg.use_next_obs_in_context))
+        states = _states_along(nets, rows, int(family.get("horizon") or 0) or
+                               max(1, nets.encoder.window)) if _pooled(nets) else ()
+        rec_in = _Inputs(recorded.obs, z, rows, *states)
+        ref, err = check_parity(nets, *paths, rec_in, "recorded", cfg)
+        sets.append((rec_in, ref))
+        errors = {k: max(errors.get(k, 0.0), v) for k, v in err.items()}
+    ref, err = check_parity(nets, *paths, rnd, "random", cfg)
+    sets.append((rnd, ref))
+    errors = {k: max(errors.get(k, 0.0), v) for k, v in err.items()}
+    return _Parity(sets, errors, n_rec)
+
+
+def _golden_arrays(sets: list[tuple[_Inputs, dict[str, np.ndarray]]], rows: int
+                   ) -> dict[str, np.ndarray]:
+    """golden.npz's arrays: ``rows`` rows shared over the input sets, recorded ones first."""
+    per = [rows // len(sets)] * len(sets)
+    per[-1] += rows - sum(per)
+    golden: dict[str, list[np.ndarray]] = {}
+    for (inp, ref), k in zip(sets, per):
+        k = min(k, len(inp.obs))
+        parts = {"actor_obs": inp.obs[:k], "actor_z": inp.z[:k],
+                 "actor_eps": ref["actor_eps"][:k],
+                 "actor_action_mean": ref["actor_action_mean"][:k],
+                 "actor_action_sample": ref["actor_action_sample"][:k],
+                 "encoder_transition": inp.transition[:k], "encoder_mu": ref["encoder_mu"][:k],
+                 "encoder_var": ref["encoder_var"][:k]}
+        if inp.ring is not None:
+            # spread the recorded states over the whole sequence, not only its start
+            pick = np.linspace(0, len(inp.obs) - 1, k).astype(np.int64)
+            parts.update({"encoder_transition": inp.transition[pick],
+                          "encoder_ring": inp.ring[pick], "encoder_count": inp.count[pick],
+                          "encoder_ring_out": ref["encoder_ring_out"][pick],
+                          "encoder_count_out": ref["encoder_count_out"][pick],
+                          "encoder_mu": ref["encoder_mu"][pick],
+                          "encoder_var": ref["encoder_var"][pick]})
+        for name, arr in parts.items():
+            golden.setdefault(name, []).append(np.asarray(arr, dtype=np.float32))
+    return {k: np.concatenate(v) for k, v in golden.items()}
+
+
+def _export_provenance(provenance: Mapping[str, Any] | None, cfg: ExportConfig,
+                       parity: _Parity, random_rows: int, recorded: Recorded | None
+                       ) -> dict[str, Any]:
+    """The caller's provenance plus what this export did (time, versions, parity errors)."""
+    prov = dict(provenance or {})
+    prov.update({
+        "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "exporter_git_revision": _git_revision(), "host": platform.node(),
+        "torch": torch.__version__, "onnx_opset": cfg.opset,
+        "parity_max_abs_error": parity.errors, "parity_recorded_rows": parity.recorded_rows,
+        "parity_random_rows": random_rows,
+        "parity_recorded_source": recorded.source if recorded is not None else None,
+    })
+    try:
+        import onnxruntime
+
+        prov["onnxruntime"] = onnxruntime.__version__
+    except ImportError:  # pragma: no cover - the train extra installs it
+        pass
+    return prov
+
+
+def _seal_and_verify(tmp: Path, contract: Contract) -> tuple[dict[str, Any], Bundle]:
+    """Fsync the files, seal the contract, and load the bundle exactly as the robot will."""
+    for name in (ACTOR_FILE, ENCODER_FILE, GOLDEN_FILE):
+        _fsync_file(tmp / name)
+    sealed = seal_contract(tmp, contract)
+    _fsync_dir(tmp)
+    try:
+        return sealed, load_bundle(tmp)
+    except BundleError as exc:
+        raise ExportError(f"the written bundle fails the runtime's own checks: {exc}"
+                          ) from exc
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename the checked bundle to its name (an existing one is replaced in one rename)."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+    _fsync_dir(out.parent)
+
+
+def export_networks(nets: PearlNetworks, out_dir: str | Path, *,
+                    interface: EnvInterface, family: Mapping[str, Any],
+                    train_cfg: Mapping[str, Any] | None = None,
+                    provenance: Mapping[str, Any] | None = None,
+                    recorded: Recorded | None = None,
+                    config: ExportConfig | None = None) -> ExportResult:
+    """Write a parity-checked bundle for ``nets`` to ``out_dir`` (see module doc).
+    ``interface``: what the contract says about the environment (its names, units, control
+    period, robot; ``EnvInterface.from_env`` of the env the networks were trained in)."""
+    cfg = config or ExportConfig()
+    out = Path(out_dir)
+    _check_target(out, cfg)
     nets = nets.cpu().eval()
-    env_meta = {**robot_meta(family), **dict(env_meta)}  # the checkpoint's own entries win
     if recorded is None:
         recorded = recorded_from_rollout(nets, family, cfg.record_steps, cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     rnd = _random_inputs(nets, cfg.random_rows, rng, recorded)
-    use_next = bool(nets.cfg.use_next_obs_in_context)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        actor_path, encoder_path = tmp / ACTOR_FILE, tmp / ENCODER_FILE
-        try:
-            export_actor(nets, actor_path, cfg.opset)
-            export_encoder(nets, encoder_path, cfg.opset)
-        except Exception as exc:
-            raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:300]}") from exc
-        errors: dict[str, float] = {}
-        sets: list[tuple[_Inputs, dict[str, np.ndarray]]] = []
-        n_rec = 0
-        if recorded is not None and len(recorded.obs):
-            n_rec = len(recorded.obs)
-            # z for recorded obs: spread like the prior, plus the posterior-mean-like zeros
-            z = rng.standard_normal((n_rec, PearlAgent(nets, "cpu").latent_input_dim))
-            z[::4] = 0.0
-            rows = _transition_rows(recorded, use_next)
-            states = _states_along(nets, rows, int(family.get("horizon") or 0) or
-                                   max(1, nets.encoder.window)) if _pooled(nets) else ()
-            rec_in = _Inputs(recorded.obs, z, rows, *states)
-            ref, err = check_parity(nets, actor_path, encoder_path, rec_in, "recorded", cfg)
-            sets.append((rec_in, ref))
-            errors = {k: max(errors.get(k, 0.0), v) for k, v in err.items()}
-        ref, err = check_parity(nets, actor_path, encoder_path, rnd, "random", cfg)
-        sets.append((rnd, ref))
-        errors = {k: max(errors.get(k, 0.0), v) for k, v in err.items()}
-        # golden vectors: recorded rows first, then random ones
-        per = [cfg.golden_rows // len(sets)] * len(sets)
-        per[-1] += cfg.golden_rows - sum(per)
-        golden: dict[str, list[np.ndarray]] = {}
-        for (inp, ref), k in zip(sets, per):
-            k = min(k, len(inp.obs))
-            parts = {"actor_obs": inp.obs[:k], "actor_z": inp.z[:k],
-                     "actor_eps": ref["actor_eps"][:k],
-                     "actor_action_mean": ref["actor_action_mean"][:k],
-                     "actor_action_sample": ref["actor_action_sample"][:k],
-                     "encoder_transition": inp.transition[:k], "encoder_mu": ref["encoder_mu"][:k],
-                     "encoder_var": ref["encoder_var"][:k]}
-            if inp.ring is not None:
-                # spread the recorded states over the whole sequence, not only its start
-                pick = np.linspace(0, len(inp.obs) - 1, k).astype(np.int64)
-                parts.update({"encoder_transition": inp.transition[pick],
-                              "encoder_ring": inp.ring[pick], "encoder_count": inp.count[pick],
-                              "encoder_ring_out": ref["encoder_ring_out"][pick],
-                              "encoder_count_out": ref["encoder_count_out"][pick],
-                              "encoder_mu": ref["encoder_mu"][pick],
-                              "encoder_var": ref["encoder_var"][pick]})
-            for name, arr in parts.items():
-                golden.setdefault(name, []).append(np.asarray(arr, dtype=np.float32))
-        gold = {k: np.concatenate(v) for k, v in golden.items()}
+        paths = _write_graphs(nets, tmp, cfg)
+        parity = _check_all_parity(nets, paths, recorded, rnd, family, cfg, rng)
+        gold = _golden_arrays(parity.sets, cfg.golden_rows)
         np.savez(tmp / GOLDEN_FILE, **gold)
-        prov = dict(provenance or {})
-        prov.update({
-            "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "exporter_git_revision": _git_revision(), "host": platform.node(),
-            "torch": torch.__version__, "onnx_opset": cfg.opset,
-            "parity_max_abs_error": errors, "parity_recorded_rows": n_rec,
-            "parity_random_rows": len(rnd.obs),
-            "parity_recorded_source": recorded.source if recorded is not None else None,
-        })
-        try:
-            import onnxruntime
-
-            prov["onnxruntime"] = onnxruntime.__version__
-        except ImportError:  # pragma: no cover - the train extra installs it
-            pass
-        contract = build_contract(nets, env_meta, family, train_cfg or {}, prov, cfg,
+        prov = _export_provenance(provenance, cfg, parity, len(rnd.obs), recorded)
+        contract = build_contract(nets, interface, family, train_cfg or {}, prov, cfg,
                                   len(gold["actor_obs"]))
-        for name in (ACTOR_FILE, ENCODER_FILE, GOLDEN_FILE):
-            _fsync_file(tmp / name)
-        contract = seal_contract(tmp, contract)
-        _fsync_dir(tmp)
-        try:  # the robot-side loader, exactly as the robot will run it
-            bundle = load_bundle(tmp)
-        except BundleError as exc:
-            raise ExportError(f"the written bundle fails the runtime's own checks: {exc}"
-                              ) from exc
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-        _fsync_dir(out.parent)
+        sealed, bundle = _seal_and_verify(tmp, contract)
+        _move_into_place(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     (out / CONTRACT_FILE).stat()
-    report = ParityReport(errors, n_rec, len(rnd.obs),
+    report = ParityReport(parity.errors, parity.recorded_rows, len(rnd.obs),
                           recorded.source if recorded is not None else "none")
     log.info("bundle %s written to %s (parity max error %.2e)", bundle.sha256[:12], out,
-             max(errors.values()))
-    return ExportResult(out, bundle.sha256, report, contract)
+             max(parity.errors.values()))
+    return ExportResult(out, bundle.sha256, report, sealed)
 
 
 def export_checkpoint(checkpoint: str | Path | Checkpoint, out_dir: str | Path,
@@ -704,6 +749,9 @@ def export_checkpoint(checkpoint: str | Path | Checkpoint, out_dir: str | Path,
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     nets = networks_from_checkpoint(ckpt, "cpu")
     cfg = config or ExportConfig()
+    family = dict(ckpt.family or {})
+    family.setdefault("name", ckpt.config.train.task_family)
+    interface = interface_from_checkpoint(ckpt.env_meta, family)
     if recorded is None and ckpt.replay is not None:
         recorded = recorded_from_replay(ckpt.replay, nets)
     trainer = {k: v for k, v in (ckpt.trainer or {}).items()  # counters, not RNG states
@@ -717,8 +765,6 @@ def export_checkpoint(checkpoint: str | Path | Checkpoint, out_dir: str | Path,
             "training": dict(ckpt.provenance or {}),
             "config": {"pearl": _jsonable(ckpt.config.pearl.__dict__),
                        "train": _jsonable(ckpt.config.train.__dict__)}}
-    family = dict(ckpt.family or {})
-    family.setdefault("name", ckpt.config.train.task_family)
-    return export_networks(nets, out_dir, env_meta=ckpt.env_meta, family=family,
+    return export_networks(nets, out_dir, interface=interface, family=family,
                            train_cfg=ckpt.config.train.__dict__, provenance=prov,
                            recorded=recorded, config=cfg)

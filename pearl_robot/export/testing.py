@@ -14,11 +14,12 @@ from typing import Any
 
 import torch
 
-from pearl_robot.core.checkpoint import env_spec_to_dict, save_checkpoint
+from pearl_robot.core.checkpoint import save_checkpoint
 from pearl_robot.core.config import ExperimentConfig, TrainConfig, reference_config
 from pearl_robot.core.networks import EnvSpec
 from pearl_robot.core.pearl import build
 from pearl_robot.export.exporter import ExportConfig, ExportResult, export_checkpoint
+from pearl_robot.tasks.interface import EnvInterface
 from pearl_robot.tasks.registry import make_family
 
 
@@ -27,7 +28,8 @@ def write_test_checkpoint(path: str | Path, family: str = "point-robot", seed: i
                           **pearl: Any) -> Path:
     """An untrained checkpoint for ``family`` (reference preset when one exists, with
     ``pearl`` overrides, e.g. ``hidden_sizes=(64, 64)`` or ``use_next_obs_in_context=True``).
-    ``env_meta`` entries (units, command interface, ...) are merged into the env spec.
+    ``env_meta`` entries (units, command interface, ...) replace those of the env's interface
+    record in the checkpoint's ``env_spec`` (``EnvInterface.to_json()``).
 
     ``output_gain`` multiplies the output layers of the actor's mean head and the encoder:
     the reference initialisation makes them ~1e-3, so an untrained policy barely moves and
@@ -43,8 +45,7 @@ def write_test_checkpoint(path: str | Path, family: str = "point-robot", seed: i
     env = fam.make_env(seed=seed)
     try:
         spec = EnvSpec.from_env(env)
-        meta = env_spec_to_dict(spec, tuple(env.obs_names), tuple(env.action_names),
-                                float(env.dt))
+        meta = EnvInterface.from_env(env).to_json()
     finally:
         env.close()
     meta.update(env_meta or {})

@@ -253,6 +253,8 @@ class SerialBridge:
         self._last_state_t = -1e9
         self._last_user_cmd = -1e9
         self._last_control_tx = -1e9
+        self._last_arm_tx = -1e9
+        self._last_disarm_tx = -1e9
         self._safe_sent = False
         self._stale_since: float | None = None
         self._backoff = self.config.backoff_initial_s
@@ -386,10 +388,23 @@ class SerialBridge:
         clipped = np.clip(arr, self._effort_min, self._effort_max)
         if (clipped != arr).any():
             self.events["commands_clipped"] += 1
-        if self._arm_when_commanded and self._want_armed and \
-                not self._device_flags & _ARMED and \
-                now - self._last_control_tx >= self.config.control_retry_s:
-            self._send(Arm(True), now=now)  # commands flow: arm, then apply this one
+        # The frame stream is ordered, so what the device will be when this command arrives
+        # is decided by the last ARM/DISARM sent, not by the last STATE (which may not have
+        # answered it yet): a DISARM after the last ARM means disarmed; an ARM within a retry
+        # period means armed. Only ARM/DISARM count, not EStop: the DISARM of an idle disarm a
+        # tick ago must not hold the re-arm back, or the device ignores the next commands
+        # (219 in a loaded 2-minute demo run before this).
+        disarm_last = self._last_disarm_tx > self._last_arm_tx
+        disarmed = disarm_last or not self._device_flags & _ARMED
+        arm_in_flight = (not disarm_last
+                         and now - self._last_arm_tx < self.config.control_retry_s)
+        if disarmed and not arm_in_flight:
+            if self._arm_when_commanded and self._want_armed:
+                self._send(Arm(True), now=now)  # commands flow: arm, then apply this one
+            else:
+                # the device ignores it: what tells a measured run how much of it the robot
+                # really executed
+                self.events["commands_while_disarmed"] += 1
         self._safe_sent = False
         seq = self._send(Command(clipped), now=now)
         if seq is None:
@@ -611,6 +626,11 @@ class SerialBridge:
             self.counters.bytes_tx += len(frame)
             if isinstance(msg, (Arm, EStop)):
                 self._last_control_tx = self._last_tx
+            if isinstance(msg, Arm):
+                if msg.arm:
+                    self._last_arm_tx = self._last_tx
+                else:
+                    self._last_disarm_tx = self._last_tx
             return seq
 
     _tx_broken = False

@@ -24,6 +24,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,11 +34,9 @@ from pearl_robot.hardware.emulator import (
     EmulatorConfig,
     FaultSwitches,
     FirmwareEmulator,
-    PtyEndpoint,
-    SocketEndpoint,
-    TcpDeviceServer,
     make_twin_plant,
 )
+from pearl_robot.hardware.emulator_endpoints import PtyEndpoint, SocketEndpoint, TcpDeviceServer
 
 log = logging.getLogger(__name__)
 
@@ -104,80 +103,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    params = None
-    if args.twin_params:
-        try:
-            params = json.loads(args.twin_params)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"--twin-params is not valid JSON: {exc}") from None
-        if not isinstance(params, dict):
-            raise ConfigError("--twin-params must be a JSON object")
-    plant = make_twin_plant(params=params, seed=args.seed, mjcf_path=args.mjcf)
-    config = EmulatorConfig(state_rate_hz=args.state_rate,
-                            heartbeat_period_ms=args.heartbeat_ms,
-                            command_timeout_ms=args.command_timeout_ms,
-                            link_timeout_ms=args.link_timeout_ms,
-                            device_name=args.device_name,
-                            velocity_fault=args.velocity_fault)
+    plant = make_twin_plant(params=_twin_params(args.twin_params), seed=args.seed,
+                            mjcf_path=args.mjcf)
     faults = FaultSwitches(drop=args.drop, corrupt=args.corrupt, duplicate=args.duplicate,
                            garbage=args.garbage, delay_s=args.delay_ms * 1e-3)
-    server = None
-    if args.tcp is not None:
-        host, _, port = args.tcp.rpartition(":")
-        try:
-            server = TcpDeviceServer(host or "127.0.0.1", int(port))
-        except (ValueError, OSError) as exc:
-            raise ConfigError(f"--tcp {args.tcp!r}: {exc}") from None
-        endpoint: DeviceEndpoint = SocketEndpoint.unconnected()
-        print(f"device: {server.url}", flush=True)
-    else:
-        endpoint = PtyEndpoint(link=args.link)
-        print(f"device: {endpoint.path}", flush=True)
-        if args.link is not None:
-            print(f"link:   {args.link} -> {endpoint.path}", flush=True)
+    config = _emulator_config(args)
+    endpoint, server = _open_endpoint(args)
     emulator = FirmwareEmulator(plant, endpoint, config, faults,
                                 rng=np.random.default_rng(args.seed))
     print(f"robot:  {plant.spec.name}, joints {', '.join(plant.spec.joint_names)} "
           f"(effort N*m); Ctrl-C to stop", flush=True)
     emulator.start()
-    start = time.monotonic()
-    next_stats = start + args.stats_every
-    timers = {"reset": args.reset_every, "silent": args.silent_every,
-              "replug": args.replug_every}
-    due = {k: start + v for k, v in timers.items() if v is not None}
-    silent_until = None
     try:
-        while args.duration is None or time.monotonic() - start < args.duration:
-            time.sleep(0.02)
-            now = time.monotonic()
-            if server is not None and getattr(emulator.endpoint, "closed", False):
-                try:
-                    conn = server.accept(timeout=0.0)
-                except (BlockingIOError, TimeoutError, OSError):
-                    conn = None
-                if conn is not None:
-                    log.info("host connected over TCP")
-                    emulator.endpoint = conn
-            if "reset" in due and now >= due["reset"]:
-                log.info("fault: device reset")
-                emulator.request_reset()
-                due["reset"] += timers["reset"]
-            if "replug" in due and now >= due["replug"]:
-                log.info("fault: port unplugged and re-plugged")
-                emulator.request_replug()
-                due["replug"] += timers["replug"]
-                print(f"device: {endpoint.path}", flush=True)
-            if "silent" in due and now >= due["silent"]:
-                log.info("fault: going silent for %.1f s", args.silent_for)
-                faults.silent = True
-                silent_until = now + args.silent_for
-                due["silent"] += timers["silent"]
-            if silent_until is not None and now >= silent_until:
-                faults.silent = False
-                silent_until = None
-            if now >= next_stats:
-                next_stats += args.stats_every
-                log.info("emulator: %s", _summary(emulator))
+        _supervise(emulator, endpoint, server, faults, args)
     except KeyboardInterrupt:
         pass
     finally:
@@ -187,6 +125,105 @@ def run(args: argparse.Namespace) -> int:
             server.close()
         print(f"stopped: {_summary(emulator)}", flush=True)
     return 0
+
+
+def _twin_params(text: str | None) -> dict[str, Any] | None:
+    """``--twin-params``: a JSON object, or None for the twin's nominal parameters."""
+    if not text:
+        return None
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--twin-params is not valid JSON: {exc}") from None
+    if not isinstance(params, dict):
+        raise ConfigError("--twin-params must be a JSON object")
+    return params
+
+
+def _emulator_config(args: argparse.Namespace) -> EmulatorConfig:
+    return EmulatorConfig(state_rate_hz=args.state_rate,
+                          heartbeat_period_ms=args.heartbeat_ms,
+                          command_timeout_ms=args.command_timeout_ms,
+                          link_timeout_ms=args.link_timeout_ms,
+                          device_name=args.device_name,
+                          velocity_fault=args.velocity_fault)
+
+
+def _open_endpoint(args: argparse.Namespace) -> tuple[DeviceEndpoint, TcpDeviceServer | None]:
+    """The device's end of the link (a pty, or a TCP server waiting for its host), with the
+    path or URL to connect to printed for the user."""
+    if args.tcp is None:
+        endpoint = PtyEndpoint(link=args.link)
+        print(f"device: {endpoint.path}", flush=True)
+        if args.link is not None:
+            print(f"link:   {args.link} -> {endpoint.path}", flush=True)
+        return endpoint, None
+    host, _, port = args.tcp.rpartition(":")
+    try:
+        server = TcpDeviceServer(host or "127.0.0.1", int(port))
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"--tcp {args.tcp!r}: {exc}") from None
+    print(f"device: {server.url}", flush=True)
+    return SocketEndpoint.unconnected(), server
+
+
+class _Every:
+    """The periodic fault injections (``--reset-every`` ...): when each one is next due."""
+
+    def __init__(self, periods: dict[str, float | None], start: float) -> None:
+        self._period = {k: v for k, v in periods.items() if v is not None}
+        self._due = {k: start + v for k, v in self._period.items()}
+
+    def due(self, name: str, now: float) -> bool:
+        """``name`` is due at ``now`` (it is then scheduled one period later)."""
+        if name not in self._due or now < self._due[name]:
+            return False
+        self._due[name] += self._period[name]
+        return True
+
+
+def _supervise(emulator: FirmwareEmulator, endpoint: DeviceEndpoint,
+               server: TcpDeviceServer | None, faults: FaultSwitches,
+               args: argparse.Namespace) -> None:
+    """The CLI's loop beside the emulator's thread, until ``--duration`` or Ctrl-C: hand a
+    newly connected TCP host to the device, inject the periodic faults, log the counters."""
+    start = time.monotonic()
+    next_stats = start + args.stats_every
+    every = _Every({"reset": args.reset_every, "silent": args.silent_every,
+                    "replug": args.replug_every}, start)
+    silent_until = None
+    while args.duration is None or time.monotonic() - start < args.duration:
+        time.sleep(0.02)
+        now = time.monotonic()
+        if server is not None and getattr(emulator.endpoint, "closed", False):
+            _accept_host(emulator, server)
+        if every.due("reset", now):
+            log.info("fault: device reset")
+            emulator.request_reset()
+        if every.due("replug", now):
+            log.info("fault: port unplugged and re-plugged")
+            emulator.request_replug()
+            print(f"device: {endpoint.path}", flush=True)  # type: ignore[attr-defined]
+        if every.due("silent", now):
+            log.info("fault: going silent for %.1f s", args.silent_for)
+            faults.silent = True
+            silent_until = now + args.silent_for
+        if silent_until is not None and now >= silent_until:
+            faults.silent = False
+            silent_until = None
+        if now >= next_stats:
+            next_stats += args.stats_every
+            log.info("emulator: %s", _summary(emulator))
+
+
+def _accept_host(emulator: FirmwareEmulator, server: TcpDeviceServer) -> None:
+    """A host waiting on the TCP port becomes the device's endpoint (one at a time)."""
+    try:
+        conn = server.accept(timeout=0.0)
+    except (BlockingIOError, TimeoutError, OSError):
+        return
+    log.info("host connected over TCP")
+    emulator.endpoint = conn
 
 
 def _summary(emulator: FirmwareEmulator) -> str:

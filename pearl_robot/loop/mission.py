@@ -40,7 +40,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -292,9 +292,9 @@ def run_loop(cfg: LoopConfig, out: Path, bundle: Path) -> dict[str, Any]:
         t_phase = time.time()
         robot.wait_for(f"{n} closed episodes", lambda: len(_entries(robot_ds)) >= n,
                        cfg.stage_timeout_s)
-        result["disarmed_during"] = {"evening": _disarmed_between(probe, t_phase,
+        result["commands_ignored"] = {"evening": commands_ignored(probe.diagnostics, t_phase,
                                                                   time.time())}
-        stages.end(episodes=n, disarmed_s=result["disarmed_during"]["evening"])
+        stages.end(episodes=n, commands_ignored=result["commands_ignored"]["evening"].ignored)
 
         # ---------------------------------------------------------------- night
         stages.begin("night", f"{cfg.night_episodes} episodes on training tasks {night_idx} "
@@ -371,8 +371,9 @@ def run_loop(cfg: LoopConfig, out: Path, bundle: Path) -> dict[str, Any]:
         probe.set_parameters("policy_node", {"episodes": total})
         robot.wait_for(f"{n} episodes of the new bundle",
                        lambda: len(_entries(robot_ds)) >= 2 * n, cfg.stage_timeout_s)
-        result["disarmed_during"]["after"] = _disarmed_between(probe, t_phase, time.time())
-        stages.end(disarmed_s=result["disarmed_during"]["after"])
+        result["commands_ignored"]["after"] = commands_ignored(probe.diagnostics, t_phase,
+                                                               time.time())
+        stages.end(commands_ignored=result["commands_ignored"]["after"].ignored)
         stages.begin("canary", f"verdict, then one block of {ept} episodes with the model kept")
         robot.wait_for("the confirmation block", lambda: len(_entries(robot_ds)) >= total,
                        cfg.stage_timeout_s)
@@ -404,11 +405,42 @@ def _armed(probe: Any) -> bool:
     return st is not None and st[2].get("link") == "ready" and st[2].get("armed") == "True"
 
 
-def _disarmed_between(probe: Any, t0: float, t1: float) -> int:
-    """Seconds (status samples, one per second) in [t0, t1] in which the device was not
-    armed: episodes then ran with the robot ignoring the commands."""
-    return sum(1 for t, name, _, _, values in list(probe.diagnostics)
-               if t0 <= t <= t1 and "serial link" in name and values.get("armed") != "True")
+class CommandsIgnored(NamedTuple):
+    """How many of a measured phase's commands the device ignored for being disarmed.
+
+    Counted per command, not from the 1 Hz status's ``armed`` flag: one late tick makes the
+    bridge disarm for a few milliseconds (75 ms after the last command, re-armed ahead of the
+    next), which a status sample that falls in it would show as a whole disarmed second."""
+
+    ignored: int
+    """Commands the bridge sent to a disarmed device with no ARM ahead of them (its
+    ``events.commands_while_disarmed``)."""
+    ticks: int
+    """Control ticks of the policy in the phase (each one sends a command)."""
+
+
+def _counter_at(diagnostics: Any, name: str, key: str, t: float) -> int:
+    """A cumulative /diagnostics counter's value in the newest status at or before ``t``
+    (0 before the first status: counters start at 0 and are published once non-zero)."""
+    value = 0
+    for ts, status, _, _, values in list(diagnostics):
+        if ts > t:
+            break
+        if name in status:
+            value = int(float(values.get(key, 0) or 0))
+    return value
+
+
+def commands_ignored(diagnostics: Any, t0: float, t1: float) -> CommandsIgnored:
+    """Counter differences over [t0, t1] from the robot graph's /diagnostics history
+    (``(t, name, level, message, values)`` rows in time order). Statuses come once a second,
+    so each end of the phase is known to within a second (20 ticks)."""
+    key = "events.commands_while_disarmed"
+    return CommandsIgnored(
+        ignored=_counter_at(diagnostics, "serial link", key, t1)
+        - _counter_at(diagnostics, "serial link", key, t0),
+        ticks=_counter_at(diagnostics, "control loop", "ticks", t1)
+        - _counter_at(diagnostics, "control loop", "ticks", t0))
 
 
 def _ensure_armed(probe: Any, robot: Child, when: str, settle_s: float = 3.0

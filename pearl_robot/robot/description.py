@@ -13,7 +13,9 @@ Where values come from (SI units: rad, rad/s, N*m):
 - ``effort_max``: the actuator's symmetric ``ctrlrange`` times its ``gear`` (or the joint's
   ``actuatorfrcrange`` when it is tighter).
 - ``velocity_max``: ``<custom><numeric name="pearl/velocity_max/<joint>">``.
-- ``control_period``: ``<numeric name="pearl/control_period">`` (default 0.05 s).
+- ``control_period``: ``<numeric name="pearl/control_period">`` (seconds; required). This is
+  the one source of the policy's control period: the twin steps by it, the trainer records it,
+  the bundle contract carries it as ``control_period`` and the policy node's timer runs at it.
 - ``command_interface``: ``<text name="pearl/command_interface">`` (default "effort").
 
 A missing or inconsistent value raises :class:`RobotSpecError` naming the element, never a
@@ -66,8 +68,8 @@ class RobotSpec:
     """Model name (``<mujoco model=...>``)."""
     joints: tuple[JointSpec, ...]
     """Actuated joints in command order."""
-    control_period: float = 0.05
-    """Policy control period in seconds (20 Hz)."""
+    control_period: float
+    """Policy control period in seconds (``pearl/control_period``; 0.05 for arm3's 20 Hz)."""
     command_interface: str = "effort"
     """What a command holds per joint; only "effort" (N*m) is supported."""
 
@@ -140,6 +142,32 @@ def _floats(text: str | None, where: str, n: int) -> list[float]:
 def load_robot_spec(mjcf_path: str | Path | None = None) -> RobotSpec:
     """Parse the robot description from an MJCF file (default: sim/arm3.xml)."""
     path = Path(mjcf_path) if mjcf_path is not None else default_mjcf_path()
+    root = _read_mjcf(path)
+    compiler = root.find("compiler")
+    angle = compiler.get("angle", "degree") if compiler is not None else "degree"
+    to_rad = 1.0 if angle == "radian" else math.pi / 180.0
+    numerics, texts = _custom_fields(root)
+    joints_by_name = {j.get("name"): j for j in root.iter("joint") if j.get("name")}
+    specs = [_joint_spec(act, joints_by_name, numerics, to_rad, path)
+             for act in _actuators(root, path)]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise RobotSpecError(f"{path.name}: a joint is driven by more than one actuator: {names}")
+    period_key = f"{_NUMERIC_PREFIX}control_period"
+    (period,) = _floats(numerics.get(period_key), f"{path.name}: custom numeric "
+                        f"{period_key!r} (the control period, seconds)", 1)
+    if period <= 0:
+        raise RobotSpecError(f"{path.name}: {period_key} must be positive, got {period}")
+    interface = texts.get(f"{_NUMERIC_PREFIX}command_interface", "effort")
+    if interface != "effort":
+        raise RobotSpecError(f"{path.name}: command_interface {interface!r} is not supported "
+                             "(only 'effort')")
+    return RobotSpec(name=root.get("model", path.stem), joints=tuple(specs),
+                     control_period=period, command_interface=interface)
+
+
+def _read_mjcf(path: Path) -> ET.Element:
+    """The model's root element, refused unless it is one self-contained MJCF file."""
     if not path.is_file():
         raise RobotSpecError(f"robot model {path} does not exist")
     try:
@@ -151,10 +179,11 @@ def load_robot_spec(mjcf_path: str | Path | None = None) -> RobotSpec:
     if root.find(".//include") is not None:
         raise RobotSpecError(f"{path}: <include> is not supported by the spec parser; keep the "
                              "joints, actuators and custom fields in one file")
-    compiler = root.find("compiler")
-    angle = compiler.get("angle", "degree") if compiler is not None else "degree"
-    to_rad = 1.0 if angle == "radian" else math.pi / 180.0
+    return root
 
+
+def _custom_fields(root: ET.Element) -> tuple[dict[str, str], dict[str, str]]:
+    """``<custom>``'s numeric and text fields, name -> data."""
     numerics: dict[str, str] = {}
     texts: dict[str, str] = {}
     for custom in root.iter("custom"):
@@ -162,61 +191,51 @@ def load_robot_spec(mjcf_path: str | Path | None = None) -> RobotSpec:
             numerics[el.get("name", "")] = el.get("data", "")
         for el in custom.findall("text"):
             texts[el.get("name", "")] = el.get("data", "")
+    return numerics, texts
 
-    joints_by_name = {j.get("name"): j for j in root.iter("joint") if j.get("name")}
+
+def _actuators(root: ET.Element, path: Path) -> list[ET.Element]:
+    """The actuators in file order: the command order."""
     actuator_root = root.find("actuator")
     actuators = ([a for a in actuator_root if a.tag in _ACTUATOR_TAGS]
                  if actuator_root is not None else [])
     if not actuators:
         raise RobotSpecError(f"{path}: no <actuator> elements; the spec needs one per joint")
+    return actuators
 
-    specs: list[JointSpec] = []
-    for act in actuators:
-        jname = act.get("joint")
-        where = f"{path.name}: actuator {act.get('name', '?')!r}"
-        if jname is None:
-            raise RobotSpecError(f"{where} does not drive a joint (joint= attribute)")
-        joint = joints_by_name.get(jname)
-        if joint is None:
-            raise RobotSpecError(f"{where} drives unknown joint {jname!r}")
-        jtype = joint.get("type", "hinge")
-        if jtype not in ("hinge", "slide"):
-            raise RobotSpecError(f"{path.name}: joint {jname!r} has type {jtype!r}; only hinge "
-                                 "and slide joints can be commanded")
-        if joint.get("limited", "auto") == "false":
-            raise RobotSpecError(f"{path.name}: joint {jname!r} is unlimited; set range")
-        lo, hi = _floats(joint.get("range"), f"{path.name}: joint {jname!r} range", 2)
-        if jtype == "hinge":
-            lo, hi = lo * to_rad, hi * to_rad
-        if not lo < hi:
-            raise RobotSpecError(f"{path.name}: joint {jname!r} range {lo}..{hi} is empty")
-        clo, chi = _floats(act.get("ctrlrange"), f"{where} ctrlrange", 2)
-        (gear,) = _floats(act.get("gear", "1").split()[0], f"{where} gear", 1)
-        if clo != -chi or chi <= 0:
-            raise RobotSpecError(f"{where} ctrlrange must be symmetric around 0, got {clo} {chi}")
-        effort = abs(chi * gear)
-        if joint.get("actuatorfrcrange") is not None:
-            flo, fhi = _floats(joint.get("actuatorfrcrange"),
-                               f"{path.name}: joint {jname!r} actuatorfrcrange", 2)
-            effort = min(effort, abs(flo), abs(fhi))
-        vkey = f"{_NUMERIC_PREFIX}velocity_max/{jname}"
-        (vmax,) = _floats(numerics.get(vkey), f"{path.name}: custom numeric {vkey!r}", 1)
-        if vmax <= 0:
-            raise RobotSpecError(f"{path.name}: {vkey} must be positive, got {vmax}")
-        specs.append(JointSpec(jname, lo, hi, vmax, effort))
 
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise RobotSpecError(f"{path.name}: a joint is driven by more than one actuator: {names}")
-    period_key = f"{_NUMERIC_PREFIX}control_period"
-    period = 0.05
-    if period_key in numerics:
-        (period,) = _floats(numerics[period_key], f"{path.name}: {period_key}", 1)
-        if period <= 0:
-            raise RobotSpecError(f"{path.name}: {period_key} must be positive, got {period}")
-    interface = texts.get(f"{_NUMERIC_PREFIX}command_interface", "effort")
-    if interface != "effort":
-        raise RobotSpecError(f"{path.name}: command_interface {interface!r} is not supported "
-                             "(only 'effort')")
-    return RobotSpec(name=root.get("model", path.stem), joints=tuple(specs),
-                     control_period=period, command_interface=interface)
+def _joint_spec(act: ET.Element, joints_by_name: dict[str | None, ET.Element],
+                numerics: dict[str, str], to_rad: float, path: Path) -> JointSpec:
+    """One actuator's joint: its range, the actuator's effort limit, the custom speed limit."""
+    jname = act.get("joint")
+    where = f"{path.name}: actuator {act.get('name', '?')!r}"
+    if jname is None:
+        raise RobotSpecError(f"{where} does not drive a joint (joint= attribute)")
+    joint = joints_by_name.get(jname)
+    if joint is None:
+        raise RobotSpecError(f"{where} drives unknown joint {jname!r}")
+    jtype = joint.get("type", "hinge")
+    if jtype not in ("hinge", "slide"):
+        raise RobotSpecError(f"{path.name}: joint {jname!r} has type {jtype!r}; only hinge "
+                             "and slide joints can be commanded")
+    if joint.get("limited", "auto") == "false":
+        raise RobotSpecError(f"{path.name}: joint {jname!r} is unlimited; set range")
+    lo, hi = _floats(joint.get("range"), f"{path.name}: joint {jname!r} range", 2)
+    if jtype == "hinge":
+        lo, hi = lo * to_rad, hi * to_rad
+    if not lo < hi:
+        raise RobotSpecError(f"{path.name}: joint {jname!r} range {lo}..{hi} is empty")
+    clo, chi = _floats(act.get("ctrlrange"), f"{where} ctrlrange", 2)
+    (gear,) = _floats(act.get("gear", "1").split()[0], f"{where} gear", 1)
+    if clo != -chi or chi <= 0:
+        raise RobotSpecError(f"{where} ctrlrange must be symmetric around 0, got {clo} {chi}")
+    effort = abs(chi * gear)
+    if joint.get("actuatorfrcrange") is not None:
+        flo, fhi = _floats(joint.get("actuatorfrcrange"),
+                           f"{path.name}: joint {jname!r} actuatorfrcrange", 2)
+        effort = min(effort, abs(flo), abs(fhi))
+    vkey = f"{_NUMERIC_PREFIX}velocity_max/{jname}"
+    (vmax,) = _floats(numerics.get(vkey), f"{path.name}: custom numeric {vkey!r}", 1)
+    if vmax <= 0:
+        raise RobotSpecError(f"{path.name}: {vkey} must be positive, got {vmax}")
+    return JointSpec(jname, lo, hi, vmax, effort)

@@ -15,7 +15,10 @@ with backoff). This node only converts:
   flows and disarmed when it stops, so starting or stopping the graph never trips the
   device's command watchdog;
 - :meth:`SerialBridge.diagnostics` -> ``/diagnostics`` (link state, frame/CRC errors,
-  reconnects, round-trip time, device faults).
+  reconnects, round-trip time, device faults);
+- with ``give_up_after_s`` > 0 (one-shot runs), :meth:`SerialBridge.link_failure` ends the
+  node with exit code 1 and the reason on stderr, which ends a launch; overnight runs leave it
+  at 0 and the bridge reconnects for ever.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
 
 from pearl_robot.hardware.bridge import BridgeConfig, JointStateSample, SerialBridge
-from pearl_robot.hardware.errors import CommandError
+from pearl_robot.hardware.errors import CommandError, LinkDownError
 from pearl_robot.hardware.transport import SerialConfig, serial_factory
 from pearl_robot.ros import graph, qos
 from pearl_robot.ros.conversions import (
@@ -149,5 +152,19 @@ class BridgeNode(Node):
             super().destroy_node()
 
 
+    def link_given_up(self) -> str | None:
+        """Why this one-shot run stops waiting for the link (``give_up_after_s``), or None."""
+        limit = self.params.value.give_up_after_s
+        return self.bridge.link_failure(limit) if limit > 0 else None
+
+
+def _raise_on_dead_link(node: BridgeNode) -> bool:
+    why = node.link_given_up()
+    if why is not None:  # run_node prints it, destroys the node (safe command) and exits 1
+        raise LinkDownError(f"{why}; giving up after give_up_after_s="
+                            f"{node.params.value.give_up_after_s:g}")
+    return False
+
+
 def main(args: list[str] | None = None, stop: StopRequest | None = None) -> int:
-    return run_node(BridgeNode, args, stop=stop)
+    return run_node(BridgeNode, args, stop_when=_raise_on_dead_link, stop=stop)

@@ -22,7 +22,12 @@ from typing import Any, NamedTuple
 import yaml
 
 from pearl_robot.errors import ConfigError
-from pearl_robot.ros.node_config import NODE_CONFIGS, config_from_mapping, config_to_parameters
+from pearl_robot.ros.node_config import (
+    LINK_GIVE_UP_S,
+    NODE_CONFIGS,
+    config_from_mapping,
+    config_to_parameters,
+)
 
 PACKAGE = "pearl_robot"
 
@@ -226,6 +231,9 @@ def build_graph(values: Mapping[str, str]) -> tuple[NodeSpec, ...]:
         overrides["policy_node"]["episodes"] = int(args["episodes"])
     if args["exit_when_done"]:
         overrides["policy_node"]["exit_when_done"] = BOOLEANS[args["exit_when_done"].lower()]
+        if robot_node == "bridge_node" and overrides["policy_node"]["exit_when_done"]:
+            # a one-shot run gives up on a dead link instead of waiting for ever
+            robot_defaults["bridge_node"]["give_up_after_s"] = LINK_GIVE_UP_S
     if args["dataset_dir"]:
         overrides["logger_node"]["dataset_dir"] = args["dataset_dir"]
     if args["port"] and robot_node == "bridge_node":

@@ -6,7 +6,9 @@ queue, and the writer's own thread decodes, writes MCAP chunks and group-commits
 a slow disk never stalls the executor (which, composed, also runs the 20 Hz policy).
 
 - The dataset is opened (recovery of a crashed run included) on a helper thread once the
-  first transition tells the layout; transitions that arrive meanwhile wait in a bounded buffer.
+  first transition tells the layout; transitions and task messages that arrive meanwhile wait
+  in a bounded buffer, in arrival order (:class:`pearl_robot.datalog.pending.PendingLog`), so
+  each is logged under the task in force when it was recorded.
 - ``/pearl/task`` (latched) gives the writer the task and model of the episodes; a ``state`` of
   ``stopped``, ``estop``, ``shutdown`` or ``fault`` closes the open episode with that reason.
 - ``destroy_node`` closes the writer: the open episode is closed and the manifest written.
@@ -16,7 +18,6 @@ a slow disk never stalls the executor (which, composed, also runs the 20 Hz poli
 
 from __future__ import annotations
 
-import collections
 import json
 import threading
 from typing import Any
@@ -26,6 +27,7 @@ from rclpy.node import Node
 from rclpy.serialization import deserialize_message
 from std_msgs.msg import Float64MultiArray, String
 
+from pearl_robot.datalog.pending import END_STATES, PendingLog, apply_task
 from pearl_robot.datalog.writer import DatasetWriter, WriterConfig
 from pearl_robot.errors import PearlRobotError
 from pearl_robot.ros import graph, qos
@@ -42,8 +44,7 @@ from pearl_robot.ros.node_config import LoggerNodeConfig
 from pearl_robot.ros.node_main import StopRequest, run_node
 from pearl_robot.ros.params import DeclaredConfig
 
-END_STATES = ("stopped", "estop", "shutdown", "fault")
-"""/pearl/task states that close the open episode."""
+__all__ = ["END_STATES", "LoggerNode", "main"]
 
 
 class LoggerNode(Node):
@@ -57,9 +58,7 @@ class LoggerNode(Node):
         self.open_error: str | None = None
         self.received = 0
         self.rejected = 0
-        self._early: collections.deque[bytes] = collections.deque(maxlen=cfg.queue_size)
-        self._early_lost = 0
-        self._task: tuple[dict, str | None] | None = None
+        self._pending = PendingLog(cfg.queue_size)
         self._lock = threading.Lock()
         self._opener: threading.Thread | None = None
         self.create_subscription(Float64MultiArray, graph.TRANSITION, self._on_transition,
@@ -82,9 +81,7 @@ class LoggerNode(Node):
                 if not self.writer.write_cdr(data):
                     self.rejected += 1
                 return
-            if len(self._early) == self._early.maxlen:
-                self._early_lost += 1
-            self._early.append(bytes(data))
+            self._pending.add_transition(data)
             if self._opener is None and self.open_error is None:
                 self._start_open(data)
 
@@ -93,7 +90,7 @@ class LoggerNode(Node):
             layout, _ = transition_from_msg(deserialize_message(data, Float64MultiArray))
         except (ConversionError, PearlRobotError) as exc:
             self.rejected += 1
-            self._early.pop()
+            self._pending.discard_newest_transition()
             self.get_logger().error(f"transition refused: {exc}", throttle_duration_sec=5.0)
             return
         self._opener = threading.Thread(target=self._open, args=(layout,),
@@ -112,15 +109,14 @@ class LoggerNode(Node):
             return
         if not writer.recovery.clean:
             self.get_logger().warning(f"dataset recovered: {writer.recovery.summary()}")
+        # The policy node numbers the episodes (its session state); the logger only says what
+        # was on disk before this run (taken before the buffered transitions claim their ids,
+        # so a fresh dataset reads "no episodes" while the policy says "next episode id 0").
+        on_disk = writer.episodes_on_disk()
         with self._lock:
-            if self._task is not None:
-                writer.set_task(*self._task)
-            while self._early:
-                if not writer.write_cdr(self._early.popleft()):
-                    self.rejected += 1
+            self.rejected += self._pending.drain_into(writer)
             self.writer = writer
-        self.get_logger().info(f"dataset {cfg.dataset_dir} open; next episode id "
-                               f"{writer.next_episode_id()}")
+        self.get_logger().info(f"dataset {cfg.dataset_dir} open; {on_disk}")
 
     def _on_task(self, msg: String) -> None:
         try:
@@ -132,20 +128,18 @@ class LoggerNode(Node):
             return
         model_sha = task.get("model_sha")
         with self._lock:
-            self._task = (task, model_sha)
             writer = self.writer
-        if writer is None:
-            return
-        writer.set_task(task, model_sha)
-        if task.get("state") in END_STATES:
-            writer.end_episode(str(task["state"]))
+            if writer is None:  # in order with the transitions buffered before the open
+                self._pending.add_task(task, model_sha)
+                return
+        apply_task(writer, task, model_sha)
 
     # ------------------------------------------------------------------ diagnostics, shutdown
     def _publish_diagnostics(self) -> None:
         writer = self.writer
         values: dict[str, object] = {"received": self.received, "rejected": self.rejected,
-                                     "buffered_before_open": len(self._early),
-                                     "lost_before_open": self._early_lost}
+                                     "buffered_before_open": self._pending.transitions,
+                                     "lost_before_open": self._pending.lost}
         if writer is not None:
             st = writer.status()
             level = {0: OK, 1: WARN}.get(int(st.level), ERROR)

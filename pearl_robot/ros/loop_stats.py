@@ -18,6 +18,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+TIMER_EARLY = 0.1
+"""How early, as a fraction of the period, a timer may fire and still close the period whose
+end it is for (a timer on another clock than the grid's fires a little before it): a firing
+up to 0.9 period late still closes the period that ended, not the one running."""
+
 
 class LoopSummary(NamedTuple):
     """A window of ticks, summarised for /diagnostics (seconds; NaN when the window is empty)."""
@@ -44,6 +49,16 @@ class LoopSummary(NamedTuple):
     """Median age of the observation a tick acted on."""
     obs_age_max: float
     """Oldest observation a tick acted on in the window."""
+
+    def diagnostic_values(self) -> dict[str, float]:
+        """The /diagnostics key-values of the policy's control loop (milliseconds)."""
+        return {
+            "period_mean_ms": self.period_mean * 1e3, "jitter_p99_ms": self.jitter_p99 * 1e3,
+            "jitter_max_ms": self.jitter_max * 1e3, "ticks": self.ticks,
+            "late_ticks": self.late, "tick_work_p50_ms": self.work_p50 * 1e3,
+            "tick_work_max_ms": self.work_max * 1e3,
+            "tick_to_command_p50_ms": self.command_p50 * 1e3,
+            "obs_age_p50_ms": self.obs_age_p50 * 1e3, "obs_age_max_ms": self.obs_age_max * 1e3}
 
 
 def _pct(values: collections.deque[float], q: float) -> float:
@@ -76,8 +91,11 @@ class LoopStats:
         return math.floor((now - self.origin) / self.period + 1e-6)
 
     def period_ended_at(self, now: float) -> int:
-        """Index of the period whose end is nearest ``now`` (what a timer firing closes)."""
-        return round((now - self.origin) / self.period) - 1
+        """Index of the period a timer firing at ``now`` closes: the newest one that has
+        ended, counting a firing up to TIMER_EARLY of a period before the end as at the end.
+        A starved executor fires the timer late; rounding to the nearest end would then
+        close the period still running and drop the one that just ended (a lost command)."""
+        return math.floor((now - self.origin) / self.period + TIMER_EARLY) - 1
 
     def due(self, index: int) -> bool:
         """Whether period ``index`` has not had its tick yet."""

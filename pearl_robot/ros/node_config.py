@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import math
 import textwrap
 from dataclasses import dataclass
 from functools import cache
@@ -19,6 +20,8 @@ from typing import Any, ClassVar, TypeVar
 from pearl_robot.errors import ConfigError
 
 Z_MODES = ("episode", "step", "mean")
+Z_SCHEDULES = {"episode": "episode", "step": "step_mean", "mean": "step_mean"}
+"""Policy ``z_mode`` -> the runtime's z schedule."""
 
 C = TypeVar("C")
 
@@ -146,6 +149,42 @@ class PolicyNodeConfig:
         return CanaryConfig(episodes=self.canary_episodes, margin=self.canary_margin,
                             margin_abs=self.canary_margin_abs)
 
+    def runtime_config(self) -> Any:
+        """The policy runtime these parameters ask for (a
+        :class:`pearl_robot.runtime.policy.RuntimeConfig`; imported here, as above)."""
+        from pearl_robot.runtime.change_detection import ChangeDetectionConfig
+        from pearl_robot.runtime.policy import RuntimeConfig
+
+        return RuntimeConfig(
+            z_schedule=Z_SCHEDULES[self.z_mode],  # type: ignore[arg-type]
+            exploration_episodes=0 if self.z_mode == "mean" else 1,
+            stochastic_actions=not self.deterministic,
+            context_window=self.context_window or None, max_obs_age=self.stale_obs_s,
+            change_detection=ChangeDetectionConfig(
+                enabled=self.change_detection,
+                false_alarms_per_hour=self.change_false_alarms_per_hour,
+                on_change=self.change_action))  # type: ignore[arg-type]
+
+    def schedule_config(self, task_indices: tuple[int, ...], episode_steps: int) -> Any:
+        """The episode schedule (a :class:`pearl_robot.runtime.schedule.ScheduleConfig`)."""
+        from pearl_robot.runtime.schedule import ScheduleConfig
+
+        return ScheduleConfig(
+            task_indices=task_indices, episodes_per_task=self.episodes_per_task,
+            episode_steps=episode_steps, max_episodes=self.episodes or None,
+            reset_timeout_s=self.reset_timeout_s, fault_pause_s=self.fault_pause_s,
+            seed=self.seed)
+
+    def episode_config(self, control_period: float, family_name: str) -> Any:
+        """The episode controller's settings (a
+        :class:`pearl_robot.runtime.episodes.EpisodeConfig`)."""
+        from pearl_robot.runtime.episodes import EpisodeConfig
+
+        return EpisodeConfig(control_period=control_period, stale_obs_s=self.stale_obs_s,
+                             reset_routine=bool(self.reset_service),
+                             reset_hold_s=self.reset_hold_s, autostart=self.autostart,
+                             family_name=family_name, observations="/joint_states")
+
     def task_selection(self) -> str | tuple[int, ...]:
         """'held-out', 'train', or the explicit task indices."""
         text = self.tasks.strip()
@@ -209,15 +248,34 @@ class TwinNodeConfig:
     """Seed of the twin's noise generator."""
     diagnostics_period_s: float = 1.0
     """Period of the /diagnostics status (sim time, real-time factor, commands)."""
+    fault_reset_stall_every: int = 0
+    """Fault injection for soak tests (``bench/bench_soak.py``); 0, the default: off. Every
+    this-many-th reset the twin's reset routine stalls: it refuses every reset request for
+    fault_reset_stall_s simulated seconds (what a stuck homing routine does), so the policy's
+    reset times out and is retried."""
+    fault_reset_stall_s: float = 0.0
+    """Fault injection: how long (simulated seconds) a stalled reset routine refuses requests;
+    longer than the policy's reset_timeout_s makes the reset time out."""
 
     def __post_init__(self) -> None:
         for name in ("publish_period", "real_time_factor", "command_timeout_s",
                      "diagnostics_period_s"):
             _positive(name, getattr(self, name))
+        if self.fault_reset_stall_every < 0:
+            raise ConfigError("parameter 'fault_reset_stall_every' must be >= 0, got "
+                              f"{self.fault_reset_stall_every}")
+        _non_negative("fault_reset_stall_s", self.fault_reset_stall_s)
 
     @property
     def publishes_clock(self) -> bool:
         return self.real_time_factor != 1.0
+
+
+LINK_GIVE_UP_S = 20.0
+"""How long a one-shot run (``exit_when_done``, ``adapt --exit-when-done``) waits for a serial
+link that is down before it gives up: long enough for a USB adapter to re-enumerate after a
+replug or a device reset (a few seconds) and for the bridge's reopen backoff (2 s at most);
+short enough that an unattended run with a wrong port ends instead of looking hung."""
 
 
 @dataclass(frozen=True)
@@ -240,6 +298,11 @@ class BridgeNodeConfig:
     """Refuse a device whose joint names differ from the robot model's (sim/ MJCF)."""
     diagnostics_period_s: float = 1.0
     """Period of the /diagnostics status (link state, frame and CRC errors, reconnects)."""
+    give_up_after_s: float = 0.0
+    """Exit (code 1, which ends a launch) once the link has not been ready for this long, or
+    at once when the device is refused (FAILED). 0: never; the bridge reconnects for ever,
+    which is what an overnight run wants. The graph sets it to LINK_GIVE_UP_S for one-shot
+    runs (``exit_when_done``)."""
 
     def __post_init__(self) -> None:
         if not self.port:
@@ -247,6 +310,9 @@ class BridgeNodeConfig:
         if self.baudrate <= 0:
             raise ConfigError(f"parameter 'baudrate' must be > 0, got {self.baudrate}")
         _positive("diagnostics_period_s", self.diagnostics_period_s)
+        if not (math.isfinite(self.give_up_after_s) and self.give_up_after_s >= 0):
+            raise ConfigError(f"parameter 'give_up_after_s' must be >= 0 (0: never), got "
+                              f"{self.give_up_after_s}")
 
 
 NODE_CONFIGS: dict[str, type] = {

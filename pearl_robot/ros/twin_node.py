@@ -52,6 +52,41 @@ def _time_msg(seconds: float) -> Time:
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
+class ResetStall:
+    """Fault injection (off unless ``every`` > 0): every ``every``-th reset the reset routine
+    stalls and refuses requests for ``stall_s`` seconds of the twin's clock; the first request
+    after the stall succeeds. Counted so a soak can say how many faults it injected."""
+
+    def __init__(self, every: int, stall_s: float) -> None:
+        self.every = every
+        self.stall_s = stall_s
+        self.resets = 0
+        """Resets begun (a stall and the request that ends it count as one)."""
+        self.stalls = 0
+        """Stalls injected."""
+        self.refused = 0
+        """Reset requests refused while stalled."""
+        self._until: float | None = None
+
+    def refuse(self, now: float) -> bool:
+        """Called for each reset request at time ``now``; True: refuse it (stalled)."""
+        if self.every <= 0:
+            return False
+        if self._until is not None:
+            if now < self._until:
+                self.refused += 1
+                return True
+            self._until = None
+            return False
+        self.resets += 1
+        if self.resets % self.every == 0 and self.stall_s > 0:
+            self._until = now + self.stall_s
+            self.stalls += 1
+            self.refused += 1
+            return True
+        return False
+
+
 class TwinNode(Node):
     """The twin as a robot on the graph (one ArmTwin, stepped by a wall-clock timer)."""
 
@@ -75,6 +110,7 @@ class TwinNode(Node):
         self.resets = 0
         self.steps = 0
         self._wall_start = time.monotonic()
+        self._stall = ResetStall(cfg.fault_reset_stall_every, cfg.fault_reset_stall_s)
 
         self.joint_pub = self.create_publisher(JointState, graph.JOINT_STATES,
                                                qos.stream_publisher(cfg.publish_period))
@@ -129,6 +165,10 @@ class TwinNode(Node):
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response
                   ) -> Trigger.Response:
         task = self._task or {}
+        if self._stall.refuse(self._sim_time):
+            response.success = False
+            response.message = json.dumps({"error": "reset routine stalled (fault injection)"})
+            return response
         # The task's physical parameters (payload, friction, ...); goals are not the twin's.
         physics = {k: v for k, v in (task.get("params") or {}).items()
                    if k in ARM3_NOMINAL_PARAMS}
@@ -177,7 +217,8 @@ class TwinNode(Node):
             f"{self.get_name()}: twin", self.twin.spec.name, level, message,
             {"sim_time_s": self._sim_time, "real_time_factor_achieved": sim / max(wall, 1e-9),
              "commands": self.commands, "bad_commands": self.bad_commands,
-             "resets": self.resets, "episode": self._applied["episode"],
+             "resets": self.resets, "reset_stalls": self._stall.stalls,
+             "reset_requests_refused": self._stall.refused, "episode": self._applied["episode"],
              "task": self._applied["task"]})
         stamp = (_time_msg(self._sim_time) if self.clock_pub is not None
                  else self.get_clock().now().to_msg())

@@ -25,6 +25,7 @@ from pearl_robot.runtime.bundle import (
 from pearl_robot.runtime.policy import (
     EpisodeStart,
     EpisodeSummary,
+    ObsCheck,
     PolicyRuntime,
     RuntimeConfig,
     SwapStatus,
@@ -37,6 +38,7 @@ __all__ = [
     "ActionSafety", "Bundle", "BundleCompatibilityError", "BundleContractError", "BundleError",
     "BundleFileMissingError", "BundleGoldenError", "BundleGraphError", "BundleHashError",
     "BundleNotFoundError", "BundleRobotMismatchError", "BundleShapeError", "Contract",
-    "EpisodeStart", "EpisodeSummary", "OnlineBelief", "PolicyRuntime", "RobotExpectation",
-    "RuntimeConfig", "SwapStatus", "TickResult", "TickTimings", "load_bundle", "read_contract",
+    "EpisodeStart", "EpisodeSummary", "ObsCheck", "OnlineBelief", "PolicyRuntime",
+    "RobotExpectation", "RuntimeConfig", "SwapStatus", "TickResult", "TickTimings", "load_bundle",
+    "read_contract",
 ]

@@ -8,7 +8,7 @@ A bundle is a directory written by ``pearl-robot export`` (``pearl_robot.export`
                    -> mu [B, latent], var [B, latent]   (one Gaussian factor per row)
     contract.json  schema, names/units/limits, control period, latent size, context fields,
                    posterior convention, task family, provenance, sha256 of every other file
-                   and of its own canonical content
+                   and of its own canonical content (typed: ``runtime.contract.Contract``)
     golden.npz     recorded inputs and the outputs the exporter's torch model gave for them
 
 ``load_bundle`` refuses a bundle at the first problem with one typed error per kind of
@@ -27,45 +27,40 @@ import io
 import json
 import math
 import os
-import re
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pearl_robot.errors import PearlRobotError
-
-BUNDLE_SCHEMA = "pearl_robot.bundle/1"
-"""Schema string written to and required in ``contract.json``."""
-ACTOR_FILE = "actor.onnx"
-ENCODER_FILE = "encoder.onnx"
-CONTRACT_FILE = "contract.json"
-GOLDEN_FILE = "golden.npz"
-HASHED_FILES = (ACTOR_FILE, ENCODER_FILE, GOLDEN_FILE)
-"""Files whose sha256 the contract records (the contract hashes its own content)."""
-
-ACTOR_INPUTS = ("obs", "z", "eps")
-ACTOR_OUTPUTS = ("action_mean", "action_sample")
-ENCODER_INPUTS = ("transition",)
-ENCODER_OUTPUTS = ("mu", "var")
-STEP_INPUTS = ("transition", "ring", "count")
-"""Inputs of a step-state encoder graph (inference ``pooled``): the newest transition, the
-belief's state (the newest ``window`` per-transition features, oldest first, and how many of
-them are in the context)."""
-STEP_OUTPUTS = ("ring_out", "count_out", "mu", "var")
-"""Outputs of a step-state encoder graph: the next state and the belief it holds."""
-INFERENCE_MODES = ("pog", "pooled")
-"""Inference modes a bundle can hold (``contract.inference.mode``; absent: ``pog``, the
-bundles written before there was a choice)."""
-CONTEXT_FIELD_NAMES = ("obs", "action", "reward", "next_obs")
-"""Context row fields the runtime knows how to fill (in the order the contract lists them)."""
-POSTERIOR_CONVENTIONS = ("pog-no-prior", "pog-with-prior")
-"""``pog-no-prior``: product of the per-transition factors only, the N(0, I) prior enters the
-training KL only and is the belief when the context is empty (``core.posterior``).
-``pog-with-prior``: the prior is one more factor in the product."""
+from pearl_robot.runtime.contract import (
+    ACTOR_FILE,
+    ACTOR_INPUTS,
+    ACTOR_OUTPUTS,
+    BUNDLE_SCHEMA,
+    CONTEXT_FIELD_NAMES,
+    CONTRACT_FILE,
+    ENCODER_FILE,
+    ENCODER_INPUTS,
+    ENCODER_OUTPUTS,
+    GOLDEN_FILE,
+    HASHED_FILES,
+    INFERENCE_MODES,
+    POSTERIOR_CONVENTIONS,
+    STEP_INPUTS,
+    STEP_OUTPUTS,
+    BundleContractError,
+    BundleError,
+    ContextField,
+    Contract,
+    contract_content_sha256,
+    contract_graph_io,
+    declared_graph_io,
+    parse_contract,
+    parse_contract_json,
+)
 
 MAX_FILE_BYTES = {CONTRACT_FILE: 16 << 20, ACTOR_FILE: 256 << 20, ENCODER_FILE: 256 << 20,
                   GOLDEN_FILE: 64 << 20}
@@ -78,9 +73,19 @@ GOLDEN_KEYS = ("actor_obs", "actor_z", "actor_eps", "actor_action_mean", "actor_
 GOLDEN_STEP_KEYS = ("encoder_ring", "encoder_count", "encoder_ring_out", "encoder_count_out")
 """Golden arrays a step-state encoder adds (states recorded along real context sequences)."""
 
-
-class BundleError(PearlRobotError):
-    """A model bundle cannot be used; the message names the file and the problem."""
+__all__ = [  # the contract's names, re-exported: importers of this module keep working
+    "ACTOR_FILE", "ACTOR_INPUTS", "ACTOR_OUTPUTS", "BUNDLE_SCHEMA", "CONTEXT_FIELD_NAMES",
+    "CONTRACT_FILE", "ENCODER_FILE", "ENCODER_INPUTS", "ENCODER_OUTPUTS", "GOLDEN_FILE",
+    "HASHED_FILES", "INFERENCE_MODES", "POSTERIOR_CONVENTIONS", "STEP_INPUTS", "STEP_OUTPUTS",
+    "BundleContractError", "BundleError", "ContextField", "Contract", "contract_content_sha256",
+    "contract_graph_io", "declared_graph_io", "parse_contract", "parse_contract_json",
+    "GOLDEN_KEYS", "GOLDEN_STEP_KEYS", "MAX_FILE_BYTES", "Bundle", "BundleCompatibilityError",
+    "BundleFileMissingError", "BundleFileTypeError", "BundleGoldenError", "BundleGraphError",
+    "BundleHashError", "BundleNotFoundError", "BundleRobotMismatchError", "BundleShapeError",
+    "RobotExpectation", "check_compatible", "check_files", "check_robot", "load_bundle",
+    "read_bundle_file", "read_contract", "read_contract_json", "run_golden", "seal_contract",
+    "session_options", "sha256_file",
+]
 
 
 class BundleNotFoundError(BundleError):
@@ -99,10 +104,6 @@ class BundleFileTypeError(BundleError):
 class BundleHashError(BundleError):
     """A file's sha256 (or the contract's own content hash) differs from the recorded one:
     the file was corrupted or edited after export."""
-
-
-class BundleContractError(BundleError):
-    """``contract.json`` is unreadable, of another schema, or has a missing or invalid field."""
 
 
 class BundleShapeError(BundleError):
@@ -139,23 +140,14 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def contract_content_sha256(contract: dict[str, Any]) -> str:
-    """sha256 of the contract's canonical JSON without its own ``contract_sha256`` field.
-
-    Hashing parsed content (sorted keys, no whitespace) instead of bytes lets a flipped byte
-    that changes a value (a limit, a name) be detected, while the file stays human-editable
-    for inspection."""
-    body = {k: v for k, v in contract.items() if k != "contract_sha256"}
-    canon = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(canon.encode("utf-8")).hexdigest()
-
-
-def seal_contract(bundle_dir: str | Path, contract: dict[str, Any]) -> dict[str, Any]:
+def seal_contract(bundle_dir: str | Path, contract: Contract | dict[str, Any]
+                  ) -> dict[str, Any]:
     """Fill ``files`` (sha256 of every hashed file present in ``bundle_dir``) and
-    ``contract_sha256``, and write ``contract.json`` (fsynced). Used by the exporter, and by
-    tests that build deliberately altered but consistently hashed bundles."""
+    ``contract_sha256``, and write ``contract.json`` (fsynced); returns the JSON written.
+    The exporter seals a typed :class:`Contract`; tests seal deliberately altered JSON to
+    build consistently hashed but wrong bundles."""
     bundle_dir = Path(bundle_dir)
-    contract = dict(contract)
+    contract = contract.to_json() if isinstance(contract, Contract) else dict(contract)
     contract["files"] = {name: sha256_file(bundle_dir / name) for name in HASHED_FILES
                          if (bundle_dir / name).is_file()}
     contract["contract_sha256"] = contract_content_sha256(contract)
@@ -235,380 +227,6 @@ def read_bundle_file(bundle_dir: str | Path, name: str, limit: int | None = None
                                   ) from None
     finally:
         os.close(fd)
-
-
-_NONFINITE_TOKEN = re.compile(r"(?<![\w.\"])(-?Infinity|NaN)(?![\w\"])")
-
-
-def parse_contract_json(text: str) -> Any:
-    """``json.loads`` for ``contract.json`` that refuses what is not JSON but Python's parser
-    accepts: ``NaN``/``Infinity`` tokens and numbers that overflow to infinity (``1e400``).
-    BundleContractError naming the line; never a bare ValueError."""
-
-    def bad(token: str) -> float:
-        m = _NONFINITE_TOKEN.search(text) if token in ("NaN", "Infinity", "-Infinity") else None
-        pos = m.start() if m else text.find(token)
-        line = text.count("\n", 0, pos) + 1 if pos >= 0 else "?"
-        raise BundleContractError(f"{CONTRACT_FILE}: {token} at line {line} is not a valid "
-                                  f"JSON number (NaN and Infinity are not JSON; every number "
-                                  f"in a contract must be finite)")
-
-    def number(token: str) -> float:
-        x = float(token)
-        return x if math.isfinite(x) else bad(token)
-
-    try:
-        return json.loads(text, parse_constant=bad, parse_float=number)
-    except json.JSONDecodeError as exc:
-        raise BundleContractError(f"{CONTRACT_FILE} is not valid JSON ({exc})") from None
-    except RecursionError:
-        raise BundleContractError(f"{CONTRACT_FILE} nests too deeply to be a contract"
-                                  ) from None
-
-
-# --------------------------------------------------------------------------- contract
-
-@dataclass(frozen=True)
-class ContextField:
-    """One field of an encoder input row."""
-
-    name: str
-    """``obs``, ``action``, ``reward`` or ``next_obs``."""
-    size: int
-    """Number of entries of the row this field takes."""
-    units: str
-    """``physical`` (what the robot speaks; the graph normalizes)."""
-
-
-@dataclass(frozen=True)
-class Contract:
-    """The parsed, validated ``contract.json``; ``raw`` keeps the JSON as written."""
-
-    schema: str
-    """Always :data:`BUNDLE_SCHEMA` once parsed."""
-    obs_names: tuple[str, ...]
-    """Observation entries in graph order (what the policy node builds from /joint_states)."""
-    obs_units: tuple[str, ...]
-    """Unit of each observation entry."""
-    obs_low: np.ndarray | None = field(compare=False)
-    """Expected range of each observation entry (joint limits), or None when not declared;
-    informative (the runtime does not clip observations)."""
-    obs_high: np.ndarray | None = field(compare=False)
-    """Upper end of that range, or None."""
-    action_names: tuple[str, ...]
-    """Command entries in graph order (``<joint>.effort`` for the robot arm)."""
-    action_joints: tuple[str, ...]
-    """The joint each command entry drives (``action.joints``; when absent, the name up to its
-    last ``.``, e.g. ``shoulder.effort`` -> ``shoulder``)."""
-    action_units: tuple[str, ...]
-    """Unit of each command entry (N*m for effort commands)."""
-    action_low: np.ndarray = field(compare=False)
-    """Lower command limit, physical units, float64 [action_dim]."""
-    action_high: np.ndarray = field(compare=False)
-    """Upper command limit, physical units, float64 [action_dim]."""
-    command_interface: str
-    """What a command means on the robot (``effort``, ``displacement``, ...)."""
-    control_period: float
-    """Seconds between control ticks the policy was trained at."""
-    latent_dim: int
-    """Size of z."""
-    context_fields: tuple[ContextField, ...]
-    """Encoder input row layout, in order."""
-    context_reward_key: str | None
-    """When set, the context reward is ``info[key]`` rather than the task reward."""
-    posterior_convention: str
-    """One of :data:`POSTERIOR_CONVENTIONS`."""
-    information_bottleneck: bool
-    """False: the encoder gives point estimates, z is the (weighted) mean over the context."""
-    var_floor: float
-    """Lower clamp the encoder applies to each factor's variance."""
-    recommended_window: int
-    """Context size (transitions) matching training and the evaluation protocol."""
-    golden_atol: float
-    """Absolute tolerance of the load-time golden check."""
-    golden_rtol: float
-    """Relative tolerance of the load-time golden check."""
-    task_family: dict[str, Any] = field(compare=False)
-    """The family's ``describe()``."""
-    provenance: dict[str, Any] = field(compare=False)
-    """Checkpoint hash, training counters, versions, export time."""
-    files: dict[str, str] = field(compare=False)
-    """File name -> sha256."""
-    contract_sha256: str
-    """Content hash of the contract; also the bundle's identity (:attr:`Bundle.sha256`)."""
-    raw: dict[str, Any] = field(compare=False, repr=False)
-    """The JSON object as read."""
-    inference_mode: str = "pog"
-    """How the encoder graph turns transitions into the belief (:data:`INFERENCE_MODES`):
-    ``pog``: one Gaussian factor per transition, multiplied into running sums by the runtime;
-    ``pooled``: one step of a fixed-size belief state (``STEP_INPUTS`` -> ``STEP_OUTPUTS``)."""
-    policy_input: str = "sample"
-    """What the actor's ``z`` input is: ``sample`` (z, latent_dim wide) or ``belief`` (the
-    belief's mean and standard deviation, 2 x latent_dim wide)."""
-    step_window: int = 0
-    """``pooled``: transitions the step state holds (the ring's length); 0 otherwise."""
-    step_features: int = 0
-    """``pooled``: features per transition in the step state; 0 otherwise."""
-
-    @property
-    def obs_dim(self) -> int:
-        return len(self.obs_names)
-
-    @property
-    def action_dim(self) -> int:
-        return len(self.action_names)
-
-    @property
-    def context_dim(self) -> int:
-        return sum(f.size for f in self.context_fields)
-
-    @property
-    def includes_prior(self) -> bool:
-        return self.posterior_convention == "pog-with-prior"
-
-    @property
-    def policy_latent_dim(self) -> int:
-        """Width of the actor's ``z`` input."""
-        return 2 * self.latent_dim if self.policy_input == "belief" else self.latent_dim
-
-
-def _need(obj: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...]) -> Any:
-    if not isinstance(obj, dict) or key not in obj:
-        raise BundleContractError(f"{CONTRACT_FILE}: missing field {where}{key}")
-    value = obj[key]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise BundleContractError(f"{CONTRACT_FILE}: field {where}{key} must be "
-                                  f"{getattr(kind, '__name__', kind)}, got {value!r}")
-    return value
-
-
-def _names(obj: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
-    names = _need(obj, key, where, list)
-    if not names or not all(isinstance(n, str) and n for n in names):
-        raise BundleContractError(f"{CONTRACT_FILE}: {where}{key} must be a non-empty list of "
-                                  f"non-empty strings, got {names!r}")
-    if len(set(names)) != len(names):
-        raise BundleContractError(f"{CONTRACT_FILE}: {where}{key} has duplicates: {names!r}")
-    return tuple(names)
-
-
-def _floats(obj: dict[str, Any], key: str, where: str, n: int) -> np.ndarray:
-    vals = _need(obj, key, where, list)
-    try:
-        arr = np.asarray(vals, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise BundleContractError(f"{CONTRACT_FILE}: {where}{key} must be numbers, "
-                                  f"got {vals!r}") from exc
-    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
-        raise BundleContractError(f"{CONTRACT_FILE}: {where}{key} must be {n} finite numbers, "
-                                  f"got {vals!r}")
-    return arr
-
-
-def declared_graph_io(obs_dim: int, action_dim: int, latent_dim: int, context_dim: int,
-                      z_dim: int | None = None, step_state: tuple[int, int] | None = None
-                      ) -> dict[str, tuple[str, dict[str, dict[str, int | tuple[int, ...]]]]]:
-    """Graph name -> (file, {"inputs"|"outputs": {tensor: trailing shape}}): what the
-    observation, action, latent and context sizes imply; the one table both the contract's
-    ``graphs`` section and the loaded ONNX graphs are compared with. ``z_dim``: the actor's
-    latent input when it is not ``latent_dim`` (a belief-input policy: 2 x latent);
-    ``step_state``: (window, features) of a step-state encoder (inference ``pooled``)."""
-    z = latent_dim if z_dim is None else z_dim
-    if step_state is not None:
-        enc: dict[str, dict[str, int | tuple[int, ...]]] = {
-            "inputs": {"transition": context_dim, "ring": step_state, "count": 1},
-            "outputs": {"ring_out": step_state, "count_out": 1, "mu": latent_dim,
-                        "var": latent_dim}}
-    else:
-        enc = {"inputs": {"transition": context_dim},
-               "outputs": {"mu": latent_dim, "var": latent_dim}}
-    return {
-        "actor": (ACTOR_FILE, {"inputs": {"obs": obs_dim, "z": z, "eps": action_dim},
-                               "outputs": {"action_mean": action_dim,
-                                           "action_sample": action_dim}}),
-        "encoder": (ENCODER_FILE, enc),
-    }
-
-
-def contract_graph_io(contract: Contract
-                      ) -> dict[str, tuple[str, dict[str, dict[str, int | tuple[int, ...]]]]]:
-    """:func:`declared_graph_io` for a parsed contract (its inference mode included)."""
-    state = (contract.step_window, contract.step_features) \
-        if contract.inference_mode == "pooled" else None
-    return declared_graph_io(contract.obs_dim, contract.action_dim, contract.latent_dim,
-                             contract.context_dim, contract.policy_latent_dim, state)
-
-
-def _check_declared_graphs(raw: dict[str, Any], o: int, a: int, L: int, c: int,
-                           z_dim: int | None = None,
-                           step_state: tuple[int, int] | None = None) -> None:
-    """The ``graphs`` section must state exactly the I/O the sizes imply: a contract that
-    lies about its graphs (another file, another tensor, another width) is refused here,
-    before any graph is loaded, even when the graphs themselves would fit the sizes."""
-    graphs = _need(raw, "graphs", "", dict)
-    for gname, (fname, io_) in declared_graph_io(o, a, L, c, z_dim, step_state).items():
-        g = _need(graphs, gname, "graphs.", dict)
-        if g.get("file") != fname:
-            raise BundleContractError(f"{CONTRACT_FILE}: graphs.{gname}.file is "
-                                      f"{g.get('file')!r}; this runtime reads {fname!r}")
-        for kind, tensors in io_.items():
-            declared = _need(g, kind, f"graphs.{gname}.", dict)
-            if list(declared) != list(tensors):
-                raise BundleContractError(
-                    f"{CONTRACT_FILE}: graphs.{gname}.{kind} names {list(declared)}, the "
-                    f"runtime feeds {list(tensors)}")
-            for tname, width in tensors.items():
-                shape = declared[tname]
-                tail = list(width) if isinstance(width, tuple) else [width]
-                if not (isinstance(shape, list) and len(shape) == 1 + len(tail) and
-                        shape[0] in ("batch", 1) and shape[1:] == tail and
-                        not any(isinstance(x, bool) for x in shape[1:])):
-                    want = ", ".join(map(str, ["'batch'", *tail]))
-                    raise BundleContractError(
-                        f"{CONTRACT_FILE}: graphs.{gname}.{kind}.{tname} declares shape "
-                        f"{shape!r}, but the contract's sizes make it [{want}] "
-                        f"(obs {o}, action {a}, latent {L}, context {c})")
-
-
-def parse_contract(raw: Any) -> Contract:
-    """Validate a contract JSON object (BundleContractError naming the first bad field)."""
-    if not isinstance(raw, dict):
-        raise BundleContractError(f"{CONTRACT_FILE}: top level must be an object")
-    schema = _need(raw, "schema", "", str)
-    if schema != BUNDLE_SCHEMA:
-        raise BundleContractError(f"{CONTRACT_FILE}: schema {schema!r} is not supported by this "
-                                  f"runtime (expects {BUNDLE_SCHEMA!r}); re-export the bundle "
-                                  f"or update pearl_robot on the robot")
-    obs = _need(raw, "observation", "", dict)
-    act = _need(raw, "action", "", dict)
-    obs_names = _names(obs, "names", "observation.")
-    obs_units = tuple(_need(obs, "units", "observation.", list))
-    act_names = _names(act, "names", "action.")
-    act_units = tuple(_need(act, "units", "action.", list))
-    if len(obs_units) != len(obs_names):
-        raise BundleContractError(f"{CONTRACT_FILE}: observation.units has {len(obs_units)} "
-                                  f"entries for {len(obs_names)} names")
-    if len(act_units) != len(act_names):
-        raise BundleContractError(f"{CONTRACT_FILE}: action.units has {len(act_units)} "
-                                  f"entries for {len(act_names)} names")
-    obs_low = obs_high = None
-    if obs.get("low") is not None or obs.get("high") is not None:
-        obs_low = _floats(obs, "low", "observation.", len(obs_names))
-        obs_high = _floats(obs, "high", "observation.", len(obs_names))
-        if not np.all(obs_high >= obs_low):
-            i = int(np.flatnonzero(obs_high < obs_low)[0])
-            raise BundleContractError(f"{CONTRACT_FILE}: observation.high[{obs_names[i]}] = "
-                                      f"{obs_high[i]:g} is below observation.low "
-                                      f"{obs_low[i]:g}")
-    joints = act.get("joints")
-    if joints is None:
-        joints = [n.rpartition(".")[0] or n for n in act_names]
-    if not isinstance(joints, list) or len(joints) != len(act_names) or not all(
-            isinstance(j, str) and j for j in joints):
-        raise BundleContractError(f"{CONTRACT_FILE}: action.joints must name one joint per "
-                                  f"command entry, got {joints!r}")
-    low = _floats(act, "low", "action.", len(act_names))
-    high = _floats(act, "high", "action.", len(act_names))
-    if not np.all(high > low):
-        raise BundleContractError(f"{CONTRACT_FILE}: action.high must exceed action.low "
-                                  f"(low={low.tolist()}, high={high.tolist()})")
-    period = _need(raw, "control_period", "", float)
-    if not (math.isfinite(period) and period > 0):
-        raise BundleContractError(f"{CONTRACT_FILE}: control_period must be > 0, got {period}")
-    latent = _need(raw, "latent_dim", "", int)
-    if latent <= 0:
-        raise BundleContractError(f"{CONTRACT_FILE}: latent_dim must be > 0, got {latent}")
-    ctx = _need(raw, "context", "", dict)
-    fields_raw = _need(ctx, "fields", "context.", list)
-    fields: list[ContextField] = []
-    expected_size = {"obs": len(obs_names), "next_obs": len(obs_names),
-                     "action": len(act_names), "reward": 1}
-    for i, f in enumerate(fields_raw):
-        name = _need(f, "name", f"context.fields[{i}].", str)
-        size = _need(f, "size", f"context.fields[{i}].", int)
-        if name not in CONTEXT_FIELD_NAMES:
-            raise BundleContractError(f"{CONTRACT_FILE}: context.fields[{i}].name {name!r} is "
-                                      f"not one of {CONTEXT_FIELD_NAMES}")
-        if size != expected_size[name]:
-            raise BundleContractError(f"{CONTRACT_FILE}: context field {name!r} has size {size}, "
-                                      f"expected {expected_size[name]}")
-        fields.append(ContextField(name, size, str(f.get("units", "physical"))))
-    names_in_order = [f.name for f in fields]
-    if len(set(names_in_order)) != len(names_in_order) or not {"obs", "action", "reward"} <= \
-            set(names_in_order):
-        raise BundleContractError(f"{CONTRACT_FILE}: context.fields must list obs, action and "
-                                  f"reward once each (next_obs optional), got {names_in_order}")
-    reward_key = ctx.get("reward_key")
-    post = _need(raw, "posterior", "", dict)
-    conv = _need(post, "convention", "posterior.", str)
-    if conv not in POSTERIOR_CONVENTIONS:
-        raise BundleContractError(f"{CONTRACT_FILE}: posterior.convention {conv!r} is not one "
-                                  f"of {POSTERIOR_CONVENTIONS}")
-    ib = _need(post, "information_bottleneck", "posterior.", bool)
-    var_floor = _need(post, "var_floor", "posterior.", float)
-    window = _need(post, "recommended_window", "posterior.", int)
-    if window <= 0:
-        raise BundleContractError(f"{CONTRACT_FILE}: posterior.recommended_window must be > 0")
-    mode, policy_input, step_window, step_features = "pog", "sample", 0, 0
-    inf = raw.get("inference")
-    if inf is not None:
-        mode = _need(inf, "mode", "inference.", str)
-        if mode not in INFERENCE_MODES:
-            raise BundleContractError(f"{CONTRACT_FILE}: inference.mode {mode!r} is not one of "
-                                      f"{INFERENCE_MODES} (a newer exporter? update pearl_robot "
-                                      f"on the robot)")
-        policy_input = _need(inf, "policy_input", "inference.", str)
-        if policy_input not in ("sample", "belief"):
-            raise BundleContractError(f"{CONTRACT_FILE}: inference.policy_input "
-                                      f"{policy_input!r} must be 'sample' or 'belief'")
-        if mode == "pooled":
-            step_window = _need(inf, "window", "inference.", int)
-            step_features = _need(inf, "features", "inference.", int)
-            if step_window <= 0 or step_features <= 0:
-                raise BundleContractError(f"{CONTRACT_FILE}: inference.window and "
-                                          f"inference.features must be > 0")
-    golden = _need(raw, "golden", "", dict)
-    atol = _need(golden, "atol", "golden.", float)
-    rtol = _need(golden, "rtol", "golden.", float)
-    for where, value in (("posterior.var_floor", var_floor), ("golden.atol", atol),
-                         ("golden.rtol", rtol)):
-        if not (math.isfinite(value) and value >= 0):
-            raise BundleContractError(f"{CONTRACT_FILE}: {where} must be a finite number >= 0, "
-                                      f"got {value!r}")
-    if golden.get("file", GOLDEN_FILE) != GOLDEN_FILE:
-        raise BundleContractError(f"{CONTRACT_FILE}: golden.file is {golden.get('file')!r}; "
-                                  f"this runtime reads {GOLDEN_FILE!r}")
-    golden_rows = golden.get("rows")
-    if golden_rows is not None and (not isinstance(golden_rows, int) or
-                                    isinstance(golden_rows, bool) or golden_rows <= 0):
-        raise BundleContractError(f"{CONTRACT_FILE}: golden.rows must be a positive integer, "
-                                  f"got {golden_rows!r}")
-    context_dim = sum(f.size for f in fields)
-    _check_declared_graphs(raw, len(obs_names), len(act_names), latent, context_dim,
-                           2 * latent if policy_input == "belief" else latent,
-                           (step_window, step_features) if mode == "pooled" else None)
-    files = _need(raw, "files", "", dict)
-    missing = [n for n in HASHED_FILES if n not in files]
-    if missing:
-        raise BundleContractError(f"{CONTRACT_FILE}: files lacks the sha256 of {missing}")
-    return Contract(
-        schema=schema, obs_names=obs_names, obs_units=tuple(map(str, obs_units)),
-        obs_low=obs_low, obs_high=obs_high,
-        action_names=act_names, action_joints=tuple(joints),
-        action_units=tuple(map(str, act_units)),
-        action_low=low, action_high=high,
-        command_interface=str(act.get("interface", "unspecified")),
-        control_period=period, latent_dim=latent, context_fields=tuple(fields),
-        context_reward_key=reward_key if isinstance(reward_key, str) else None,
-        posterior_convention=conv, information_bottleneck=ib, var_floor=var_floor,
-        recommended_window=window, inference_mode=mode, policy_input=policy_input,
-        step_window=step_window, step_features=step_features,
-        golden_atol=atol, golden_rtol=rtol,
-        task_family=dict(raw.get("task_family") or {}),
-        provenance=dict(raw.get("provenance") or {}), files=dict(files),
-        contract_sha256=str(raw.get("contract_sha256", "")), raw=raw)
 
 
 # --------------------------------------------------------------------------- robot expectation
@@ -840,7 +458,7 @@ def _load_golden(blob: bytes, contract: Contract) -> dict[str, np.ndarray]:
         state = (contract.step_window, contract.step_features)
         widths.update(encoder_ring=state, encoder_ring_out=state, encoder_count=1,
                       encoder_count_out=1)
-    rows = contract.raw.get("golden", {}).get("rows")
+    rows = contract.golden.rows
     for k, w in widths.items():
         tail = w if isinstance(w, tuple) else (w,)
         if data[k].shape[1:] != tail or data[k].shape[0] == 0:

@@ -6,13 +6,16 @@ API (everything a ROS node or a plain loop needs)::
                        robot=RobotExpectation.from_robot_spec(load_robot_spec()))
     start = rt.begin_episode(task="goal-3")     # z for this episode; swaps a validated bundle
     while running:
-        out = rt.tick(obs, reward, obs_age=age)  # -> TickResult; send out.command
+        out = rt.tick(obs, reward, obs_age=age)  # -> TickResult; send out.command, then
+        out = rt.finish_tick() or out            # the belief work of this tick (act-first)
     summary = rt.end_episode(final_obs, reward)  # absorbs the last transition
     rt.request_swap("models/arm-new")            # validated on a thread, swapped at the next
     rt.swap_status()                             # begin_episode; the old model stays on failure
                                                  # (or after RuntimeConfig.swap_timeout)
     rt.reset_belief()                            # e.g. on an operator request
     rt.check_observation(obs, age)               # "" or the reason tick would refuse it for
+    seen = rt.inspect_observation(obs)           # the same verdict on the values, kept:
+    out = rt.tick(seen, reward, obs_age=age)     # tick (or end_episode) does not judge again
 
 Per tick, ``tick(obs, reward, obs_age)``:
 
@@ -27,15 +30,32 @@ Per tick, ``tick(obs, reward, obs_age)``:
 4. runs ``actor.onnx`` on (obs, z [, eps]) and passes the command through
    :class:`ActionSafety` (clip, rate limit; non-finite -> safe command).
 
+Act-first (``RuntimeConfig.act_first``, on by default): when step 2 cannot change this tick's
+command (schedules ``episode`` and ``fixed``; not ``step_mean``, whose z is the updated belief
+mean, and not ``episode`` with change detection that redraws z on a change), ``tick`` does
+steps 1, 3 and 4 and returns with ``deferred=True``; step 2 for the same transition, then the
+start of the next transition at this observation, is :meth:`PolicyRuntime.finish_tick`, which
+the caller runs after sending the command and which returns the complete
+:class:`TickResult`. Nothing else changes: the complete results, the belief, the change
+detector, the summaries and the rng draws equal those of the update-first order
+(``act_first=False``; ``tests/runtime/test_act_first.py`` runs both side by side). A caller
+that skips ``finish_tick`` loses nothing: the next ``tick``, ``end_episode``,
+``begin_episode`` (before any swap), ``reset_belief`` or a read of ``belief`` /
+``change_monitor`` does the pending work first, once. The deferred result's ``fault`` and
+``reason`` cover what was known when the command left (every reason except the encoder's),
+and its belief fields are the belief before this tick's transition.
+
 ``reward`` is the *context* reward of the transition that ended in ``obs`` (the family's
 ``context_reward_key`` value when the contract names one, the task reward otherwise); it is
 ignored on the first tick of an episode. A transition enters the belief only when both of its
 observations were valid and its reward is finite; a bad one is skipped and flagged, never
 fed to the encoder. The command that entered the context is the one actually sent.
 
-Faults never raise from ``tick``, whatever is passed (any type for ``obs``, ``reward`` and
-``obs_age``; objects whose conversion raises anything): the tick returns the safe command with
-``safe=True`` and the reasons in ``reason``, and the loop goes on. An unusable observation
+Faults never raise from ``tick`` (nor from ``finish_tick``), whatever is passed (any type
+for ``obs``, ``reward`` and ``obs_age``; objects whose conversion raises anything): the tick
+returns the safe command with ``safe=True`` and the reasons in ``reason``, and the loop goes
+on (a bug in the deferred work counts ``tick_error`` and breaks the chain; its command has
+already left). An unusable observation
 leaves exactly the trace of a NaN observation: the safe command, a broken transition chain
 (neither the transition ending at it nor the one starting from it enters the belief) and
 nothing else, so the next good input is handled as after any other dropped tick; with the
@@ -196,6 +216,14 @@ class RuntimeConfig:
     """Online detection of a task change within the stream (``runtime.change_detection``):
     off by default; on a detected change the belief is rebuilt from the transitions after
     the change point (schedule ``episode`` then redraws z from the rebuilt belief)."""
+    act_first: bool = True
+    """Send the command before the belief work: ``tick`` returns once the command is known
+    and the encoder + belief update of its newest transition waits for
+    :meth:`PolicyRuntime.finish_tick` (or the next runtime call that needs the belief). Used
+    only where the update cannot change this tick's command: schedules ``episode`` and
+    ``fixed``, except ``episode`` with change detection that redraws z on a change (there
+    the update decides this tick's z); ``step_mean`` always updates first. Results are
+    identical either way; False keeps the update on the state -> command path."""
 
     def __post_init__(self) -> None:
         if self.z_schedule not in ("episode", "step_mean", "fixed"):
@@ -238,7 +266,10 @@ class TickTimings(NamedTuple):
     actor_s: float
     """actor.onnx."""
     total_s: float
-    """The whole ``tick`` call."""
+    """The whole ``tick`` call (state -> command when the belief work was deferred)."""
+    deferred_s: float = 0.0
+    """The deferred belief work in :meth:`PolicyRuntime.finish_tick` (0 when none was
+    deferred); ``encoder_s`` is then the encoder + update part of it."""
 
 
 class TickResult(NamedTuple):
@@ -269,6 +300,29 @@ class TickResult(NamedTuple):
     """Tick index within the episode (0-based)."""
     timings: TickTimings
     """Time spent in each stage."""
+    deferred: bool = False
+    """True: the belief work of this tick's transition is still to do (act-first, see
+    ``RuntimeConfig.act_first``); ``fault``/``reason`` cover what was known when the command
+    left and the belief fields are the belief before this tick's transition.
+    :meth:`PolicyRuntime.finish_tick` returns the complete result."""
+
+
+class ObsCheck(NamedTuple):
+    """An observation with the runtime's verdict on its values
+    (:meth:`PolicyRuntime.inspect_observation`). Handed to :meth:`PolicyRuntime.tick` or
+    :meth:`PolicyRuntime.end_episode` in place of the observation, the verdict is used, not
+    made again: a caller that must know before the tick whether the observation is usable
+    (the episode controller keeps a refused one out of the logged transition) checks it once
+    per tick. The age is no part of it: ``tick`` judges its ``obs_age`` itself."""
+
+    obs: Any
+    """The observation as given."""
+    reason: str
+    """"" or why its values are refused (``obs_shape``, ``obs_nonfinite``, ``obs_range``)."""
+    values: list[float] | None
+    """A copy of the values taken when judged (None when refused)."""
+    model: Any = None
+    """The loaded model that judged it; after a hot-swap ``tick`` judges it again."""
 
 
 class EpisodeStart(NamedTuple):
@@ -452,6 +506,21 @@ class _Model:
         self.z32[0] = z
 
 
+class _Deferred(NamedTuple):
+    """An act-first tick's belief work, done by ``PolicyRuntime._absorb``."""
+
+    result: TickResult
+    """What ``tick`` returned (``deferred=True``)."""
+    reward: float | None
+    """Reward of the transition to encode; None: nothing to encode this tick."""
+    valid: bool
+    """This tick's observation was usable: the next transition starts at it."""
+    reasons: list[str]
+    """The tick's fault reasons so far."""
+    split: int
+    """Where a belief-stage reason goes in ``reasons`` (the order the old tick wrote)."""
+
+
 class PolicyRuntime:
     """Bundle + online belief + z schedule + command safety + episodes + hot-swap.
 
@@ -470,6 +539,11 @@ class PolicyRuntime:
             check_robot(bundle.contract, robot)
         self._m = _Model(bundle, self.config)
         self._step_mean = self.config.z_schedule == "step_mean"
+        cd = self.config.change_detection
+        redraws = self.config.z_schedule == "episode" and cd.enabled and \
+            cd.on_change != "flag"  # a detected change sets this tick's z
+        self._act_first = self.config.act_first and not self._step_mean and not redraws
+        self._deferred: _Deferred | None = None  # the last tick's belief work, if still to do
         self._stochastic = self.config.stochastic_actions
         self._episode = -1
         self._step = 0
@@ -499,15 +573,27 @@ class PolicyRuntime:
 
     @property
     def belief(self) -> OnlineBelief | StepBelief:
-        """The online belief (live; read-only use)."""
+        """The online belief (live; read-only use). Reading it first does a deferred belief
+        update (``finish_tick``), so it always includes every transition ticked so far."""
+        if self._deferred is not None:
+            self._absorb(False)
         return self._m.belief
 
     @property
     def change_monitor(self) -> BeliefChangeMonitor | None:
         """The running model's change detector (None when off). Read its ``status()`` after a
         tick; count events by ``status().changes`` (``changed`` is about the newest scored
-        transition only)."""
+        transition only). Like ``belief``, reading it first does a deferred update."""
+        if self._deferred is not None:
+            self._absorb(False)
         return self._m.monitor
+
+    @property
+    def acts_first(self) -> bool:
+        """True: ``tick`` returns the command before the belief work, which
+        :meth:`finish_tick` then does (``RuntimeConfig.act_first`` where the schedule
+        allows it)."""
+        return self._act_first
 
     @property
     def safe_command(self) -> np.ndarray:
@@ -524,7 +610,10 @@ class PolicyRuntime:
 
     # ------------------------------------------------------------------ episodes
     def reset_belief(self) -> None:
-        """Forget the context: the belief is the prior again; exploration episodes restart."""
+        """Forget the context: the belief is the prior again; exploration episodes restart.
+        A deferred update is done first (its transition was ticked before the reset)."""
+        if self._deferred is not None:
+            self._absorb(False)
         self._m.belief.reset()
         if self._m.monitor is not None:
             self._m.monitor.reset()
@@ -533,6 +622,8 @@ class PolicyRuntime:
     def begin_episode(self, task: Any = None) -> EpisodeStart:
         """Start an episode: swap in a validated bundle, reset the belief on a task change,
         draw this episode's z. Ends a running episode first (its summary is dropped)."""
+        if self._deferred is not None:  # into the model that ticked it, before any swap
+            self._absorb(False)
         if self._in_episode:
             self.end_episode()
         swapped = None
@@ -590,7 +681,10 @@ class PolicyRuntime:
     def end_episode(self, final_obs: np.ndarray | None = None, reward: float | None = None
                     ) -> EpisodeSummary:
         """Close the episode; ``final_obs`` + ``reward`` complete its last transition, which
-        then enters the belief (no command is computed)."""
+        then enters the belief (no command is computed). A deferred update of the last
+        tick is done first."""
+        if self._deferred is not None:
+            self._absorb(False)
         m = self._m
         if self._in_episode and final_obs is not None and reward is not None:
             try:
@@ -617,6 +711,14 @@ class PolicyRuntime:
     # ------------------------------------------------------------------ the tick
     def _obs_fault(self, obs: Any, obs_age: Any) -> tuple[str, Any]:
         """The fault reason of an observation ("" when usable) and its values as a list."""
+        why, vals = self._values_fault(obs)
+        if why or obs_age is None:
+            return why, vals
+        why = self._age_fault(obs_age)
+        return (why, None) if why else ("", vals)
+
+    def _values_fault(self, obs: Any) -> tuple[str, Any]:
+        """The values' fault reason ("" when usable) and the values as a list."""
         m = self._m
         try:
             # real numbers only: no strings (numpy would parse "0.3"), bools, objects, complex
@@ -631,15 +733,18 @@ class PolicyRuntime:
         lo = m.obs_lo
         if lo is not None and not (all(map(_le, lo, vals)) and all(map(_le, vals, m.obs_hi))):
             return OBS_RANGE, None
-        if obs_age is not None:
-            age = _real(obs_age)
-            if age is None:
-                return OBS_AGE_INVALID, None
-            if age < 0.0:
-                return OBS_CLOCK, None
-            if not (age <= m.max_obs_age):  # NaN age is stale too
-                return OBS_STALE, None
         return "", vals
+
+    def _age_fault(self, obs_age: Any) -> str:
+        """"" or why an observation of this age is not used."""
+        age = _real(obs_age)
+        if age is None:
+            return OBS_AGE_INVALID
+        if age < 0.0:
+            return OBS_CLOCK
+        if not (age <= self._m.max_obs_age):  # NaN age is stale too
+            return OBS_STALE
+        return ""
 
     def check_observation(self, obs: Any, obs_age: Any = None) -> str:
         """Would ``tick`` accept this observation? "" or the fault reason (one of
@@ -651,9 +756,27 @@ class PolicyRuntime:
         except Exception:  # noqa: BLE001 - never raises, like tick
             return OBS_SHAPE
 
+    def inspect_observation(self, obs: Any) -> ObsCheck:
+        """The verdict of :meth:`check_observation` on the values (not an age), kept with a
+        copy of them for ``tick``/``end_episode`` (see :class:`ObsCheck`). Never raises."""
+        try:
+            why, vals = self._values_fault(obs)
+        except Exception:  # noqa: BLE001 - never raises, like tick
+            why, vals = OBS_SHAPE, None
+        return ObsCheck(obs, why, vals, self._m)
+
     def _read_obs(self, obs: Any, obs_age: Any) -> str:
-        """Copy a usable obs into the model's buffer; "" or the fault reason."""
-        why, vals = self._obs_fault(obs, obs_age)
+        """Copy a usable obs into the model's buffer; "" or the fault reason. An
+        :class:`ObsCheck` of the loaded model is not judged again (only its age is)."""
+        if type(obs) is ObsCheck:
+            if obs.model is self._m:
+                why, vals = obs.reason, obs.values
+                if not why and obs_age is not None:
+                    why = self._age_fault(obs_age)
+            else:  # judged by the model before a swap: judge it again
+                why, vals = self._obs_fault(obs.obs, obs_age)
+        else:
+            why, vals = self._obs_fault(obs, obs_age)
         if not why:
             self._m.obs[:] = vals
         return why
@@ -709,15 +832,75 @@ class PolicyRuntime:
 
     def tick(self, obs: Any, reward: float | None = None, obs_age: float | None = None
              ) -> TickResult:
-        """One control tick (see module doc). Never raises, whatever it is given."""
+        """One control tick (see module doc). Never raises, whatever it is given. When the
+        runtime acts first (:attr:`acts_first`) the result has ``deferred=True``: send its
+        command, then call :meth:`finish_tick`."""
         t0 = time.perf_counter()
         try:
             return self._tick(obs, reward, obs_age, t0)
         except Exception:  # noqa: BLE001 - a bug must not stop the loop; answer safely
             return self._failed_tick(t0)
 
+    def finish_tick(self) -> TickResult | None:
+        """The belief work an act-first ``tick`` left: encode its newest transition, update
+        the belief (and the change detector), and return the tick's complete result, the
+        one the update-first order returns from ``tick`` itself (same fields, same belief;
+        ``timings.deferred_s`` is this call). None when nothing is pending: the tick did the
+        work itself (``step_mean``), it was already done, or there was no tick. If the caller
+        skips it, the next ``tick``, ``end_episode``, ``begin_episode``, ``reset_belief`` or
+        a read of ``belief``/``change_monitor`` does the work first (without building a
+        result), so no transition is missed or counted twice. Never raises: an internal
+        error is counted as ``tick_error`` and breaks the transition chain."""
+        if self._deferred is None:
+            return None
+        try:
+            return self._absorb(True)
+        except Exception:  # noqa: BLE001 - like tick; _absorb has already cleared the work
+            self._deferred = None
+            return None
+
+    def _absorb(self, build: bool) -> TickResult | None:
+        """Do the pending belief work of the last act-first tick, then start the next
+        transition at its observation, exactly where the update-first tick does both."""
+        d = self._deferred
+        if d is None:
+            return None
+        self._deferred = None
+        m = self._m
+        pc = time.perf_counter
+        t0 = pc()
+        why = ""
+        t_enc = 0.0
+        try:
+            if d.reward is not None:
+                why = self._update_belief(d.reward)
+                t_enc = pc() - t0
+            m.prev_valid = d.valid
+            if d.valid:
+                m.prev_obs[:] = m.obs
+                m.prev_cmd[:] = m.cmd
+        except Exception:  # noqa: BLE001 - a bug: counted, the chain broken, never raised
+            why = TICK_ERROR
+            m.prev_valid = False
+        if why:
+            self._ep_faults[why] += 1
+        if not build:
+            return None
+        reasons = d.reasons
+        if why:
+            reasons = [*reasons[:d.split], why, *reasons[d.split:]]
+        belief, r0 = m.belief, d.result
+        t = r0.timings
+        return r0._replace(fault=bool(reasons), reason=",".join(reasons),
+                           command=m.cmd.copy(), z=m.z.copy(), belief_mean=belief.mean.copy(),
+                           belief_var=belief.var.copy(), context_size=belief.count,
+                           timings=TickTimings(t_enc, t.actor_s, t.total_s, pc() - t0),
+                           deferred=False)
+
     def _tick(self, obs: Any, reward: Any, obs_age: Any, t0: float) -> TickResult:
         pc = time.perf_counter
+        if self._deferred is not None:  # the caller did not call finish_tick
+            self._absorb(False)
         if not self._in_episode:
             self.begin_episode()
         m = self._m
@@ -727,6 +910,8 @@ class PolicyRuntime:
         if why:
             reasons.append(why)
         t_enc = 0.0
+        act_first = self._act_first
+        todo: float | None = None  # act-first: the reward whose transition is encoded later
         if reward is not None and self._step > 0:
             r = _real(reward)
             if r is None:
@@ -735,11 +920,19 @@ class PolicyRuntime:
                 if _isfinite(r):
                     self._ep_return += r
                 if valid:
-                    t1 = pc()
-                    why = self._update_belief(r)
-                    t_enc = pc() - t1
-                    if why:
-                        reasons.append(why)
+                    if act_first:  # _update_belief's own first checks, then its work later
+                        if m.prev_valid:
+                            if _isfinite(r):
+                                todo = r
+                            else:
+                                reasons.append(REWARD_NONFINITE)
+                    else:
+                        t1 = pc()
+                        why = self._update_belief(r)
+                        t_enc = pc() - t1
+                        if why:
+                            reasons.append(why)
+        split = len(reasons)
         if self._step_mean:
             m.set_z_from_belief()
         t_act = 0.0
@@ -770,16 +963,22 @@ class PolicyRuntime:
         if reasons:
             for r_ in reasons:
                 self._ep_faults[r_] += 1
-        # the transition that starts here: this obs and the command actually sent
-        m.prev_valid = valid
-        if valid:
-            m.prev_obs[:] = m.obs
-            m.prev_cmd[:] = m.cmd
         step = self._step
         self._step = step + 1
         if self._validating:
             self._tick_done.set()
         belief = m.belief
+        if act_first:  # the transition's encoding and the chain's next link: _absorb
+            res = TickResult(m.cmd.copy(), safe, bool(reasons), ",".join(reasons), limited,
+                             m.z.copy(), belief.mean.copy(), belief.var.copy(), belief.count,
+                             self._episode, step, TickTimings(0.0, t_act, pc() - t0), True)
+            self._deferred = _Deferred(res, todo, valid, reasons, split)
+            return res
+        # the transition that starts here: this obs and the command actually sent
+        m.prev_valid = valid
+        if valid:
+            m.prev_obs[:] = m.obs
+            m.prev_cmd[:] = m.cmd
         return TickResult(m.cmd.copy(), safe, bool(reasons), ",".join(reasons), limited,
                           m.z.copy(), belief.mean.copy(), belief.var.copy(), belief.count,
                           self._episode, step, TickTimings(t_enc, t_act, pc() - t0))

@@ -1,10 +1,11 @@
 """Overnight collection: an unattended episode schedule that survives restarts.
 
 :class:`OvernightSession` is a tick-driven state machine with no ROS and no I/O besides its own
-small state file, so the episode-manager node only converts: every control tick it calls
-:meth:`OvernightSession.tick` with what it knows (faults, whether the reset routine finished,
-whether the logger still persists data) and does what the returned :class:`SessionCommand`
-says: run the reset routine, run the policy for one step, or hold the robot's safe command.
+small state file. Its one driver is the episode controller (``runtime/episodes.py``): every
+control tick it calls :meth:`OvernightSession.tick` with what it knows (faults, whether the
+reset routine finished, whether the logger still persists data) and does what the returned
+:class:`SessionCommand` says: run the reset routine, run the policy for one step, or hold the
+robot's safe command.
 
 ::
 
@@ -106,6 +107,22 @@ def planned_task(config: ScheduleConfig, position: int) -> int:
     return config.task_indices[int(perm[k])]
 
 
+def describe_plan(config: ScheduleConfig, completed: int, shown: int = 6) -> str:
+    """What is left of the schedule, for a start-up line: the episode budget and the tasks it
+    still reaches, in the order they come. A budget shorter than a round covers only some
+    tasks; printing the whole task list would claim the others."""
+    ept = config.episodes_per_task
+    if config.max_episodes is None:
+        end, head = completed + len(config.task_indices) * ept, "until stopped"
+    else:
+        end = min(config.max_episodes, completed + len(config.task_indices) * ept)
+        left = max(0, config.max_episodes - completed)
+        head = f"{left} of {config.max_episodes} episodes left"
+    tasks = list(dict.fromkeys(planned_task(config, p) for p in range(completed, end)))
+    more = "..." if len(tasks) > shown else ""
+    return f"{head}, tasks {tasks[:shown]}{more} x{ept}" if tasks else f"{head}, no task left"
+
+
 class Phase(str, Enum):
     IDLE = "idle"
     RESETTING = "resetting"
@@ -147,8 +164,9 @@ class OvernightSession:
     def __init__(self, config: ScheduleConfig, tasks: Sequence[Task], state_dir: Path | str,
                  *, first_free_episode: Callable[[], int] | None = None) -> None:
         """``tasks``: the family's task list; ``state_dir``: the dataset directory (the state
-        file lives there); ``first_free_episode``: the logger's next free id (default: read
-        from the dataset directory with :func:`pearl_robot.datalog.dataset.next_episode_id`)."""
+        file lives there); ``first_free_episode``: the logger's next free id (the policy node
+        passes :func:`pearl_robot.datalog.dataset.next_episode_id` of the dataset; default:
+        the state file alone numbers the episodes)."""
         self.config = config
         self._tasks = list(tasks)
         for i in config.task_indices:
@@ -158,10 +176,8 @@ class OvernightSession:
         self._dir = Path(state_dir)
         self._dir.mkdir(parents=True, exist_ok=True)
         if first_free_episode is None:
-            from pearl_robot.datalog.dataset import next_episode_id
-
             def first_free_episode() -> int:
-                return next_episode_id(self._dir)
+                return 0
 
         self._first_free = first_free_episode
         state = self._load_state()
@@ -363,75 +379,3 @@ class OvernightSession:
         t = self._task
         return {"episode": self.episode, "index": t.index if t else -1,
                 "params": dict(t.params) if t else {}}
-
-
-class DriveResult(NamedTuple):
-    """What :func:`drive_env` did."""
-
-    ticks: int
-    episodes: list[EpisodeRecord]
-    last: SessionCommand
-    transitions: int
-
-
-def drive_env(session: OvernightSession, env: Any, act: Callable[[np.ndarray, SessionCommand],
-                                                                  np.ndarray],
-              writer: Any, *, max_ticks: int, start_time: float = 0.0,
-              fault_at: Callable[[int], str | None] | None = None,
-              reset_works: Callable[[int], bool] | None = None,
-              belief: Callable[[], np.ndarray | None] | None = None,
-              stop: Callable[[SessionCommand], bool] | None = None) -> DriveResult:
-    """Run a session on a MetaEnv (the twin, a numpy family) exactly as the episode manager
-    drives a robot: one ``tick`` per control period on a simulated clock, the env's
-    ``set_task`` + ``reset`` as the reset routine, the policy ``act(obs, cmd)`` in physical
-    units, every transition packed with the datalog schema and handed to ``writer``
-    (a :class:`~pearl_robot.datalog.writer.DatasetWriter`).
-
-    ``fault_at(tick)`` injects a robot fault, ``reset_works(tick)`` False makes the reset
-    routine hang (to exercise timeouts), ``stop(cmd)`` ends the drive early (e.g. to simulate
-    a crash mid-episode)."""
-    from pearl_robot.datalog.schema import TransitionLayout
-
-    layout: TransitionLayout = writer.layout
-    dt = float(env.dt)
-    reset_done = False
-    obs: np.ndarray | None = None
-    transitions = 0
-    cmd = session.tick(start_time)
-    tick = 0
-    for tick in range(max_ticks):
-        now = start_time + tick * dt
-        was_running = session.phase == Phase.RUNNING
-        cmd = session.tick(now, fault=fault_at(tick) if fault_at else None,
-                           reset_done=reset_done)
-        if was_running and cmd.phase != Phase.RUNNING:
-            writer.end_episode("fault")
-        if stop is not None and stop(cmd):
-            break
-        if cmd.phase == Phase.RESETTING:
-            if not reset_done and (reset_works is None or reset_works(tick)):
-                assert cmd.task is not None
-                env.set_task(cmd.task)
-                obs, _ = env.reset(seed=session.cursor)
-                reset_done = True
-            continue
-        reset_done = False
-        if cmd.phase != Phase.RUNNING:
-            if cmd.phase in (Phase.DONE, Phase.STOPPED):
-                break
-            continue
-        assert obs is not None and cmd.task is not None
-        if cmd.step == 0:
-            writer.set_task({**session.task_message(), "family": getattr(env, "family", "")})
-        action = np.asarray(act(obs, cmd), dtype=np.float64)
-        t0 = now
-        res = env.step(action)
-        last = session.is_last_step() or bool(res.truncated)
-        vec = layout.pack(obs, action, res.reward, res.obs, res.terminated,
-                          last and not res.terminated, cmd.episode, cmd.step, cmd.task.index,
-                          (t0, t0, t0 + dt), belief() if belief else None)
-        writer.write(vec)
-        transitions += 1
-        obs = res.obs
-        session.step_done(terminated=bool(res.terminated), truncated=bool(res.truncated))
-    return DriveResult(tick + 1, list(session.history), cmd, transitions)

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pearl_robot.robot.description import RobotSpec
 
 
 @dataclass(frozen=True)
@@ -57,12 +60,26 @@ class MetaEnv(abc.ABC):
     """Upper action bound, physical units, shape (action_dim,)."""
     max_episode_steps: int
     """The horizon: ``step`` reports ``truncated`` when it is reached."""
-    dt: float
-    """Control period in seconds (0.05 for every 20 Hz family)."""
+    control_period: float
+    """Seconds per step, the policy's control period (the name it has from the MJCF's
+    ``pearl/control_period`` to the policy node's timer); each family declares its own."""
     obs_names: tuple[str, ...] = ()
-    """Names of the observation entries (the bundle contract uses them)."""
+    """Names of the observation entries, one per entry (the bundle contract uses them; an env
+    without them cannot be exported: ``tasks.interface.EnvInterface.from_env``)."""
     action_names: tuple[str, ...] = ()
     """Names of the action entries (joint names for the robot twin)."""
+    obs_units: tuple[str, ...] = ()
+    """Unit of each observation entry; empty: the env has none to declare (abstract
+    coordinates) and the contract states ``unspecified``. Ignored when ``robot_spec`` is set
+    (the robot description gives them)."""
+    action_units: tuple[str, ...] = ()
+    """Unit of each action entry; empty as for ``obs_units``."""
+    command_interface: str = "unspecified"
+    """What an action means on a robot (``effort``, ``position_delta``); ``unspecified`` for an
+    abstract benchmark. Ignored when ``robot_spec`` is set."""
+    robot_spec: RobotSpec | None = None
+    """The robot description the env simulates (the twin's MJCF), or None: then units,
+    observation ranges, joints and interface come from the attributes above."""
 
     @abc.abstractmethod
     def set_task(self, task: Task) -> None:
@@ -148,6 +165,15 @@ class LabelSpec:
                 "log": list(self.log)}
 
 
+class RelabeledRewards(NamedTuple):
+    """What transitions would have earned in other tasks (``TaskFamily.relabel_rewards``)."""
+
+    reward: np.ndarray
+    """The env (task) reward, [T, N]."""
+    context_reward: np.ndarray
+    """The context reward (``context_reward_key``'s value, else the env reward), [T, N]."""
+
+
 class TaskFamily(abc.ABC):
     """A seeded set of tasks split into training and held-out tasks, and an env factory."""
 
@@ -192,6 +218,19 @@ class TaskFamily(abc.ABC):
         if not pairs:
             return np.zeros((0, spec.size)), np.zeros((0, spec.size))
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+    supports_relabeling: bool = False
+    """True when :meth:`relabel_rewards` is implemented: the reward is a known function of
+    the measured state and the labelled task parameters, so logged transitions can be scored
+    under other tasks (task relabelling, ``PearlConfig.task_relabeling``)."""
+
+    def relabel_rewards(self, labels: np.ndarray, next_obs: np.ndarray) -> RelabeledRewards:
+        """The rewards of transitions ending in ``next_obs`` [T, N, obs_dim] had their tasks
+        been the ones with normalized labels ``labels`` [T, P]. Only families whose reward
+        depends on nothing but the state reached and the labels can say this; the others
+        raise NotImplementedError (dynamics labels cannot be relabelled: the transitions
+        themselves would differ)."""
+        raise NotImplementedError(f"{self.name} cannot relabel rewards")
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
         """``n`` new tasks from the family's distribution (outside the fixed list; their

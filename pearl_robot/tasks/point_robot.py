@@ -17,7 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from pearl_robot.tasks.base import LabelSpec, ListedTaskFamily, MetaEnv, StepResult, Task
+from pearl_robot.tasks.base import (
+    LabelSpec,
+    ListedTaskFamily,
+    MetaEnv,
+    RelabeledRewards,
+    StepResult,
+    Task,
+)
 
 REFERENCE_SEED = 1337
 MAX_STEP = 0.1
@@ -46,7 +53,7 @@ class PointEnv(MetaEnv):
     action_low = np.full(2, -MAX_STEP)
     action_high = np.full(2, MAX_STEP)
     max_episode_steps = HORIZON
-    dt = 0.05
+    control_period = 0.05
     obs_names = ("x", "y")
     action_names = ("dx", "dy")
     obs_units = ("m", "m")
@@ -91,9 +98,16 @@ class PointEnv(MetaEnv):
         info: dict[str, Any] = {"reward_parts": {"distance": -dist}, "distance": dist}
         if self._sparse:
             inside = dist <= self.goal_radius
-            info["sparse_reward"] = (1.0 - dist) if inside else 0.0
+            info["sparse_reward"] = float(sparse_reward(dist, self.goal_radius))
             info["success"] = bool(inside)
         return StepResult(self._state.copy(), reward, False, self._t >= HORIZON, info)
+
+
+def sparse_reward(dist: np.ndarray | float, goal_radius: float) -> np.ndarray:
+    """The sparse family's context reward at distance ``dist`` from the goal: 1 - d inside
+    the goal radius, else 0 (the reference's ``sparse_reward``)."""
+    d = np.asarray(dist, dtype=np.float64)
+    return np.where(d <= goal_radius, 1.0 - d, 0.0)
 
 
 def oracle_action(obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
@@ -147,7 +161,19 @@ class PointRobotFamily(ListedTaskFamily):
                                  - np.asarray(task.params["goal"], dtype=np.float64)))
         if not self.sparse:
             return -d, -d
-        return -d, (1.0 - d) if d <= self.goal_radius else 0.0
+        return -d, float(sparse_reward(d, self.goal_radius))
+
+    supports_relabeling = True
+    """The reward is a function of the position reached and the goal (the labels) alone."""
+
+    def relabel_rewards(self, labels: np.ndarray, next_obs: np.ndarray) -> RelabeledRewards:
+        """Minus the distance from each next position to the labelled goal (and the sparse
+        reward of that distance): ``transition_reward``, vectorized over tasks and rows."""
+        goals = self.label_spec.decode(np.asarray(labels, dtype=np.float64))  # [T, 2]
+        pos = np.asarray(next_obs, dtype=np.float64)[..., :2]
+        d = np.linalg.norm(pos - goals[:, None, :], axis=-1)
+        ctx = sparse_reward(d, self.goal_radius) if self.sparse else -d
+        return RelabeledRewards(-d, ctx)
 
     def baseline_returns(self, task: Task, start: np.ndarray) -> tuple[float, float] | None:
         """(still, oracle) returns from ``start`` for the oracle-normalized score (0 = the

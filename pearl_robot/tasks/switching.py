@@ -46,8 +46,10 @@ class SwitchingEnv(MetaEnv):
         self.obs_dim, self.action_dim = env.obs_dim, env.action_dim
         self.action_low, self.action_high = env.action_low, env.action_high
         self.max_episode_steps = env.max_episode_steps
-        self.dt = env.dt
+        self.control_period = env.control_period
         self.obs_names, self.action_names = env.obs_names, env.action_names
+        self.obs_units, self.action_units = env.obs_units, env.action_units
+        self.command_interface, self.robot_spec = env.command_interface, env.robot_spec
         self._rng = np.random.default_rng(seed)
         self._base: Task | None = None
         self._task: Task | None = None
@@ -83,7 +85,7 @@ class SwitchingEnv(MetaEnv):
         self._task = self._base
         obs, info = self.env.reset(seed=int(self._rng.integers(2**63)))
         self.switches = sample_switches(self.spec, self._base.params, self.max_episode_steps,
-                                        self.dt, self._rng)
+                                        self.control_period, self._rng)
         self._next = 0
         self._t = 0
         info = dict(info)

@@ -125,7 +125,7 @@ def _first_vs_last(agent, family, task_index, args, horizon, tc) -> None:  # noq
                 ep = record_episode(env, policy, seed=args.seed + k, steps=horizon,
                                     frame_every=max(1, horizon // 6), camera="side")
             frames += ep.frames
-            labels += [f"ep{k + 1} t={s * env.dt:.1f}s R={ep.rewards.sum():.0f}"
+            labels += [f"ep{k + 1} t={s * env.control_period:.1f}s R={ep.rewards.sum():.0f}"
                        for s in ep.frame_steps]
         trajs = rollout_batch([env], agent, z, horizon, True, [args.seed + k],
                               family.context_reward_key, family.success_key)

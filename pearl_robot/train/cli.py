@@ -35,7 +35,7 @@ from pearl_robot.core.config import (
     merge,
     reference_config,
 )
-from pearl_robot.errors import ConfigError
+from pearl_robot.errors import ConfigError, PearlRobotError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,7 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "start fresh), e.g. to retrain from logs; without --config the family, "
                    "sizes and hyperparameters are the checkpoint's")
     p.add_argument("--data", type=Path, nargs="+", metavar="DIR",
-                   help="logged dataset directories to train from (see docs/dataset-format.md)")
+                   help="logged dataset directories to train from (see docs/dataset-format.md); "
+                   "without --config, --init or --family the family is the one the logs "
+                   "name and the settings its config/train/ file")
     p.add_argument("--sim", action="store_true",
                    help="with --data: also collect in the simulated task family")
     p.add_argument("--sim-tasks", type=int, metavar="N",
@@ -160,6 +162,58 @@ def _config_from_init(args: argparse.Namespace) -> ExperimentConfig | None:
     return base
 
 
+def families_in_data(dirs: list[Path]) -> set[str]:
+    """Task families the datasets' manifests name (each closed episode's task metadata)."""
+    from pearl_robot.datalog.reader import manifest_entries
+
+    found: set[str] = set()
+    for d in dirs:
+        try:
+            entries = manifest_entries(d)
+        except (OSError, PearlRobotError):
+            continue  # the loader says what is wrong with the directory, in its own words
+        for e in entries:
+            task = e.get("task")
+            if isinstance(task, dict) and isinstance(task.get("family"), str):
+                found.add(task["family"])
+    return found
+
+
+def shipped_config(family: str) -> Path | None:
+    """The training config shipped for a family (``config/train/<family>.yaml`` with ``_``
+    for ``-``) in a source checkout, or None."""
+    path = Path(__file__).resolve().parents[2] / "config" / "train" / \
+        f"{family.replace('-', '_')}.yaml"
+    return path if path.is_file() else None
+
+
+def _config_from_data(args: argparse.Namespace) -> ExperimentConfig | None:
+    """Retraining from logs with neither --config, --init nor --family: the family is the
+    one the datasets' task metadata names, the settings its shipped config (else its
+    reference preset), and the CLI says so. None when something else decides."""
+    if not args.data or args.config is not None or args.init is not None or args.family:
+        return None
+    families = families_in_data(list(args.data))
+    if len(families) > 1:
+        names = ", ".join(sorted(families))
+        raise ConfigError(f"the datasets hold tasks of several families ({names}); pass "
+                          "--family, --config or --init")
+    if not families:
+        return None
+    family = families.pop()
+    path = shipped_config(family)
+    if path is not None and load_experiment(path).train.task_family == family:
+        cfg, source = load_experiment(path), str(path)
+    elif family in REFERENCE_PRESETS:
+        cfg, source = reference_config(family), "its reference preset"
+    else:
+        cfg = merge(ExperimentConfig(), {"train": {"task_family": family}})
+        source = "the default settings"
+    print(f"config: family {family} from the datasets' task metadata, settings from {source}; "
+          "--config FILE, --init CKPT or --family to change it")
+    return cfg
+
+
 def _remove_if_nothing_kept(out: Path) -> bool:
     """A run directory this run created, left with nothing a user could use (no checkpoint,
     no progress row) by a failure or an early Ctrl-C, is removed, so ``runs/`` holds runs.
@@ -194,7 +248,7 @@ def _run(args: argparse.Namespace, run_dir: list[tuple[Path, bool]]) -> int:
         cfg = resolve_config(args, ckpt.config)
         out = args.out or args.resume.parent.parent
     else:
-        cfg = resolve_config(args, _config_from_init(args))
+        cfg = resolve_config(args, _config_from_init(args) or _config_from_data(args))
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = args.out or Path("runs") / f"{cfg.train.task_family}-{stamp}"
     run_dir.append((Path(out), not Path(out).exists()))

@@ -8,7 +8,8 @@ Modes:
              per episode (--z-schedule sample)
 
 Example:
-  pearl-robot evaluate runs/point/checkpoints/final.pt --mode online --episodes 3 --plot eval.png
+  pearl-robot evaluate runs/point/checkpoints/final.pt --mode online --plot runs/point/eval.png
+  pearl-robot evaluate runs/point/checkpoints/final.pt --episodes 3 --json runs/point/eval.json
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--z-schedule", choices=("mean", "sample"), default="mean",
                    help="online mode: z per step from the posterior mean, or sampled per episode")
     p.add_argument("--seed", type=int, default=12345)
-    p.add_argument("--plot", type=Path, help="PNG of mean return per trajectory index")
+    p.add_argument("--plot", type=Path, help="PNG of mean return per trajectory index, e.g. "
+                   "runs/point/eval.png (runs/ is git-ignored; missing directories are made)")
     p.add_argument("--json", type=Path, help="write the summary as JSON")
 
 
@@ -75,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
                **s._asdict(), "per_task_final": {e.task_index: float(np.mean(e.returns[:, -1]))
                                                  for e in evals}}
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)  # e.g. runs/point/, made here
         args.json.write_text(json.dumps(summary, indent=2))
     if args.plot:
         import matplotlib
@@ -96,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.plot, dpi=110)
         plt.close(fig)
         print(f"plot: {args.plot}")

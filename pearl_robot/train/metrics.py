@@ -91,11 +91,29 @@ def plot_learning_curve(progress_csv: Path, out_png: Path, title: str = "",
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = read_progress(progress_csv)
-    x = cols.get("charts/env_steps", [])
+    fig = learning_curve_figure(read_progress(progress_csv), title, references)
+    out_png = Path(out_png)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
+
+
+def learning_curve_figure(cols: Mapping[str, list[float]], title: str = "",
+                          references: Mapping[str, float] | None = None) -> Any:
+    """The learning curve's matplotlib figure (Agg), from progress columns."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    x = list(cols.get("charts/env_steps", []))
     xlabel = "environment steps"
-    if len(set(x)) <= 1:  # retraining from logs only: no env steps, plot against updates
-        x, xlabel = cols.get("charts/grad_steps", []), "gradient steps"
+    finite = [v for v in x if math.isfinite(v)]
+    # retraining from logs only: env steps stay put, plot against updates (one evaluation of
+    # a simulated run still has its env steps)
+    if not finite or max(finite) <= 0 or (len(finite) > 1 and len(set(finite)) == 1):
+        x, xlabel = list(cols.get("charts/grad_steps", [])), "gradient steps"
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for key, label, style in (
         ("eval/test_final_return", "held-out, after adaptation", "-"),
@@ -110,8 +128,9 @@ def plot_learning_curve(progress_csv: Path, out_png: Path, title: str = "",
     for name, value in (references or {}).items():
         ax.axhline(value, color="gray", lw=0.8, ls="-.")
         ax.annotate(name, (ax.get_xlim()[0], value), fontsize=8, va="bottom")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("return")
+    ax.set_ylabel("return (sum of rewards over a trajectory)")
     ax.set_title(title or "PEARL meta-training")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
@@ -119,7 +138,4 @@ def plot_learning_curve(progress_csv: Path, out_png: Path, title: str = "",
     else:
         ax.text(0.5, 0.5, "no evaluation yet", transform=ax.transAxes, ha="center")
     fig.tight_layout()
-    out_png = Path(out_png)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return out_png
+    return fig

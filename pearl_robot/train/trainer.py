@@ -39,19 +39,16 @@ import numpy as np
 import torch
 
 from pearl_robot import __version__
-from pearl_robot.core.checkpoint import (
-    CheckpointError,
-    env_spec_to_dict,
-    load_checkpoint,
-    save_checkpoint,
-)
+from pearl_robot.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pearl_robot.core.config import ExperimentConfig, to_dict
 from pearl_robot.core.networks import EnvSpec
 from pearl_robot.core.pearl import TaskLabels, build
 from pearl_robot.core.posterior import prior
-from pearl_robot.core.replay import MultiTaskReplay
+from pearl_robot.core.replay import ContextDraw, MultiTaskReplay
+from pearl_robot.core.types import NumpyRLBatch
 from pearl_robot.errors import ConfigError
 from pearl_robot.tasks.base import MetaEnv, Task, TaskFamily
+from pearl_robot.tasks.interface import EnvInterface
 from pearl_robot.train.evaluation import EvalSummary, evaluate_reference, summarize
 from pearl_robot.train.metrics import MetricsWriter, plot_learning_curve
 from pearl_robot.train.sampler import rollout_batch
@@ -66,6 +63,19 @@ class IterationResult(NamedTuple):
 
     iteration: int
     metrics: dict[str, float]
+
+
+class Relabeled(NamedTuple):
+    """A belief-only step's data after task relabelling (:meth:`MetaTrainer.relabel`)."""
+
+    rows: np.ndarray
+    """Context rows [T, N, ctx_dim], rewards recomputed where ``moved``."""
+    batch: NumpyRLBatch
+    """The RL batch, rewards recomputed where ``moved`` (reward reconstruction's targets)."""
+    labels: TaskLabels
+    """The tasks' labels: the new ones where ``moved``."""
+    moved: np.ndarray
+    """Which of the tasks were relabelled [T] (bool)."""
 
 
 class MetaTrainer:
@@ -100,10 +110,8 @@ class MetaTrainer:
         self.eval_tasks = family.eval_tasks
         env0 = family.make_env(seed=tc.seed)
         self.spec = EnvSpec.from_env(env0)
-        self.env_meta = env_spec_to_dict(
-            self.spec, tuple(env0.obs_names), tuple(env0.action_names), float(env0.dt),
-            tuple(getattr(env0, "obs_units", ())), tuple(getattr(env0, "action_units", ())),
-            getattr(env0, "command_interface", None))
+        self.env_interface = EnvInterface.from_env(env0)
+        """What the bundle contract will say about the env (the checkpoint's ``env_spec``)."""
         self.nets, self.learner = build(cfg.pearl, self.spec, self.device, tc.seed)
         labels, mask = family.task_labels(self.train_tasks)
         self.train_labels = labels.astype(np.float32)
@@ -119,6 +127,14 @@ class MetaTrainer:
             raise ConfigError(f"pearl.latent_dim must be >= the {labels.shape[1]} task labels "
                               f"of {family.name} for inference {pc.inference!r}, got "
                               f"{pc.latent_dim}")
+        if pc.task_relabeling != "off":
+            if not family.supports_relabeling:
+                raise ConfigError(f"pearl.task_relabeling {pc.task_relabeling!r}: {family.name} "
+                                  f"cannot recompute rewards under other tasks (its labels "
+                                  f"change the dynamics, or it has none); use 'off'")
+            if labels.shape[1] == 0 or mask.min() < 1:
+                raise ConfigError("pearl.task_relabeling needs every training task's labels "
+                                  "(relabelling rescores transitions under known tasks)")
         self.agent = self.learner.agent
         n_train = len(self.train_tasks)
         self.rl_buffer = MultiTaskReplay(n_train, tc.replay_capacity, self.spec.obs_dim,
@@ -255,16 +271,48 @@ class MetaTrainer:
             tbatch = batch.to_torch(self.device)
             m = self.learner.update(tbatch, torch.from_numpy(ctx).to(self.device), **extra)
             for _ in range(pc.inference_updates - 1 if pc.inference == "pooled" else 0):
-                ctx = self.enc_buffer.sample_context(tasks, pc.embedding_batch_size, self.rng,
-                                                     pc.use_next_obs_in_context,
-                                                     pc.context_sampling == "trajectories")
-                self.learner.update_inference(tbatch, torch.from_numpy(ctx).to(self.device),
-                                              self.context_mask(len(tasks)),
-                                              self.task_labels(tasks))
+                draw = self.enc_buffer.sample_context_draw(
+                    tasks, pc.embedding_batch_size, self.rng, pc.use_next_obs_in_context,
+                    pc.context_sampling == "trajectories")
+                if pc.task_relabeling == "off":
+                    ctx, ibatch, labels = draw.rows, tbatch, self.task_labels(tasks)
+                else:
+                    rel = self.relabel(tasks, draw, batch, pool)
+                    ctx, labels = rel.rows, rel.labels
+                    ibatch = rel.batch.to_torch(self.device)
+                self.learner.update_inference(ibatch, torch.from_numpy(ctx).to(self.device),
+                                              self.context_mask(len(tasks)), labels)
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v
             self.grad_steps += 1
         return {k: v / max(n, 1) for k, v in sums.items()}
+
+    def relabel(self, tasks: np.ndarray, draw: ContextDraw, batch: NumpyRLBatch,
+                pool: np.ndarray) -> Relabeled:
+        """Part of a belief-only step's tasks (``relabel_fraction``) moved to other tasks
+        (``PearlConfig.task_relabeling``): new labels, and the context's and the RL batch's
+        rewards recomputed under them by the family. The rest keep their real data."""
+        pc = self.cfg.pearl
+        labels = self.train_labels[tasks].copy()
+        mask = self.train_label_mask[tasks].copy()
+        pick = self.rng.random(len(tasks)) < pc.relabel_fraction
+        rows, rewards = draw.rows, batch.rewards
+        k = int(pick.sum())
+        if k:
+            if pc.task_relabeling == "mix":
+                other = pool[self.rng.integers(pool.size, size=k)]
+                lam = self.rng.random((k, 1)).astype(np.float32)
+                new = lam * labels[pick] + (1.0 - lam) * self.train_labels[other]
+            else:
+                new = self.family.task_labels(self.family.sample_tasks(k, self.rng))[0]
+            rows, rewards = rows.copy(), rewards.copy()
+            ctx_r = self.family.relabel_rewards(new, draw.next_obs[pick])
+            rows[pick, :, draw.layout.slices["reward"].start] = ctx_r.context_reward
+            rewards[pick, :, 0] = self.family.relabel_rewards(new, batch.next_obs[pick]).reward
+            labels[pick] = new
+        lab = TaskLabels(torch.from_numpy(labels.astype(np.float32)).to(self.device),
+                         torch.from_numpy(mask).to(self.device))
+        return Relabeled(rows, batch._replace(rewards=rewards), lab, pick)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, float]:
@@ -397,7 +445,7 @@ class MetaTrainer:
         tc = self.cfg.train
         payload: dict[str, Any] = {
             "config": {"pearl": to_dict(self.cfg.pearl), "train": to_dict(tc)},
-            "env_spec": self.env_meta,
+            "env_spec": self.env_interface.to_json(),
             "family": {**self.family.describe(),
                        "train_tasks": [{"index": t.index, "params": t.params}
                                        for t in self.train_tasks],

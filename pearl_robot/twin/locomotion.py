@@ -72,7 +72,7 @@ class HalfCheetahMetaEnv(MujocoMetaEnv):
         return float(self.data.qpos[0])
 
     def forward_velocity(self, x_before: float) -> float:
-        return (float(self.data.qpos[0]) - x_before) / self.dt
+        return (float(self.data.qpos[0]) - x_before) / self.control_period
 
 
 class HalfCheetahVelEnv(HalfCheetahMetaEnv):
@@ -143,7 +143,7 @@ class AntDirEnv(AntMetaEnv):
 
     def _reward(self, before: np.ndarray, action: np.ndarray
                 ) -> tuple[float, dict[str, float], bool]:
-        velocity = (self._torso_xyz() - before)[:2] / self.dt
+        velocity = (self._torso_xyz() - before)[:2] / self.control_period
         parts = {"forward": float(velocity @ self.goal_direction),
                  "control": -0.5 * float(np.sum(action ** 2)),
                  "contact": -contact_cost(self.data), "survive": 1.0}
@@ -268,8 +268,8 @@ class RandParamsEnv(MujocoMetaEnv):
         return float(self.data.qpos[0])
 
     def _reward(self, before: float, action: np.ndarray) -> tuple[float, dict[str, float], bool]:
-        parts = {"forward": (float(self.data.qpos[0]) - before) / self.dt, "alive": 1.0,
-                 "control": -1e-3 * float(np.sum(action ** 2))}
+        parts = {"forward": (float(self.data.qpos[0]) - before) / self.control_period,
+                 "alive": 1.0, "control": -1e-3 * float(np.sum(action ** 2))}
         return sum(parts.values()), parts, not self.healthy()
 
     def healthy(self) -> bool:

@@ -110,7 +110,7 @@ class MujocoMetaEnv(MetaEnv):
         self.action_dim = self.model.nu
         self.action_names = tuple(self.model.actuator(i).name or f"actuator{i}"
                                   for i in range(self.model.nu))
-        self.dt = float(self.model.opt.timestep) * self.frame_skip
+        self.control_period = float(self.model.opt.timestep) * self.frame_skip
         self.max_episode_steps = int(horizon or self.default_horizon)
         self._rng = np.random.default_rng(seed)
         self._t = 0

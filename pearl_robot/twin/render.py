@@ -291,12 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     ep = record_episode(env, policy, seed=args.seed, steps=args.steps, frame_every=every,
                         camera=camera)
     if args.strip:
-        labels = [f"t={s * env.dt:.2f}s" for s in ep.frame_steps]
+        labels = [f"t={s * env.control_period:.2f}s" for s in ep.frame_steps]
         print(save_image_strip(ep.frames, args.strip, labels=labels))
     if args.gif:
-        print(save_gif(ep.frames, args.gif, fps=1.0 / (env.dt * max(every, 1))))
+        print(save_gif(ep.frames, args.gif, fps=1.0 / (env.control_period * max(every, 1))))
     if args.plot:
-        print(plot_episode(ep, args.plot, env.dt, env.obs_names, env.action_names,
+        print(plot_episode(ep, args.plot, env.control_period, env.obs_names, env.action_names,
                            goal=getattr(env, "goal", None)))
     print(f"return {ep.rewards.sum():.3f} over {len(ep.rewards)} steps")
     return 0

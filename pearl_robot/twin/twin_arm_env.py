@@ -41,13 +41,14 @@ class TwinArmEnv(MetaEnv):
         spec = self.twin.spec
         n = spec.n_joints
         self.spec = spec
+        self.robot_spec = spec
         self.obs_dim = 2 * n
         self.action_dim = n
         self.action_high = np.array(spec.effort_limits())
         self.action_low = -self.action_high
         self.velocity_max = np.array(spec.velocity_limits())
         self.max_episode_steps = int(horizon)
-        self.dt = spec.control_period
+        self.control_period = spec.control_period
         self.obs_names = tuple(f"{j}.position" for j in spec.joint_names) + tuple(
             f"{j}.velocity" for j in spec.joint_names)
         self.action_names = tuple(f"{j}.effort" for j in spec.joint_names)
@@ -68,9 +69,9 @@ class TwinArmEnv(MetaEnv):
             raise TwinError(f"{GOAL_KEY} must be {self.action_dim} finite values, got "
                             f"{params[GOAL_KEY]!r}")
         physics = resolve_params({k: v for k, v in params.items() if k != GOAL_KEY})
-        if physics["latency_s"] >= self.dt:
+        if physics["latency_s"] >= self.control_period:
             raise TwinError(f"latency_s={physics['latency_s']} must stay below the control "
-                            f"period {self.dt} s")
+                            f"period {self.control_period} s")
         self._task = task
         self._goal = goal
 
@@ -127,7 +128,7 @@ class TwinArmEnv(MetaEnv):
                             f"{action!r}")
         a = np.clip(a, self.action_low, self.action_high)
         self.twin.apply_command(a)
-        s = self.twin.advance(self.dt)
+        s = self.twin.advance(self.control_period)
         self._t += 1
         reward, parts = twin_arm_reward(s.position, s.velocity, a, self._goal,
                                         self.action_high, self.velocity_max)

@@ -67,7 +67,7 @@ class VectorMetaEnv:
         self.action_low = first.action_low
         self.action_high = first.action_high
         self.max_episode_steps = first.max_episode_steps
-        self.dt = first.dt
+        self.control_period = first.control_period
         n_threads = default_threads() if n_threads is None else n_threads
         self.n_threads = max(1, min(int(n_threads), self.n_envs))
         bounds = np.linspace(0, self.n_envs, self.n_threads + 1).round().astype(int)

@@ -119,3 +119,33 @@ def test_adapt_default_dataset_dir_is_under_runs() -> None:
     assert LoggerNodeConfig().dataset_dir.startswith("runs/")
     text = (Path(__file__).resolve().parents[2] / "config" / "adapt.yaml").read_text()
     assert f"dataset_dir: {LoggerNodeConfig().dataset_dir}" in text
+
+
+def test_summary_plot_is_readable(tmp_path: Path) -> None:
+    """Short unique task labels, a legend for the colours, integer episode ticks, plurals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pearl_robot.datalog.cli import summary_figure
+    from pearl_robot.datalog.reader import load_datasets
+
+    _dataset(tmp_path / "a", range(3))
+    fig = summary_figure(load_datasets([tmp_path / "a"]))
+    ax1, ax2 = fig.axes
+    assert ax1.get_title() == (f"3 episodes, {sum(episode_length(e) for e in range(3))} "
+                               "transitions, 3 tasks")
+    legend = ax1.get_legend()
+    assert legend is not None
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "synthetic[0]", "synthetic[1]", "synthetic[2]"]
+    assert [t.get_text() for t in ax2.get_yticklabels()] == [
+        "synthetic[0]", "synthetic[1]", "synthetic[2]"]
+    assert all(float(t).is_integer() for t in ax1.get_xticks())
+    plt.close(fig)
+    _dataset(tmp_path / "b", range(1))
+    fig = summary_figure(load_datasets([tmp_path / "b"]))
+    assert fig.axes[0].get_title().startswith("1 episode, ") and \
+        fig.axes[0].get_title().endswith(", 1 task")
+    plt.close(fig)

@@ -15,7 +15,8 @@ from pearl_robot.core.config import merge, reference_config  # noqa: E402
 from pearl_robot.datalog.schema import TransitionLayout  # noqa: E402
 from pearl_robot.datalog.writer import DatasetWriter, WriterConfig  # noqa: E402
 from pearl_robot.errors import ConfigError  # noqa: E402
-from pearl_robot.runtime.schedule import OvernightSession, ScheduleConfig, drive_env  # noqa: E402
+from pearl_robot.runtime.episodes import drive_env  # noqa: E402
+from pearl_robot.runtime.schedule import OvernightSession, ScheduleConfig  # noqa: E402
 from pearl_robot.tasks.point_robot import PointRobotFamily, oracle_action  # noqa: E402
 from pearl_robot.train.offline import OfflineConfig, follow, make_trainer  # noqa: E402
 from pearl_robot.train.trainer import MetaTrainer  # noqa: E402
@@ -47,6 +48,21 @@ def _collect(root: Path, tasks: tuple[int, ...], episodes: int, noise: float = 0
                                                   max_episodes=episodes), family.tasks, root)
         drive_env(session, env, act, w, max_ticks=100_000)
         assert w.flush()
+
+
+def _random_night(family, ds: Path) -> Path:  # noqa: ANN001
+    """Two 10-step episodes of random actions on tasks 3 and 4, logged to ``ds``."""
+    env = family.make_env(seed=0)
+    env.family = family.name
+    rng = np.random.default_rng(0)
+    with DatasetWriter(ds, TransitionLayout(env.obs_dim, env.action_dim, 0),
+                       WriterConfig(commit_every=20, commit_interval_s=0.05)) as w:
+        session = OvernightSession(ScheduleConfig(task_indices=(3, 4), episode_steps=10,
+                                                  max_episodes=2), family.tasks, ds)
+        drive_env(session, env, lambda obs, cmd: rng.uniform(-1, 1, env.action_dim), w,
+                  max_ticks=10_000)
+        assert w.flush()
+    return ds
 
 
 def test_logged_data_fills_per_task_buffers_with_recent_context(tmp_path: Path) -> None:
@@ -158,17 +174,7 @@ def test_readme_retrain_command_on_twin_logs_without_config(tmp_path: Path, caps
                   "num_steps_per_eval": 8, "max_path_length": 8}})
     ckpt = MetaTrainer(cfg, family, tmp_path / "base", tensorboard=False,
                        progress=False).save(tmp_path / "twin.pt")
-    ds = tmp_path / "night"
-    env = family.make_env(seed=0)
-    env.family = family.name
-    rng = np.random.default_rng(0)
-    with DatasetWriter(ds, TransitionLayout(env.obs_dim, env.action_dim, 0),
-                       WriterConfig(commit_every=20, commit_interval_s=0.05)) as w:
-        session = OvernightSession(ScheduleConfig(task_indices=(3, 4), episode_steps=10,
-                                                  max_episodes=2), family.tasks, ds)
-        drive_env(session, env, lambda obs, cmd: rng.uniform(-1, 1, env.action_dim), w,
-                  max_ticks=10_000)
-        assert w.flush()
+    ds = _random_night(family, tmp_path / "night")
     rc = main(["train", "--data", str(ds), "--init", str(ckpt), "--iterations", "1",
                "--out", str(tmp_path / "run"), "--no-progress", "--no-tensorboard"])
     out = capsys.readouterr()
@@ -179,3 +185,38 @@ def test_readme_retrain_command_on_twin_logs_without_config(tmp_path: Path, caps
     assert main(["train", "--data", str(ds), "--init", str(ckpt), "--family", "point-robot",
                  "--out", str(tmp_path / "run2"), "--no-progress"]) == 1
     assert "differs from the --init checkpoint's family" in capsys.readouterr().err
+
+
+def test_train_from_twin_logs_without_config_or_init_takes_the_logs_family(
+        tmp_path: Path, capsys) -> None:
+    """`pearl-robot train --data DIR` alone on twin-arm logs: the family comes from the
+    datasets' task metadata and the settings from config/train/twin_arm.yaml, and the CLI
+    says so (before: the point-robot default, refused on the logs' sizes)."""
+    pytest.importorskip("mujoco")
+    from pearl_robot.tasks.registry import make_family
+
+    family = make_family("twin-arm")
+    ds = _random_night(family, tmp_path / "night")
+    env = family.make_env(seed=0)
+    tiny = ["--set", "pearl.hidden_sizes=[16, 16]", "--set", "pearl.encoder_hidden_sizes=[16]",
+            "--set", "pearl.meta_batch=2", "--set", "pearl.batch_size=16",
+            "--set", "pearl.embedding_batch_size=8", "--set", "train.num_train_steps_per_itr=2",
+            "--set", "train.num_eval_train_tasks=0", "--set", "train.num_steps_per_eval=10",
+            "--set", "train.max_path_length=10"]
+    rc = main(["train", "--data", str(ds), "--iterations", "1", "--out", str(tmp_path / "run"),
+               "--no-progress", "--no-tensorboard", *tiny])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "config: family twin-arm from the datasets' task metadata, settings from " in out.out
+    assert "twin_arm.yaml" in out.out
+    assert (tmp_path / "run" / "checkpoints" / "final.pt").is_file()
+    # logs of two families: refused in one line, naming both
+    other = tmp_path / "other"
+    with DatasetWriter(other, TransitionLayout(env.obs_dim, env.action_dim, 0)) as w:
+        w.set_task({"family": "point-robot", "index": 0, "episode": 0})
+        w.write(TransitionLayout(env.obs_dim, env.action_dim, 0).pack(
+            np.zeros(env.obs_dim), np.zeros(env.action_dim), 0.0, np.zeros(env.obs_dim),
+            False, True, 0, 0, 0, (0.0, 0.0, 0.0), np.zeros(0)))
+    assert main(["train", "--data", str(ds), str(other), "--out", str(tmp_path / "r3"),
+                 "--no-progress"]) == 1
+    assert "several families (point-robot, twin-arm)" in capsys.readouterr().err

@@ -19,12 +19,12 @@ from pearl_robot.datalog.writer import (
     _Stop,  # the writer thread's stop message (a crash is simulated)
 )
 from pearl_robot.errors import ConfigError
+from pearl_robot.runtime.episodes import drive_env
 from pearl_robot.runtime.schedule import (
     OvernightSession,
     Phase,
     ScheduleConfig,
     SessionError,
-    drive_env,
     planned_task,
 )
 from pearl_robot.tasks.point_robot import PointRobotFamily, oracle_action

@@ -14,17 +14,17 @@ from mcap.reader import make_reader
 from mcap.stream_reader import StreamReader
 from mcap_ros2.decoder import DecoderFactory
 
+from pearl_robot.datalog.cdr import (
+    TransitionCodec,
+    decode_float64_multiarray,
+    encode_float64_multiarray,
+)
 from pearl_robot.datalog.dataset import (
     DatasetError,
     DatasetPaths,
     LogStorageError,
     next_episode_id,
     read_manifest,
-)
-from pearl_robot.datalog.mcap_io import (
-    TransitionCodec,
-    decode_float64_multiarray,
-    encode_float64_multiarray,
 )
 from pearl_robot.datalog.reader import check_datasets, describe, load_datasets
 from pearl_robot.datalog.recovery import recover_dataset
@@ -109,6 +109,7 @@ def test_numbering_continues_after_restart_and_ids_are_never_reused(tmp_path: Pa
     assert next_episode_id(tmp_path) == 3
     with DatasetWriter(tmp_path, LAYOUT, FAST) as w:
         assert w.next_episode_id() == 3
+        assert w.episodes_on_disk() == "3 episode id(s) on disk, 0..2"
         # a policy node that restarted its own numbering at 1 must not overwrite episode 1
         for s in range(episode_length(1)):
             w.write(transition(1, s))

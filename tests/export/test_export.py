@@ -100,7 +100,8 @@ class TestBundleContents:
         assert ("next_obs" in fields) == overrides.get("use_next_obs_in_context", False)
         rt = PolicyRuntime(tmp_path / "b", RuntimeConfig(), rng=np.random.default_rng(0))
         rt.tick([0.1, 0.2])
-        out = rt.tick([0.2, 0.1], reward=-0.3)
+        rt.tick([0.2, 0.1], reward=-0.3)
+        out = rt.finish_tick()  # the complete result, after the deferred belief update
         assert not out.fault and out.context_size == 1
         if not overrides.get("use_information_bottleneck", True):
             rt.end_episode()

@@ -15,9 +15,9 @@ from pearl_robot.hardware.emulator import (
     EmulatorConfig,
     FaultSwitches,
     FirmwareEmulator,
-    PtyEndpoint,
     make_twin_plant,
 )
+from pearl_robot.hardware.emulator_endpoints import PtyEndpoint
 from pearl_robot.hardware.errors import FrameError
 from pearl_robot.hardware.protocol import (
     DeviceFlags,

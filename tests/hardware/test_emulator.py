@@ -15,9 +15,9 @@ from pearl_robot.hardware.emulator import (
     EmulatorConfig,
     FaultSwitches,
     FirmwareEmulator,
-    PtyEndpoint,
     make_twin_plant,
 )
+from pearl_robot.hardware.emulator_endpoints import PtyEndpoint
 from pearl_robot.hardware.errors import FrameError
 from pearl_robot.hardware.protocol import (
     Arm,
@@ -269,6 +269,7 @@ def test_emulate_cli_serves_the_twin_on_a_pty(tmp_path) -> None:
 
 def test_hardware_package_imports_neither_torch_nor_mujoco() -> None:
     code = ("import sys, pearl_robot.hardware.bridge, pearl_robot.hardware.emulator, "
+            "pearl_robot.hardware.emulator_endpoints, "
             "pearl_robot.hardware.emulate_cli, pearl_robot.hardware.examples, "
             "pearl_robot.hardware.transport; "
             "bad = [m for m in ('torch', 'mujoco', 'rclpy') if m in sys.modules]; "

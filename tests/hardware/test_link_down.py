@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from pearl_robot.hardware.bridge import BridgeConfig, LinkState, SerialBridge
-from pearl_robot.hardware.emulator import FirmwareEmulator, PtyEndpoint, make_twin_plant
+from pearl_robot.hardware.emulator import FirmwareEmulator, make_twin_plant
+from pearl_robot.hardware.emulator_endpoints import PtyEndpoint
 from pearl_robot.hardware.transport import SerialConfig, serial_factory
 
 from .conftest import ScriptedDevice, wait_until
@@ -125,6 +126,41 @@ def _send_for(bridge: SerialBridge, seconds: float, period: float = 0.05) -> Non
         time.sleep(period)
 
 
+def _armed_when_commanded_slow_watchdogs(rig_factory):
+    """A ready link, armed when commanded, with the device's watchdogs lengthened (command
+    400 ms, link 2 s; the host's idle disarm stays at its 100 ms) so that the margins survive a
+    loaded test machine; the rules are the same as with the defaults."""
+    from pearl_robot.hardware.emulator import EmulatorConfig
+
+    rig = rig_factory(emulator_config=EmulatorConfig(command_timeout_ms=400,
+                                                     link_timeout_ms=2000),
+                      bridge_config=BridgeConfig(link_timeout_s=2.0, reopen_after_s=5.0))
+    b, emu = rig.bridge.start(), rig.emulator
+    b.wait_ready(10.0)
+    b.arm(when_commanded=True)
+    return b, emu
+
+
+def test_the_first_command_after_an_idle_disarm_rearms_and_is_applied(rig_factory) -> None:
+    """A late tick makes the bridge disarm (idle); the next command must go out behind an ARM
+    and be executed. Before: the DISARM counted as the last control frame, so the ARM waited
+    a retry period (100 ms) and the device ignored the commands in between: under load, 1-2
+    per idle disarm (219 ignored commands in a 2-minute loaded demo run)."""
+    b, emu = _armed_when_commanded_slow_watchdogs(rig_factory)
+    for _ in range(3):
+        _send_for(b, 0.3)
+        assert b.wait_for(lambda s: s.armed, 1.0)
+        disarms = b.events["idle_disarms"]
+        # the caller pauses past the idle threshold (the host's 100 ms; the device waits 400)
+        assert wait_until(lambda d=disarms: b.events["idle_disarms"] > d, 1.0)
+        assert wait_until(lambda: not emu.status().armed, 1.0)
+        ignored = emu.events["commands_while_safe"]
+        assert b.send_command([0.0, 0.0, 0.0])  # at once: well inside a retry period
+        assert wait_until(lambda: emu.status().armed, 1.0)
+        assert emu.events["commands_while_safe"] == ignored, dict(emu.events)
+    assert b.events["commands_while_disarmed"] == 0, dict(b.events)
+
+
 def test_idle_disarm_comes_before_the_device_watchdog(rig) -> None:
     """With the default timings the host counts commands as stopped after 75 ms of the
     device's 100 ms (the device reports its timeout in DEVICE_INFO)."""
@@ -142,14 +178,7 @@ def test_arm_when_commanded_arms_only_while_commands_flow(rig_factory) -> None:
     The device's watchdogs are lengthened (command 400 ms, link 2 s) so that the margin
     between the host's idle disarm (100 ms here) and the device's watchdog survives a loaded
     test machine; the rule is the same as with the defaults."""
-    from pearl_robot.hardware.emulator import EmulatorConfig
-
-    rig = rig_factory(emulator_config=EmulatorConfig(command_timeout_ms=400,
-                                                     link_timeout_ms=2000),
-                      bridge_config=BridgeConfig(link_timeout_s=2.0, reopen_after_s=5.0))
-    b, emu = rig.bridge.start(), rig.emulator
-    b.wait_ready(10.0)
-    b.arm(when_commanded=True)
+    b, emu = _armed_when_commanded_slow_watchdogs(rig_factory)
     assert not wait_until(lambda: emu.status().armed, 0.5)  # no commands yet: not armed
     assert emu.events["command_timeouts"] == 0
     _send_for(b, 0.3)
@@ -161,10 +190,21 @@ def test_arm_when_commanded_arms_only_while_commands_flow(rig_factory) -> None:
     time.sleep(0.3)
     assert emu.events["command_timeouts"] == 0, dict(emu.events)
     assert "command_timeout" not in b.faults
-    # the intent stays: commands flowing again arm it again
+    # the intent stays: commands flowing again arm it again, ARM going out first: none of
+    # these commands is counted as reaching a disarmed device
     _send_for(b, 0.3)
     assert emu.status().armed or b.wait_for(lambda s: s.armed, 1.0)
+    assert b.events["commands_while_disarmed"] == 0, dict(b.events)
     b.disarm()
     assert wait_until(lambda: not emu.status().armed, 1.0)
-    _send_for(b, 0.3)
+    assert b.wait_for(lambda s: not s.armed, 1.0)
+    ignored = emu.events["commands_while_safe"]
+    _send_for(b, 0.3, period=0.05)
     assert not emu.status().armed  # an explicit disarm is not undone by commands
+    # what a measured run reads to know how much the robot did not execute: the device's
+    # own count of the commands it ignored
+    assert wait_until(lambda: emu.events["commands_while_safe"] - ignored
+                      == b.events["commands_while_disarmed"], 1.0), (dict(b.events),
+                                                                     dict(emu.events))
+    assert 3 <= b.events["commands_while_disarmed"] <= 7, dict(b.events)
+    assert "events.commands_while_disarmed" in b.diagnostics().values

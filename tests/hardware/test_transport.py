@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pearl_robot.hardware.bridge import BridgeConfig, LinkState, SerialBridge
-from pearl_robot.hardware.emulator import FirmwareEmulator, TcpDeviceServer, make_twin_plant
+from pearl_robot.hardware.emulator import FirmwareEmulator, make_twin_plant
+from pearl_robot.hardware.emulator_endpoints import TcpDeviceServer
 from pearl_robot.hardware.errors import TransportError
 from pearl_robot.hardware.protocol import Command, FrameSplitter, decode_frame, encode_message
 from pearl_robot.hardware.transport import PySerialTransport, SerialConfig, serial_factory
@@ -88,7 +89,7 @@ def test_reopen_backoff_doubles_up_to_the_cap() -> None:
 def test_port_missing_at_start_is_retried_until_it_appears(tmp_path) -> None:
     """The robot is powered after the host starts: opens fail (counted, DISCONNECTED with the
     reason), then the port appears and the handshake completes."""
-    from pearl_robot.hardware.emulator import PtyEndpoint
+    from pearl_robot.hardware.emulator_endpoints import PtyEndpoint
 
     link = tmp_path / "ttyLATE"
     bridge = SerialBridge(serial_factory(SerialConfig(str(link))),

@@ -56,7 +56,8 @@ def test_spec_module_imports_without_mujoco() -> None:
 def _write(tmp_path: Path, body: str, compiler: str = '<compiler angle="radian"/>') -> Path:
     p = tmp_path / "robot.xml"
     p.write_text(f'<mujoco model="r">{compiler}<custom>'
-                 '<numeric name="pearl/velocity_max/j" data="2"/></custom>'
+                 '<numeric name="pearl/velocity_max/j" data="2"/>'
+                 '<numeric name="pearl/control_period" data="0.05"/></custom>'
                  f'<worldbody><body><joint name="j" type="hinge" range="-1 1"/>'
                  '<geom size="0.1"/></body></worldbody>' + body + "</mujoco>")
     return p

@@ -39,7 +39,7 @@ def _run_graph(ctx, specs, done, timeout_s: float):  # noqa: ANN001, ANN202
     try:
         finished = g.spin_until(lambda: done(policy), timeout_s)
         published = policy.published_transitions
-        returns = list(policy.returns)
+        returns = list(policy.controller.returns)
         g.spin_until(lambda: len(seen) >= published, 5.0)
     finally:
         g.executor.remove_node(probe)
@@ -56,7 +56,8 @@ def test_full_graph_runs_episodes_and_logs_every_transition(ros_context, untrain
     specs = build_graph({"bundle": str(untrained_bundle), "dataset_dir": str(ds),
                          "params_file": pf, "episodes": "3", "real_time_factor": "5"})
     finished, published, seen, returns = _run_graph(
-        ros_context, specs, lambda p: len(p.returns) >= 3 and p.state == "done", 60.0)
+        ros_context, specs,
+        lambda p: len(p.controller.returns) >= 3 and p.controller.state == "done", 60.0)
     assert finished, "the graph did not finish 3 episodes"
     assert published == 3 * 20 == seen
     entries = manifest_entries(ds)
@@ -79,7 +80,7 @@ def test_a_restarted_graph_resumes_the_schedule_and_the_numbering(ros_context, u
                              "params_file": pf, "episodes": episodes,
                              "real_time_factor": "5"})
         finished, published, seen, returns = _run_graph(
-            ros_context, specs, lambda p: p.state == "done", 60.0)
+            ros_context, specs, lambda p: p.controller.state == "done", 60.0)
         assert finished and published == seen
     entries = manifest_entries(ds)
     assert [e["episode"] for e in entries] == [0, 1, 2, 3]
@@ -99,7 +100,8 @@ def test_trained_bundle_adapts_on_a_held_out_task(ros_context, tmp_path: Path) -
     family = specs[0].parameters
     assert family["tasks"] == "held-out"
     finished, published, seen, returns = _run_graph(
-        ros_context, specs, lambda p: len(p.returns) >= 4 and p.state == "done", 80.0)
+        ros_context, specs,
+        lambda p: len(p.controller.returns) >= 4 and p.controller.state == "done", 80.0)
     assert finished and published == seen
     first, later = returns[0][2], [r for _, _, r in returns[1:]]
     assert np.mean(later) > first, f"returns {returns}"

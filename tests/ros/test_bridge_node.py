@@ -17,11 +17,8 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from std_msgs.msg import Bool  # noqa: E402
 
 from pearl_robot.datalog.reader import check_datasets, manifest_entries  # noqa: E402
-from pearl_robot.hardware.emulator import (  # noqa: E402
-    FirmwareEmulator,
-    PtyEndpoint,
-    make_twin_plant,
-)
+from pearl_robot.hardware.emulator import FirmwareEmulator, make_twin_plant  # noqa: E402
+from pearl_robot.hardware.emulator_endpoints import PtyEndpoint  # noqa: E402
 from pearl_robot.ros import graph, qos  # noqa: E402
 from pearl_robot.ros.compose import ComposedGraph  # noqa: E402
 from pearl_robot.ros.conversions import level_of  # noqa: E402
@@ -60,10 +57,11 @@ def test_serial_graph_runs_episodes_logs_them_and_forwards_the_estop(
         # armed once the policy's commands flow (the bridge disarms when they stop, so the
         # check is made while the first episode runs, not after the last)
         assert g.spin_until(lambda: emu.status().armed, 20.0), emu.status()
-        assert g.spin_until(lambda: len(policy.returns) >= 2, 30.0), policy.state
+        assert g.spin_until(lambda: len(policy.controller.returns) >= 2, 30.0), \
+            policy.controller.state
         assert g.spin_until(lambda: any(lvl == 0 for lvl, _ in link), 5.0), link
         estop_pub.publish(Bool(data=True))
-        assert g.spin_until(lambda: emu.status().estop and policy.estop, 5.0)
+        assert g.spin_until(lambda: emu.status().estop and policy.controller.estop, 5.0)
         published = policy.published_transitions
     finally:
         g.executor.remove_node(probe)

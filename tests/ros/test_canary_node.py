@@ -35,18 +35,20 @@ def test_an_untrained_bundle_is_rolled_back_by_the_canary(
     g = ComposedGraph(specs, ros_context)
     policy = g.node("policy_node")
     try:
-        assert g.spin_until(lambda: len(policy.returns) >= 2, 60.0), policy.state
+        assert g.spin_until(lambda: len(policy.controller.returns) >= 2, 60.0), \
+            policy.controller.state
         old_sha = policy.runtime.bundle.sha256
         res = policy.set_parameters([Parameter("bundle", value=str(untrained_bundle))])
         assert res[0].successful, res[0].reason
         assert g.spin_until(lambda: policy.runtime.swap_status().state == "ready", 30.0)
         policy.set_parameters([Parameter("episodes", value=5)])  # 2 new-model episodes, 1 more
-        assert g.spin_until(lambda: len(policy.returns) >= 5, 90.0), policy.state
-        verdict = policy.canary.last
+        assert g.spin_until(lambda: len(policy.controller.returns) >= 5, 90.0), \
+            policy.controller.state
+        verdict = policy.controller.canary.last
         swapped_back = policy.runtime.bundle.sha256
         bundle_param = policy.get_parameter("bundle").value
-        faults = dict(policy.faults)
-        info = policy._canary_info()  # noqa: SLF001 - what /pearl/task carries
+        faults = dict(policy.controller.faults)
+        info = policy.controller.canary_info()  # what /pearl/task carries
     finally:
         g.shutdown(drain_s=0.5)
     assert verdict is not None and verdict.decision == "rollback", verdict

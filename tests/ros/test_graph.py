@@ -14,6 +14,7 @@ from pearl_robot.errors import ConfigError
 from pearl_robot.ros import adapt_cli
 from pearl_robot.ros.graph import LAUNCH_ARGUMENTS, build_graph, load_params_file
 from pearl_robot.ros.node_config import (
+    LINK_GIVE_UP_S,
     NODE_CONFIGS,
     PolicyNodeConfig,
     config_from_mapping,
@@ -52,6 +53,18 @@ def test_serial_graph_uses_bridge_and_port_and_no_reset_service() -> None:
     assert specs[2].parameters["port"] == "loop://"
     assert specs[0].parameters["episodes"] == 7
     assert specs[0].parameters["reset_service"] == ""
+
+
+def test_one_shot_serial_runs_give_up_on_a_dead_link_overnight_runs_do_not() -> None:
+    one_shot = build_graph({"robot": "serial", "port": "loop://", "exit_when_done": "true",
+                            "episodes": "2"})
+    assert one_shot[2].parameters["give_up_after_s"] == LINK_GIVE_UP_S
+    for values in ({"robot": "serial", "port": "loop://"},
+                   {"robot": "serial", "port": "loop://", "exit_when_done": "false"}):
+        assert build_graph(values)[2].parameters["give_up_after_s"] == 0.0
+    parser = argparse.ArgumentParser()
+    adapt_cli.add_arguments(parser)
+    assert parser.parse_args([]).link_timeout == LINK_GIVE_UP_S  # one owner of the default
 
 
 def test_params_file_overrides_defaults_and_arguments_override_file(tmp_path: Path) -> None:

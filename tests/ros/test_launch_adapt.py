@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -104,7 +105,17 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def _launch(env: dict[str, str], *args: str, cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([_executable("ros2"), "launch", "pearl_robot", "adapt.launch.py",
                              *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL the launch and every node it started. Killing ``ros2 launch`` alone leaves its
+    nodes running: a timed-out test left a bridge node reopening /dev/pts/0, which then took
+    over the pseudo-terminals of later emulator tests and failed them."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _finished_cleanly(out: str, nodes: tuple[str, ...]) -> list[str]:
@@ -119,11 +130,18 @@ def test_launch_testing_checks_pass(workspace: dict[str, str], bundles: tuple[Pa
     env = dict(workspace, PEARL_LT_DATASET=str(tmp_path / "dataset"),
                PEARL_LT_SWAP_BUNDLE=str(valid), PEARL_LT_CORRUPT_BUNDLE=str(corrupt))
     xml = tmp_path / "launch_test.xml"
-    res = subprocess.run([_executable("launch_test"),
-                          str(REPO / "tests" / "ros" / "launch_adapt_checks.py"),
-                          "--junit-xml", str(xml)], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=240)
-    out = res.stdout + res.stderr
+    proc = subprocess.Popen([_executable("launch_test"),
+                             str(REPO / "tests" / "ros" / "launch_adapt_checks.py"),
+                             "--junit-xml", str(xml)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            _kill_group(proc)
+            proc.communicate()
+    res = subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
     summary = [line for line in out.splitlines() if "/pearl/command:" in line]
     print("\n".join(summary))
     assert xml.is_file(), out[-6000:]
@@ -168,7 +186,7 @@ def test_exit_when_done_ends_the_launch_after_the_episodes(workspace: dict[str, 
         out, _ = proc.communicate(timeout=90)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            _kill_group(proc)
             proc.communicate()
     print(f"exit_when_done: 2 episodes, launch ended after {time.monotonic() - t0:.1f} s")
     assert proc.returncode == 0, out[-4000:]
@@ -187,7 +205,7 @@ def test_exit_when_done_without_a_fixed_episode_count_is_refused(workspace: dict
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            _kill_group(proc)
             proc.communicate()
     assert proc.returncode != 0
     assert "exit_when_done" in out and "episodes > 0" in out, out[-3000:]
@@ -204,11 +222,36 @@ def test_a_policy_that_cannot_start_ends_the_launch(workspace: dict[str, str],
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            _kill_group(proc)
             proc.communicate()
     assert "bundle directory not found" in out, out[-3000:]
     assert "process[policy_node-1] was required: shutting down launched system" in out
     assert not _finished_cleanly(out, ("logger_node", "twin_node")), out[-3000:]
+
+
+def test_a_one_shot_serial_launch_gives_up_on_a_dead_link(workspace: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    """exit_when_done with robot:=serial and no device: the bridge gives up after
+    LINK_GIVE_UP_S and the launch ends instead of waiting for ever."""
+    from pearl_robot.ros.node_config import LINK_GIVE_UP_S
+
+    port = tmp_path / "ttyPEARL-missing"
+    t0 = time.monotonic()
+    proc = _launch(workspace, "robot:=serial", f"port:={port}", "episodes:=2",
+                   "exit_when_done:=true", f"dataset_dir:={tmp_path / 'dataset'}", cwd=tmp_path)
+    try:
+        out, _ = proc.communicate(timeout=LINK_GIVE_UP_S + 60)
+    finally:
+        if proc.poll() is None:
+            _kill_group(proc)
+            proc.communicate()
+    took = time.monotonic() - t0
+    print(f"dead link: launch ended after {took:.1f} s")
+    assert f"serial link to {port}" in out and "giving up after give_up_after_s=20" in out, \
+        out[-3000:]
+    assert "process[bridge_node-3]" in out and "process has died" in out, out[-3000:]
+    assert not _finished_cleanly(out, NODES), out[-3000:]  # the others stop cleanly
+    assert took >= LINK_GIVE_UP_S
 
 
 def test_readme_robot_command_stopped_with_sigint_leaves_a_closed_dataset(
@@ -216,7 +259,8 @@ def test_readme_robot_command_stopped_with_sigint_leaves_a_closed_dataset(
     """README: ``ros2 launch pearl_robot adapt.launch.py robot:=serial port:=/dev/ttyACM0
     bundle:=/opt/models/arm3 dataset_dir:=/data/night-12 episodes:=0``, with the firmware
     emulator's pseudo-terminal as the port; Ctrl-C (SIGINT to ros2 launch) mid-episode."""
-    from pearl_robot.hardware.emulator import FirmwareEmulator, PtyEndpoint, make_twin_plant
+    from pearl_robot.hardware.emulator import FirmwareEmulator, make_twin_plant
+    from pearl_robot.hardware.emulator_endpoints import PtyEndpoint
 
     ds = tmp_path / "night-12"
     endpoint = PtyEndpoint()
@@ -239,7 +283,7 @@ def test_readme_robot_command_stopped_with_sigint_leaves_a_closed_dataset(
         armed_after = emu.status().armed
     finally:
         if proc.poll() is None:
-            proc.kill()
+            _kill_group(proc)
             proc.communicate()
         emu.stop()
         endpoint.close()

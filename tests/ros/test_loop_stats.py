@@ -29,6 +29,10 @@ def test_timer_ticks_close_the_period_that_just_ended() -> None:
     s.start(0.0)
     assert s.period_ended_at(0.05 + 0.003) == 0  # a timer 3 ms late closes period 0
     assert s.period_ended_at(0.10 - 0.002) == 1
+    # a starved executor: the timer fires 30 ms late, and still closes period 0, not 1
+    # (rounding to the nearest end closed the running period 1 and dropped period 0's tick)
+    assert s.period_ended_at(0.05 + 0.030) == 0
+    assert s.period_ended_at(0.05 + 0.040) == 0
 
 
 def test_skipped_periods_and_ticks_more_than_a_period_late_count() -> None:

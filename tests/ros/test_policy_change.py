@@ -50,7 +50,7 @@ def test_change_statistic_is_published_every_running_tick(ros_context, untrained
         assert g.spin_until(lambda: len(got) >= 20, 5.0), f"{len(got)} /pearl/change messages"
         labels = [d.label for d in got[-1].layout.dim]
         assert {"surprise", "cusum", "threshold", "changes", "warm"} <= set(labels)
-        values = policy._change_values()
+        values = policy.controller.change_values()
         assert values["change_detection"] == "flag"
         assert values["change_threshold"] > 0
         assert policy.runtime.change_monitor is not None

@@ -112,9 +112,9 @@ def _start(policy, step) -> None:  # noqa: ANN001
     """Tick until the episode runs (the first states arrive, the schedule starts)."""
     for _ in range(20):
         step()
-        if policy.state == "running" and policy.session.step > 2:
+        if policy.controller.state == "running" and policy.controller.session.step > 2:
             return
-    raise AssertionError(f"policy did not start an episode (state {policy.state})")
+    raise AssertionError(f"policy did not start an episode (state {policy.controller.state})")
 
 
 def _flat(steps: list[list[np.ndarray]]) -> list[np.ndarray]:
@@ -135,7 +135,7 @@ def test_stale_joint_states_give_the_safe_command_within_one_tick(policy_setup) 
     assert np.any(after[1][0] != 0.0)
     for c in _flat(after[2:]):
         np.testing.assert_array_equal(c, np.zeros(3))
-    assert policy.faults.get("obs_stale", 0) >= 4
+    assert policy.controller.faults.get("obs_stale", 0) >= 4
     # fresh states: control resumes at once (the state's own tick)
     resumed = step()
     assert np.any(resumed[-1] != 0.0)
@@ -147,7 +147,7 @@ def test_nan_and_malformed_observations_do_not_kill_the_node(policy_setup) -> No
     bad = robot.joint_state(np.array([np.nan, 0.3, -0.2]))
     (cmd,) = step(bad)
     np.testing.assert_array_equal(cmd, np.zeros(3))
-    assert policy.faults.get("obs_nonfinite", 0) == 1
+    assert policy.controller.faults.get("obs_nonfinite", 0) == 1
     n_transitions = len(robot.transitions)
     missing = robot.joint_state(names=("base_yaw", "shoulder"))  # elbow missing
     assert step(missing) == []  # refused by the reader: no state-triggered tick
@@ -166,11 +166,11 @@ def test_impossible_observation_is_refused_and_never_logged(policy_setup) -> Non
     obs_range on /diagnostics' fault counters, no step taken, no transition carrying it."""
     g, policy, robot, step = policy_setup
     _start(policy, step)
-    steps_before = policy.session.step
+    steps_before = policy.controller.session.step
     (cmd,) = step(robot.joint_state(np.array([1e6, 0.3, -0.2])))
     np.testing.assert_array_equal(cmd, np.zeros(3))
-    assert policy.faults.get("obs_range", 0) == 1
-    assert policy.session.step == steps_before
+    assert policy.controller.faults.get("obs_range", 0) == 1
+    assert policy.controller.session.step == steps_before
     good = _flat([step() for _ in range(4)])
     assert np.any(good[-1] != 0.0)
     g.spin_until(lambda: False, 0.2)
@@ -184,14 +184,14 @@ def test_estop_holds_until_cleared_by_the_service(policy_setup) -> None:  # noqa
     g, policy, robot, step = policy_setup
     _start(policy, step)
     robot.estop_pub.publish(Bool(data=True))
-    assert g.spin_until(lambda: policy.estop, 5.0)
+    assert g.spin_until(lambda: policy.controller.estop, 5.0)
     for c in _flat([step() for _ in range(5)]):
         np.testing.assert_array_equal(c, np.zeros(3))
     robot.estop_pub.publish(Bool(data=False))  # a false on the topic does not clear it
     g.spin_until(lambda: False, 0.2)
     for c in _flat([step() for _ in range(5)]):
         np.testing.assert_array_equal(c, np.zeros(3))
-    assert policy.estop
+    assert policy.controller.estop
     run = robot.node.create_client(SetBool, "/pearl/run_episodes")
     clear = robot.node.create_client(Trigger, "/pearl/clear_estop")
     assert g.spin_until(lambda: run.service_is_ready() and clear.service_is_ready(), 5.0)
@@ -199,7 +199,7 @@ def test_estop_holds_until_cleared_by_the_service(policy_setup) -> None:  # noqa
     assert g.spin_until(refused.done, 5.0) and not refused.result().success
     fut = clear.call_async(Trigger.Request())
     assert g.spin_until(fut.done, 5.0) and fut.result().success
-    assert not policy.estop
+    assert not policy.controller.estop
     commands = _flat([step() for _ in range(10)])
     assert any(np.any(c != 0.0) for c in commands), "control did not resume after clearing"
 
@@ -247,27 +247,44 @@ def test_logger_error_pauses_the_schedule_until_logging_persists_again(policy_se
             "logger_node: episode log", "pearl_datalog", level, "disk full", {})]))
 
     logger_level(ERROR)
-    assert g.spin_until(lambda: not policy.log_ok, 5.0)
+    assert g.spin_until(lambda: not policy.controller.log_ok, 5.0)
     commands = _flat([step() for _ in range(3)])
-    assert policy.state == "paused" and policy.returns[-1][0] == policy.episode_id
+    ctl = policy.controller
+    assert ctl.state == "paused" and ctl.returns[-1][0] == ctl.episode_id
     for c in commands:
         np.testing.assert_array_equal(c, np.zeros(3))
     logger_level(OK)
-    assert g.spin_until(lambda: policy.log_ok, 5.0)
+    assert g.spin_until(lambda: policy.controller.log_ok, 5.0)
     commands = _flat([step() for _ in range(6)])
-    assert policy.state == "running" and any(np.any(c != 0.0) for c in commands)
+    assert policy.controller.state == "running" and any(np.any(c != 0.0) for c in commands)
 
 
 def test_silent_joint_states_end_the_episode_as_a_fault_and_the_schedule_resumes(
         policy_setup) -> None:  # noqa: ANN001
     g, policy, robot, step = policy_setup
     _start(policy, step)
-    episode = policy.episode_id
+    episode = policy.controller.episode_id
     steps = [step(msg=None) for _ in range(24)]  # 1.2 s of silence (fault after 1 s)
-    assert policy.state == "paused", policy.session_message
-    assert policy.returns[-1][0] == episode and policy.session.history[-1].end_reason == "fault"
+    assert policy.controller.state == "paused", policy.controller.schedule_message
+    ctl = policy.controller
+    assert ctl.returns[-1][0] == episode and ctl.session.history[-1].end_reason == "fault"
     for c in _flat(steps[4:]):
         np.testing.assert_array_equal(c, np.zeros(3))
     commands = _flat([step() for _ in range(16)])  # states again; pause of 0.5 s, then reset
-    assert policy.state == "running" and policy.episode_id == episode + 1
+    assert policy.controller.state == "running" and policy.controller.episode_id == episode + 1
     assert any(np.any(c != 0.0) for c in commands[-3:])
+
+
+def test_one_control_period_from_the_mjcf_to_the_timer(policy_setup) -> None:  # noqa: ANN001
+    """The node's timer, its loop statistics, the episode controller and the runtime all run
+    at the contract's ``control_period``, which is the MJCF's ``pearl/control_period``."""
+    from pearl_robot.robot.description import load_robot_spec
+
+    _, policy, _, _ = policy_setup
+    contract = policy.runtime.bundle.contract
+    assert contract.control_period == load_robot_spec().control_period
+    assert contract.raw["control_period"] == contract.robot["control_period"]
+    assert policy.control_period == contract.control_period
+    assert policy.timer.timer_period_ns == round(contract.control_period * 1e9) == PERIOD_NS
+    assert policy.controller.config.control_period == contract.control_period
+    assert policy.stats.period == contract.control_period

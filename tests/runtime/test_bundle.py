@@ -194,8 +194,13 @@ class TestRobotFit:
         with pytest.raises(BundleRobotMismatchError, match="observes"):
             load_bundle(bundle_dir, RobotExpectation(("dx", "dy"), obs_names=("y", "x")))
 
-    def test_from_robot_spec_duck_typed(self, bundle_dir: Path) -> None:
+    def test_from_robot_spec_duck_typed(self, bundle_copy: Path) -> None:
         """The twin's RobotSpec shape: joints with effort_max, control period, interface."""
+        raw = _raw(bundle_copy)
+        assert raw["action"]["interface"] == "position_delta"  # what the point env declares
+        raw["action"]["interface"] = "unspecified"
+        seal_contract(bundle_copy, raw)
+        bundle_dir = bundle_copy
 
         class J:
             def __init__(self, name: str, effort: float) -> None:

@@ -52,9 +52,11 @@ class TestSafety:
         rt = _rt(bundle_dir)
         rt.tick(OBS)
         rt.tick([np.nan, 0.0], reward=-1.0)
-        out = rt.tick(OBS, reward=-1.0)  # its start obs was invalid: skipped
+        rt.tick(OBS, reward=-1.0)  # its start obs was invalid: skipped
+        out = rt.finish_tick()  # the complete result (the command left first)
         assert out.context_size == 0
-        out = rt.tick(OBS, reward=-1.0)
+        rt.tick(OBS, reward=-1.0)
+        out = rt.finish_tick()
         assert out.context_size == 1 and np.all(np.isfinite(out.belief_mean))
 
     @pytest.mark.parametrize("obs", [[1.0, 2.0, 3.0], [1.0], "abc", None])

@@ -185,3 +185,34 @@ def test_hot_swap_between_pog_and_pooled_bundles(pooled, tmp_path: Path) -> None
     rt.begin_episode(task="a")
     assert type(rt.belief).__name__ == "OnlineBelief" and rt.belief.count == 0
     rt.close()
+
+
+def test_act_first_gives_the_update_first_results(pooled) -> None:  # noqa: ANN001
+    """Schedule ``episode`` on a pooled bundle (z = the belief frozen at the episode start):
+    the step graph runs after the command, and every complete result, the belief state and
+    the next episode's z are those of the update-first order (tests/runtime/test_act_first.py
+    covers the PEARL bundle in depth)."""
+    out, _ = pooled
+    old = PolicyRuntime(out, RuntimeConfig(act_first=False), rng=np.random.default_rng(0))
+    new = PolicyRuntime(out, RuntimeConfig(), rng=np.random.default_rng(0))
+    assert new.acts_first and not old.acts_first
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        za, zb = old.begin_episode(task="t").z, new.begin_episode(task="t").z
+        np.testing.assert_array_equal(za, zb)
+        reward = None
+        for t in range(30):
+            obs = rng.uniform(-0.5, 0.5, 6)
+            a, e = old.tick(obs, reward), new.tick(obs, reward)
+            assert e.deferred and not a.deferred
+            np.testing.assert_array_equal(a.command, e.command)
+            if t % 4:  # else the next tick (or end_episode) catches up
+                f = new.finish_tick()
+                for name in ("command", "z", "belief_mean", "belief_var"):
+                    np.testing.assert_array_equal(getattr(a, name), getattr(f, name))
+                assert (a.reason, a.safe, a.context_size) == (f.reason, f.safe, f.context_size)
+            reward = float(rng.uniform(-1.0, 0.0)) if t != 10 else float("nan")
+        sa, sb = old.end_episode(obs, reward), new.end_episode(obs, reward)
+        assert sa.context_size == sb.context_size and sa.faults == sb.faults
+        np.testing.assert_array_equal(sa.belief_mean, sb.belief_mean)
+        np.testing.assert_array_equal(old.belief.ring, new.belief.ring)

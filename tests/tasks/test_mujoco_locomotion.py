@@ -46,7 +46,7 @@ def _env(families, name, task=0, seed=0):
 def test_shapes_rates_and_names(families, name: str) -> None:
     env = _env(families, name)
     assert env.obs_dim == OBS_DIMS[name] == len(env.obs_names)
-    assert env.dt == pytest.approx(DTS[name])
+    assert env.control_period == pytest.approx(DTS[name])
     res = env.step(np.zeros(env.action_dim))
     assert res.obs.shape == (OBS_DIMS[name],)
     assert np.isclose(res.reward, sum(res.info["reward_parts"].values()))

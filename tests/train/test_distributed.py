@@ -23,7 +23,8 @@ torch = pytest.importorskip("torch")
 from pearl_robot.core.config import merge, reference_config  # noqa: E402
 from pearl_robot.datalog.schema import TransitionLayout  # noqa: E402
 from pearl_robot.datalog.writer import DatasetWriter, WriterConfig  # noqa: E402
-from pearl_robot.runtime.schedule import OvernightSession, ScheduleConfig, drive_env  # noqa: E402
+from pearl_robot.runtime.episodes import drive_env  # noqa: E402
+from pearl_robot.runtime.schedule import OvernightSession, ScheduleConfig  # noqa: E402
 from pearl_robot.tasks.point_robot import PointEnv, PointRobotFamily, oracle_action  # noqa: E402
 from pearl_robot.train.distributed import (  # noqa: E402
     DistributedConfig,

@@ -61,3 +61,24 @@ def test_an_existing_directory_is_never_removed(tmp_path: Path, monkeypatch) -> 
     out.mkdir()
     assert main([*BASE, "--out", str(out)]) == 130
     assert out.is_dir()
+
+
+def test_evaluate_writes_its_plot_and_json_into_new_directories(tmp_path: Path,
+                                                                capsys) -> None:  # noqa: ANN001
+    """`evaluate CKPT --plot runs/x/eval.png` on a fresh checkout: runs/x/ did not exist
+    (before: a FileNotFoundError traceback after the whole evaluation)."""
+    out = tmp_path / "run"
+    tiny = {"pearl.hidden_sizes": "[16, 16]", "pearl.encoder_hidden_sizes": "[16]",
+            "pearl.meta_batch": 2, "pearl.batch_size": 16, "pearl.embedding_batch_size": 8,
+            "train.num_train_steps_per_itr": 2, "train.num_tasks_sample": 1,
+            "train.num_initial_steps": 20, "train.num_steps_prior": 20,
+            "train.num_steps_posterior": 0, "train.num_extra_rl_steps_posterior": 0,
+            "train.num_eval_train_tasks": 0, "train.num_evals": 1,
+            "train.num_steps_per_eval": 20}
+    sets = [a for k, v in tiny.items() for a in ("--set", f"{k}={v}")]
+    assert main([*BASE, "--out", str(out), *sets]) == 0
+    png, js = tmp_path / "runs" / "a" / "eval.png", tmp_path / "runs" / "b" / "eval.json"
+    assert main(["evaluate", str(out / "checkpoints" / "final.pt"), "--episodes", "2",
+                 "--repeats", "1", "--plot", str(png), "--json", str(js)]) == 0
+    assert png.stat().st_size > 1000 and js.is_file()
+    assert f"plot: {png}" in capsys.readouterr().out

@@ -39,8 +39,8 @@ def test_twin_episode_to_strip_gif_and_plot(tmp_path: Path) -> None:
     assert Image.open(strip).size == (2 * 96, 2 * 72)
     gif = save_gif(ep.frames, tmp_path / "ep.gif")
     assert Image.open(gif).n_frames == 4
-    png = plot_episode(ep, tmp_path / "traj.png", env.dt, env.obs_names, env.action_names,
-                       goal=env.goal)
+    png = plot_episode(ep, tmp_path / "traj.png", env.control_period, env.obs_names,
+                       env.action_names, goal=env.goal)
     assert Image.open(png).size[0] > 300
     ret = plot_returns_by_episode(np.array([[-50, -20, -15], [-60, -30, -25]]),
                                   tmp_path / "adapt.png", baselines={"oracle": -10})

@@ -1,10 +1,10 @@
-"""The task's reward for one measured transition, as the policy node needs it online.
+"""The task's reward for one measured transition, as the episode controller needs it online.
 
 The reward belongs to the task family (``pearl_robot.tasks``); this module only picks the
-family's function and binds the task, so the node's tick calls one function. A family that
-offers ``transition_reward(task, obs, action, next_obs) -> (reward, context_reward)`` (twin-arm
-does) is used as is; the point-robot families, which predate that hook, are bound here from
-their definition (minus the distance to the goal; the sparse variant's context reward).
+family's function and binds the task, so the controller (``runtime/episodes.py``) scores each
+transition with one call. A family offers ``transition_reward(task, obs, action, next_obs) ->
+(reward, context_reward)`` (twin-arm and the point-robot families do); one without it cannot be
+scored on a robot and is refused.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pearl_robot.errors import ConfigError
-from pearl_robot.ros.task_reward import reward_function
+from pearl_robot.runtime.task_reward import reward_function
 from pearl_robot.tasks.base import Task
 from pearl_robot.tasks.registry import make_family
 
