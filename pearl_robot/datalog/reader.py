@@ -207,6 +207,10 @@ def _validate_episode(ds: str, e: dict[str, Any], mat: np.ndarray, layout: Trans
         return ok
     sl = _slices(layout)
     step = mat[:, sl["step"].start]
+    if step[0] != 0:
+        problems.append(Problem("warning", ds, ep, f"episode starts at step {int(step[0])}: "
+                                "its first steps were not logged (a logger that subscribed "
+                                "late, or restarted mid-episode)"))
     if n > 1 and not (step[-1] - step[0] == n - 1 and np.all(step[1:] > step[:-1])):
         d = np.diff(step)
         bad = int(np.argmax(d != 1))
@@ -501,6 +505,7 @@ def _validate_bulk(big: np.ndarray, lengths: np.ndarray,
         off = np.zeros(big.shape[0], dtype=bool)
         off[1:] = (step[1:] != step[:-1] + 1) | (t0[1:] < t0[:-1])
         off &= ~first
+        off[first] = step[first] != 0  # an episode without its first steps
         ep_of_row = np.repeat(np.arange(n_eps), lengths)
         ids = np.array([int(e["episode"]) for _, e in eps], dtype=np.float64)
         src = np.array([float(e.get("source_episode", e["episode"])) for _, e in eps])

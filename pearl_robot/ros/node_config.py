@@ -88,6 +88,11 @@ class PolicyNodeConfig:
     reset_service: str = "/pearl/robot/reset"
     """std_srvs/Trigger service that resets the robot between episodes (the twin offers it);
     empty: hold the safe command for reset_hold_s and wait until the joints are still."""
+    wait_for_logger: bool = True
+    """Start an episode only while something subscribes to /pearl/transition (the logger):
+    DDS gives a volatile topic's messages to nobody before a subscriber matches, so an episode
+    started while the logger is still starting, or after it died, would lose its steps. False:
+    run without a logger (a bench or a dry run whose data nobody keeps)."""
     reset_timeout_s: float = 5.0
     """A reset that has not finished after this long is retried; the third failure is a
     fault (the schedule pauses for fault_pause_s)."""

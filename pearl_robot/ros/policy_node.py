@@ -196,7 +196,9 @@ class PolicyNode(Node):
         try:
             out = ctl.tick(now, self._obs, reset_reply=self._reset_reply(),
                            reset_ready=self.reset_client.service_is_ready
-                           if self.reset_client else None)
+                           if self.reset_client else None,
+                           logger_ready=self._logger_listening
+                           if self.params.value.wait_for_logger else None)
             self._publish_tasks(out.tasks)
             self._send(out.command)  # the latency-critical message first
             if out.transition is not None:
@@ -220,6 +222,9 @@ class PolicyNode(Node):
             self._publish_aside(ctl.tick_failed(exc))
         finally:
             self.stats.tick_finished(time.perf_counter() - t0, age)
+
+    def _logger_listening(self) -> bool:
+        return self.transition_pub.get_subscription_count() > 0
 
     def _reset_reply(self) -> ResetReply | None:
         fut = self._reset_future

@@ -23,6 +23,7 @@ States (:class:`State`, what /diagnostics shows)::
     IDLE -> RESETTING -> RUNNING -> IDLE ... DONE          (the schedule's phases)
               |  timeout, silence, logger down  -> PAUSED -> ... STOPPED (faults in a row)
     any --e-stop--> ESTOP      any --run_episodes(false)--> HALTED
+    IDLE stays IDLE while nothing receives the transitions (``logger_ready``)
 
 Reset handshake with a reset routine: the controller announces the task with a new
 ``reset_id`` and asks for a reset (``TickOutput.request_reset``) until a reply names that
@@ -294,6 +295,9 @@ class EpisodeController:
         self.log_ok = True
         """False while the logger cannot persist: the schedule pauses rather than collecting
         data nobody keeps."""
+        self.waiting_for_logger = False
+        """No episode starts: nothing receives the transitions (``tick``'s ``logger_ready``)."""
+        self._logger_ready: Callable[[], bool] | None = None
         self.episode_id = -1
         self.task: Task | None = None
         self.episode_return = 0.0
@@ -331,15 +335,19 @@ class EpisodeController:
     def tick(self, now: float, obs: Observation | None, *,
              reset_reply: ResetReply | None = None,
              reset_ready: Callable[[], bool] | None = None,
+             logger_ready: Callable[[], bool] | None = None,
              outcome: StepOutcome | None = None, fault: str | None = None) -> TickOutput:
         """The one tick of a control period at time ``now``. ``reset_reply``: the reset
         routine answered since the last tick; ``reset_ready()``: a request can be sent now
-        (asked only when one would be); ``outcome``: a simulator's verdict on the transition
-        ending at ``obs``; ``fault``: a robot fault reported since the last tick (a silent
-        observation stream is one too). Never raises: a failure gives the safe command."""
+        (asked only when one would be); ``logger_ready()``: something receives the
+        transitions (asked only before a reset; None: nobody logs, never wait);
+        ``outcome``: a simulator's verdict on the transition ending at ``obs``; ``fault``: a
+        robot fault reported since the last tick (a silent observation stream is one too).
+        Never raises: a failure gives the safe command."""
         self._out = _Collect()
         self._result, self._obs_ok, self._obs, self._now = None, False, obs, now
         self._reply, self._ready = reset_reply, reset_ready
+        self._logger_ready = logger_ready
         self.schedule = None
         try:
             transition, command, safe, acting = self._tick(now, obs, outcome, fault)
@@ -402,7 +410,8 @@ class EpisodeController:
         reset_done = self.state is State.RESETTING and self._reset_finished(now, obs) and \
             not self.rollback_pending()
         was_running = session.phase == Phase.RUNNING
-        cmd = session.tick(now, fault=fault, reset_done=reset_done, log_ok=self.log_ok)
+        cmd = session.tick(now, fault=fault, reset_done=reset_done, log_ok=self.log_ok,
+                           logger_ready=self._check_logger(session.phase))
         self.schedule, self.schedule_message = cmd, cmd.message
         if was_running and cmd.phase != Phase.RUNNING:  # ended by a fault
             self.policy.end_episode()
@@ -420,6 +429,22 @@ class EpisodeController:
             return self._tick_running(now, age, obs, outcome)
         self.state = State(cmd.phase.value)
         return None, self._safe(), True, False
+
+    def _check_logger(self, phase: Phase) -> bool:
+        """Whether a logger receives the transitions, asked only when the schedule would
+        start a reset; the wait and its end are reported once each."""
+        if self._logger_ready is None or phase != Phase.IDLE:
+            return True
+        ready = bool(self._logger_ready())
+        if ready == self.waiting_for_logger:
+            self.waiting_for_logger = not ready
+            self._out.events.append(
+                Event(Level.INFO, "the episode logger receives the transitions: episodes start")
+                if ready else
+                Event(Level.WARNING, "waiting for the episode logger: nothing receives the "
+                                     "transitions, so no episode starts (its steps would be "
+                                     "lost)"))
+        return ready
 
     def _tick_running(self, now: float, age: float, obs: Observation,
                       outcome: StepOutcome | None

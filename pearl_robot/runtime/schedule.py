@@ -258,12 +258,14 @@ class OvernightSession:
                               message)
 
     def tick(self, now: float, *, fault: str | None = None, reset_done: bool = False,
-             log_ok: bool = True) -> SessionCommand:
+             log_ok: bool = True, logger_ready: bool = True) -> SessionCommand:
         """Advance the machine at time ``now`` (monotonic seconds) and say what to do.
 
         ``fault``: a robot/bridge fault seen this tick (None when healthy); ``reset_done``:
         the reset routine has finished; ``log_ok``: the logger accepts data (False pauses the
-        schedule: no point collecting what cannot be kept)."""
+        schedule: no point collecting what cannot be kept); ``logger_ready``: a logger
+        receives the transitions (False keeps the schedule idle before the next reset, not a
+        fault: a logger still starting or restarting would miss an episode's first steps)."""
         cfg = self.config
         if self.phase in (Phase.DONE, Phase.STOPPED):
             return self._cmd(self._end_message(), hold_safe=True)
@@ -287,6 +289,9 @@ class OvernightSession:
             if cfg.max_episodes is not None and self.completed >= cfg.max_episodes:
                 self.phase = Phase.DONE
                 return self._cmd(self._end_message(), hold_safe=True)
+            if not logger_ready:
+                return self._cmd("waiting for the episode logger (nothing receives the "
+                                 "transitions yet)", hold_safe=True)
             self._task = self._tasks[planned_task(cfg, self.cursor)]
             self.phase = Phase.RESETTING
             self._deadline = now + cfg.reset_timeout_s

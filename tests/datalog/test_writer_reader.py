@@ -232,6 +232,19 @@ def test_check_finds_corrupt_and_missing_files(tmp_path: Path) -> None:
         load_datasets([tmp_path], strict=True, use_cache=False)
 
 
+def test_check_warns_of_an_episode_whose_first_steps_are_missing(tmp_path: Path) -> None:
+    """A logger that subscribed late logs an episode from step 4: contiguous, but headless."""
+    with DatasetWriter(tmp_path, LAYOUT, FAST) as w:
+        for ep, first in ((0, 0), (1, 4)):
+            w.set_task(task_of(ep), model_sha="abc123")
+            for s in range(first, episode_length(ep)):
+                assert w.write(transition(ep, s))
+        assert w.flush()
+    problems = check_datasets([tmp_path])
+    assert [(p.episode, p.severity) for p in problems] == [(1, "warning")]
+    assert "starts at step 4" in problems[0].message
+
+
 def test_several_datasets_load_together(tmp_path: Path) -> None:
     a, b = tmp_path / "night1", tmp_path / "night2"
     write_episodes(a, [0, 1])

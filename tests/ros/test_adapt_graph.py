@@ -22,7 +22,7 @@ from std_msgs.msg import Float64MultiArray  # noqa: E402
 
 from pearl_robot.datalog.reader import check_datasets, manifest_entries  # noqa: E402
 from pearl_robot.ros import graph, qos  # noqa: E402
-from pearl_robot.ros.compose import ComposedGraph  # noqa: E402
+from pearl_robot.ros.compose import ComposedGraph, create_node  # noqa: E402
 from pearl_robot.ros.graph import build_graph  # noqa: E402
 
 from .conftest import REPO, params_file, trained_bundle  # noqa: E402
@@ -66,6 +66,38 @@ def test_full_graph_runs_episodes_and_logs_every_transition(ros_context, untrain
     assert [e["task"]["task"] for e in entries] == [100, 100, 101]
     assert all(e["status"] == "complete" for e in entries)
     np.testing.assert_allclose([e["return"] for e in entries], [r for _, _, r in returns])
+    assert check_datasets([ds]) == []
+
+
+def test_a_logger_that_starts_late_still_gets_every_step(ros_context, untrained_bundle,  # noqa: ANN001
+                                                        tmp_path: Path) -> None:
+    """The launch starts the nodes in parallel, so the logger may subscribe after the twin
+    and the policy are up (on a loaded robot computer, seconds after): no episode starts
+    before it does, and the first episode it logs begins at step 0 (CI once lost 4 steps)."""
+    ds = tmp_path / "ds"
+    pf = params_file(tmp_path, {"policy_node": {"episode_steps": 20}})
+    specs = build_graph({"bundle": str(untrained_bundle), "dataset_dir": str(ds),
+                         "params_file": pf, "episodes": "1", "real_time_factor": "5"})
+    g = ComposedGraph([s for s in specs if s.executable != "logger_node"], ros_context)
+    policy = g.node("policy_node")
+    logger = None
+    try:
+        assert g.spin_until(lambda: policy.controller.waiting_for_logger, 20.0)
+        g.spin_until(lambda: False, 1.0)  # the twin runs 5x: 100 periods without a logger
+        assert policy.commands_sent > 0, "the policy is not ticking"
+        assert policy.published_transitions == 0 and policy.controller.episode_id == -1
+        assert policy.controller.state == "idle"
+        logger = create_node(next(s for s in specs if s.executable == "logger_node"),
+                             ros_context)
+        g.executor.add_node(logger)
+        g.nodes.append(logger)
+        assert g.spin_until(lambda: policy.controller.state == "done", 30.0)
+        assert not policy.controller.waiting_for_logger
+    finally:
+        g.shutdown(drain_s=0.5)
+    entries = manifest_entries(ds)
+    assert [(e["episode"], e["transitions"], e["end_reason"]) for e in entries] == \
+        [(0, 20, "truncated")]
     assert check_datasets([ds]) == []
 
 

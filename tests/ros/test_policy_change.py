@@ -37,7 +37,8 @@ def test_change_statistic_is_published_every_running_tick(ros_context, untrained
     policy = g.node("policy_node")
     try:
         assert g.spin_until(lambda: robot.js_pub.get_subscription_count() > 0
-                            and policy.change_pub.get_subscription_count() > 0, 10.0)
+                            and policy.change_pub.get_subscription_count() > 0
+                            and policy.transition_pub.get_subscription_count() > 0, 10.0)
         rng = np.random.default_rng(0)
         for _ in range(40):
             robot.t_ns += PERIOD_NS

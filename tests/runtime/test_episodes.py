@@ -260,6 +260,42 @@ def test_logger_down_pauses_and_logger_back_resumes(tmp_path: Path) -> None:
     assert ctl.episode_id == 1
 
 
+def test_no_episode_starts_until_a_logger_receives_the_transitions(tmp_path: Path) -> None:
+    ctl = _controller(tmp_path, steps=3, max_episodes=2)
+    robot = Robot(ctl)
+    listening = [False]
+    asked: list[State] = []
+
+    def logger_ready() -> bool:
+        asked.append(ctl.state)
+        return listening[0]
+
+    waiting = [robot.tick(logger_ready=logger_ready) for _ in range(10)]
+    assert ctl.state is State.IDLE and ctl.waiting_for_logger
+    assert all(o.safe and not o.acting and o.transition is None and not o.tasks
+               and not o.request_reset for o in waiting)
+    assert "waiting for the episode logger" in waiting[-1].schedule.message
+    warned = [e for o in waiting for e in o.events]
+    assert len(warned) == 1 and warned[0].level is Level.WARNING  # said once
+    listening[0] = True
+    robot.run_until(State.RUNNING, logger_ready=logger_ready)
+    assert not ctl.waiting_for_logger
+    assert any("logger receives" in e.message for o in robot.outs[10:] for e in o.events)
+    # asked only before a reset, never while an episode runs
+    n = len(asked)
+    for _ in range(2):
+        robot.tick(logger_ready=logger_ready)
+    assert len(asked) == n and ctl.state is State.RUNNING
+    # a logger gone between episodes holds the next one back; the running one finishes
+    listening[0] = False
+    robot.run_until(State.IDLE, logger_ready=logger_ready)
+    trs = _transitions(robot.outs)
+    assert [(t.episode, t.step) for t in trs] == [(0, 0), (0, 1), (0, 2)]
+    for _ in range(5):
+        robot.tick(logger_ready=logger_ready)
+    assert ctl.state is State.IDLE and ctl.episode_id == 0 and ctl.waiting_for_logger
+
+
 def test_episode_numbering_continues_across_a_restart(tmp_path: Path) -> None:
     ctl = _controller(tmp_path, tasks=(80, 81, 82), steps=4, max_episodes=6)
     robot = Robot(ctl)
