@@ -22,7 +22,8 @@ Design (what runs, and why this way):
     for 1.5 x the policy's ``reset_timeout_s``: the reset times out and is retried;
   - *a logger restart*, twice: the nodes share one process, so restarting the logger restarts
     the graph. Once gracefully (SIGINT at a planned share of the episodes: the logger drains and
-    closes its log) and once as a crash (SIGKILL while an episode file is open): the next start
+    closes its log) and once as a crash (SIGKILL while an episode file is open and holds a
+    commit; before its first commit a file is empty, the writer's crash window): the next start
     recovers the unfinished file (``status`` ``recovered``, ``end_reason`` ``crash``) and the
     schedule resumes from ``session.json`` with the next free episode id, so the episode budget
     is still met and no id is used twice;
@@ -366,19 +367,14 @@ def run_twin(out: Path, plan: SoakPlan, domain: int) -> dict[str, Any]:
                 faults.append({"fault": "logger restart (graceful: SIGINT to the graph)",
                                "at_closed_episodes": _closed(ds), "exit_status": rc})
             elif how == "SIGKILL":
-                part_dir = ds / "episodes"
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline and not any(
-                        p.name.endswith(".part") for p in part_dir.iterdir()):
-                    time.sleep(0.01)
-                open_file = next((p.name for p in part_dir.iterdir()
-                                  if p.name.endswith(".part")), None)
+                open_file, open_bytes = _committed_open_file(ds / "episodes", 30.0)
                 os.kill(g.pid, signal.SIGKILL)
                 g.proc.wait(timeout=10)
                 g.stop()
                 faults.append({"fault": "logger crash (SIGKILL to the graph, an episode "
-                               "file open)", "at_closed_episodes": _closed(ds),
-                               "open_file": open_file})
+                               "file open with committed data)",
+                               "at_closed_episodes": _closed(ds),
+                               "open_file": open_file, "open_file_bytes": open_bytes})
             else:
                 rc = g.wait(300)
                 g.stop()
@@ -569,6 +565,28 @@ def main(argv: list[str] | None = None) -> int:
     print_table(result)
     print(f"wrote {args.out}")
     return 0 if result["verdict"]["ok"] else 1
+
+
+def _committed_open_file(episodes: Path, timeout_s: float) -> tuple[str | None, int]:
+    """The first open episode file (``.part``) that holds a commit, polled every 2 ms.
+
+    The writer group-commits (every ``commit_every`` records or ``commit_interval_s``), so a
+    file stays empty until its first commit; a kill then leaves nothing to recover, the crash
+    window the writer documents. The soak's crash is meant to exercise recovery of a cut
+    episode, so it waits for committed data (at 16x an episode lasts ~0.2 s of wall time and
+    its first commit comes a third of the way in)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for p in episodes.iterdir():
+            if p.name.endswith(".part"):
+                try:
+                    size = p.stat().st_size
+                except FileNotFoundError:  # closed (renamed) meanwhile
+                    continue
+                if size > 0:
+                    return p.name, size
+        time.sleep(0.002)
+    return None, 0
 
 
 def verdict(result: dict[str, Any], plan: SoakPlan) -> dict[str, Any]:

@@ -203,14 +203,65 @@ def read_manifest(paths: DatasetPaths) -> ManifestRead:
         if not line.strip():
             continue
         try:
-            entry = json.loads(line)
-            if entry.get("schema") != MANIFEST_SCHEMA or not isinstance(entry.get("episode"),
-                                                                         int):
-                raise ValueError(f"not a {MANIFEST_SCHEMA} entry")
+            out.entries.append(_entry(line))
         except ValueError as exc:
             out.bad_lines.append((lineno, str(exc)))
-            continue
-        out.entries.append(entry)
+    return out
+
+
+def _entry(line: bytes) -> dict[str, Any]:
+    """One manifest line as an entry; ValueError names what is wrong with it."""
+    entry = json.loads(line)
+    if not isinstance(entry, dict) or entry.get("schema") != MANIFEST_SCHEMA or \
+            not isinstance(entry.get("episode"), int):
+        raise ValueError(f"not a {MANIFEST_SCHEMA} entry")
+    return entry
+
+
+@dataclass
+class ManifestIndex:
+    """What a start needs of the manifest (the writer's used ids, the recovery's listed files),
+    without keeping its entries: a night adds ~2 KB of manifest per episode, and holding all
+    entries as Python objects cost the starting process ~20 KB per episode for good (the
+    8-hour soak's start RSS grew 145 -> 218 -> 281 MB over 0, 3200 and 6400 episodes)."""
+
+    episodes: set[int] = field(default_factory=set)
+    """Episode ids of the valid entries."""
+    files: set[str] = field(default_factory=set)
+    """Dataset-relative paths of the files the valid entries list."""
+    entries: int = 0
+    """Valid entries."""
+    torn_tail: bytes = b""
+    """Bytes after the last complete line (a crash during an append)."""
+    bad_lines: list[tuple[int, str]] = field(default_factory=list)
+    """(line number, reason) for complete lines that are not valid entries."""
+    valid_bytes: int = 0
+    """Length of the prefix made of complete lines."""
+
+
+def index_manifest(paths: DatasetPaths) -> ManifestIndex:
+    """:class:`ManifestIndex` of the manifest, read a line at a time."""
+    out = ManifestIndex()
+    try:
+        fh = open(paths.manifest, "rb")
+    except FileNotFoundError:
+        return out
+    with fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.endswith(b"\n"):
+                out.torn_tail = line
+                break
+            out.valid_bytes += len(line)
+            if not line.strip():
+                continue
+            try:
+                entry = _entry(line)
+            except ValueError as exc:
+                out.bad_lines.append((lineno, str(exc)))
+                continue
+            out.entries += 1
+            out.episodes.add(entry["episode"])
+            out.files.update(str(f["path"]) for f in entry.get("files", ()))
     return out
 
 
@@ -246,8 +297,8 @@ def append_manifest(paths: DatasetPaths, entry: dict[str, Any]) -> None:
 def used_episode_ids(paths: DatasetPaths, entries: Iterable[dict[str, Any]] | None = None
                      ) -> set[int]:
     """Every episode id the dataset has used: manifest entries and segment file names."""
-    ids = {int(e["episode"]) for e in (entries if entries is not None
-                                       else read_manifest(paths).entries)}
+    ids = ({int(e["episode"]) for e in entries} if entries is not None
+           else index_manifest(paths).episodes)
     return ids | file_episode_ids(paths)
 
 

@@ -35,10 +35,10 @@ from pearl_robot.datalog.dataset import (
     DatasetPaths,
     append_manifest,
     fsync_dir,
+    index_manifest,
     layout_of,
     parse_segment_name,
     read_header,
-    read_manifest,
     segment_name,
     storage_error,
 )
@@ -117,7 +117,7 @@ def recover_dataset(root: Path | str, *, session: str = "recovery", robot: str =
     codec = TransitionCodec(layout)
     robot = robot or str(header.get("robot", ""))
     try:
-        manifest = read_manifest(paths)
+        manifest = index_manifest(paths)
         report.bad_manifest_lines = manifest.bad_lines
         if manifest.torn_tail:
             paths.quarantine.mkdir(exist_ok=True)
@@ -131,8 +131,7 @@ def recover_dataset(root: Path | str, *, session: str = "recovery", robot: str =
             report.torn_manifest_bytes = len(manifest.torn_tail)
             log.warning("%s: cut a torn manifest tail of %d bytes (kept in %s)",
                         paths.manifest, len(manifest.torn_tail), tail)
-        listed_ids = {int(e["episode"]) for e in manifest.entries}
-        listed_files = {f["path"] for e in manifest.entries for f in e.get("files", [])}
+        listed_ids, listed_files = manifest.episodes, manifest.files
         by_episode: dict[int, list[Path]] = {}
         if paths.episodes.is_dir():
             for p in sorted(paths.episodes.iterdir()):

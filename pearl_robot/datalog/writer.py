@@ -42,11 +42,11 @@ from pearl_robot.datalog.dataset import (
     WriterLock,
     append_manifest,
     ensure_header,
+    file_episode_ids,
     fsync_dir,
-    read_manifest,
+    index_manifest,
     segment_name,
     storage_error,
-    used_episode_ids,
 )
 from pearl_robot.datalog.episode import EpisodeStats, manifest_entry
 from pearl_robot.datalog.mcap_writer import COMPRESSION, SegmentFile
@@ -284,9 +284,9 @@ class DatasetWriter:
             self.recovery: RecoveryReport = recover_dataset(
                 self.paths.root, session=self.session, robot=self.config.robot,
                 chunk_size=self.config.chunk_size, compression=self.config.compression)
-            entries = read_manifest(self.paths).entries
-            self._used = used_episode_ids(self.paths, entries)
-            self._closed_count = len(entries)
+            index = index_manifest(self.paths)
+            self._used = index.episodes | file_episode_ids(self.paths)
+            self._closed_count = index.entries
             free = shutil.disk_usage(self.paths.root).free
             if free < self.config.min_free_bytes:
                 raise LogStorageError(

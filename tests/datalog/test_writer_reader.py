@@ -23,6 +23,7 @@ from pearl_robot.datalog.dataset import (
     DatasetError,
     DatasetPaths,
     LogStorageError,
+    index_manifest,
     next_episode_id,
     read_manifest,
 )
@@ -197,6 +198,24 @@ def test_recovery_keeps_complete_chunks_and_quarantines_the_rest(tmp_path: Path,
     # idempotent: a second pass finds nothing, and the next episode id skips 3
     assert recover_dataset(tmp_path).clean
     assert next_episode_id(tmp_path) == 4
+
+
+def test_the_manifest_index_holds_what_the_entries_say(tmp_path: Path) -> None:
+    """The writer and the recovery start from the index, not the entries: same ids, files,
+    count, bad lines and torn tail as a full read."""
+    write_episodes(tmp_path, [0, 1, 2])
+    paths = DatasetPaths(tmp_path)
+    with open(paths.manifest, "ab") as fh:
+        fh.write(b'{"not": "an entry"}\n[1, 2]\n\n{"schema": "pearl_manifest/1", "epis')
+    full, index = read_manifest(paths), index_manifest(paths)
+    assert index.episodes == {e["episode"] for e in full.entries} == {0, 1, 2}
+    assert index.files == {f["path"] for e in full.entries for f in e["files"]}
+    assert len(index.files) >= 3 and index.entries == len(full.entries) == 3
+    assert index.bad_lines == full.bad_lines and [n for n, _ in index.bad_lines] == [4, 5]
+    assert index.torn_tail == full.torn_tail != b""
+    assert index.valid_bytes == full.valid_bytes == paths.manifest.stat().st_size - len(
+        full.torn_tail)
+    assert index_manifest(DatasetPaths(tmp_path / "none")).entries == 0
 
 
 def test_torn_manifest_tail_is_cut_and_episode_relisted(tmp_path: Path) -> None:
