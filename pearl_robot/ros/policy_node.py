@@ -50,13 +50,14 @@ from pearl_robot.ros.conversions import (
     stamp_to_sec,
     transition_msg,
 )
+from pearl_robot.ros.event_log import log_events
 from pearl_robot.ros.loop_stats import LoopStats
 from pearl_robot.ros.node_config import PolicyNodeConfig
 from pearl_robot.ros.node_main import StopRequest, run_node
 from pearl_robot.ros.params import DeclaredConfig
 from pearl_robot.runtime.bundle import BundleError
 from pearl_robot.runtime.deployment import Deployment, deploy
-from pearl_robot.runtime.episodes import Event, Level, Observation, ResetReply
+from pearl_robot.runtime.episodes import Event, Observation, ResetReply
 
 LOGGER_STATUS = ": episode log"
 """Suffix of the logger node's /diagnostics status name (``logger_node.py``)."""
@@ -251,18 +252,7 @@ class PolicyNode(Node):
             self._send(aside.command)
 
     def _log(self, events: tuple[Event, ...]) -> None:
-        """One call site per severity and filter: rclpy's logger refuses to change either
-        between calls from the same line."""
-        log = self.get_logger()
-        for ev in events:
-            if ev.throttle_s:  # the only throttled kind: a failing tick (an error, 1 s)
-                log.error(ev.message, throttle_duration_sec=1.0)
-            elif ev.level is Level.INFO:
-                log.info(ev.message)
-            elif ev.level is Level.WARNING:
-                log.warning(ev.message)
-            else:
-                log.error(ev.message)
+        log_events(self.get_logger(), events)
 
     def _set_bundle(self, path: str) -> None:
         """Make the ``bundle`` parameter name ``path`` (config first, so it swaps nothing)."""

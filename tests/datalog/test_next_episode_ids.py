@@ -16,12 +16,17 @@ def _append(manifest: Path, episode: int) -> None:
 def test_incremental_lookup_agrees_with_a_full_read(tmp_path: Path) -> None:
     paths = DatasetPaths(tmp_path)
     paths.episodes.mkdir(parents=True)
+    assert NextEpisodeIds()(tmp_path) == next_episode_id(tmp_path) == 0
+    (paths.episodes / "ep_000003_s000.mcap.part").write_bytes(b"")  # a crash's leftover
     ids = NextEpisodeIds()
-    assert ids(tmp_path) == next_episode_id(tmp_path) == 0
+    assert ids(tmp_path) == next_episode_id(tmp_path) == 4
     for ep in range(5):
         _append(paths.manifest, ep)
-        assert ids(tmp_path) == next_episode_id(tmp_path) == ep + 1
-    (paths.episodes / "ep_000009_s000.mcap.part").write_bytes(b"")  # an open episode's file
+        assert ids(tmp_path) == next_episode_id(tmp_path) == max(ep + 1, 4)
+    # the folders are listed once: a file the running logger opens later is not looked for
+    (paths.episodes / "ep_000009_s000.mcap.part").write_bytes(b"")
+    assert ids(tmp_path) == 5 and next_episode_id(tmp_path) == 10
+    _append(paths.manifest, 9)  # its manifest line is
     assert ids(tmp_path) == next_episode_id(tmp_path) == 10
     with paths.manifest.open("a") as fh:
         fh.write('{"schema": "pearl_manifest/1", "epis')  # a torn tail: not read yet
