@@ -85,6 +85,11 @@ class PolicyNodeConfig:
     tick only on the timer, at each period's end (obs age up to a period)."""
     stale_obs_s: float = 0.1
     """A /joint_states older than this at a tick gives the safe command (zero effort)."""
+    obs_range_margin: float = 1.0
+    """How far outside the bundle contract's observation range (joint and velocity limits) a
+    state may lie before it is refused as impossible (a sensor glitch: safe command, kept out
+    of the belief and the log, counted as fault_obs_range), as a multiple of each entry's
+    span; 1.0 accepts [low - span, high + span]; negative: no range check."""
     reset_service: str = "/pearl/robot/reset"
     """std_srvs/Trigger service that resets the robot between episodes (the twin offers it);
     empty: hold the safe command for reset_hold_s and wait until the joints are still."""
@@ -130,6 +135,9 @@ class PolicyNodeConfig:
         if self.z_mode not in Z_MODES:
             raise ConfigError(f"parameter 'z_mode' must be one of {Z_MODES}, got "
                               f"{self.z_mode!r}")
+        if not math.isfinite(self.obs_range_margin):
+            raise ConfigError(f"parameter 'obs_range_margin' must be a finite number (negative: "
+                              f"no range check), got {self.obs_range_margin!r}")
         for name in ("episodes_per_task",):
             if getattr(self, name) < 1:
                 raise ConfigError(f"parameter {name!r} must be >= 1, got {getattr(self, name)}")
@@ -165,6 +173,7 @@ class PolicyNodeConfig:
             exploration_episodes=0 if self.z_mode == "mean" else 1,
             stochastic_actions=not self.deterministic,
             context_window=self.context_window or None, max_obs_age=self.stale_obs_s,
+            obs_range_margin=None if self.obs_range_margin < 0 else self.obs_range_margin,
             change_detection=ChangeDetectionConfig(
                 enabled=self.change_detection,
                 false_alarms_per_hour=self.change_false_alarms_per_hour,

@@ -83,3 +83,28 @@ def test_a_refused_start_leaves_nothing_open(twin_bundle: Path, tmp_path: Path,
     with pytest.raises(ConfigError, match="outside the family"):
         deploy(bad, lambda d: 0)
     assert closed == [1] and not state.exists()
+
+
+def test_the_range_margin_is_a_node_parameter(twin_bundle: Path) -> None:
+    """An impossible state is refused by the margin the robot's parameters set."""
+    from pearl_robot.runtime.policy import RuntimeConfig
+
+    assert PolicyNodeConfig().runtime_config().obs_range_margin == \
+        RuntimeConfig().obs_range_margin
+    with pytest.raises(ConfigError, match="obs_range_margin"):
+        PolicyNodeConfig(obs_range_margin=float("nan"))
+    verdicts = {}
+    for margin in (0.0, 1.0, -1.0):
+        deployed = deploy(PolicyNodeConfig(bundle=str(twin_bundle), obs_range_margin=margin),
+                          lambda d: 0)
+        try:
+            c = deployed.runtime.bundle.contract
+            span = c.obs_high - c.obs_low
+            just_out = c.obs_high + 0.5 * span  # outside the limits, inside one span
+            far_out = c.obs_high + 2.0 * span
+            verdicts[margin] = tuple(deployed.runtime.inspect_observation(o).reason
+                                     for o in (just_out, far_out))
+        finally:
+            deployed.close()
+    assert verdicts == {0.0: ("obs_range", "obs_range"), 1.0: ("", "obs_range"),
+                        -1.0: ("", "")}
