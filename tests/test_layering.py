@@ -130,3 +130,36 @@ def test_the_scanner_reports_a_circle_and_a_lazy_import(tmp_path: Path) -> None:
     assert {d for d, _ in top["tasks"]} == {"twin"}
     assert {d for d, _ in lazy["twin"]} == {"ros"}
     assert _cycle(top) in (["tasks", "twin", "tasks"], ["twin", "tasks", "twin"])
+
+
+# modules that import each other (both lazily), each pair with its reason
+MUTUAL: set[tuple[str, str]] = {
+    # the family builds the twin's env when asked; the env reads the family's task spec
+    ("pearl_robot.tasks.twin_arm", "pearl_robot.twin.twin_arm_env"),
+}
+
+
+def _module_imports(root: Path = ROOT) -> dict[str, set[str]]:
+    """Module -> the pearl_robot modules it imports anywhere (also ``importlib`` by name)."""
+    names = {".".join(f.relative_to(root.parent).with_suffix("").parts).removesuffix(
+        ".__init__"): f for f in root.rglob("*.py")}
+    out: dict[str, set[str]] = {}
+    for mod, f in names.items():
+        got: set[str] = set()
+        for n in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(n, ast.ImportFrom) and n.module and n.level == 0:
+                got |= {n.module} | {f"{n.module}.{a.name}" for a in n.names}
+            elif isinstance(n, ast.Import):
+                got |= {a.name for a in n.names}
+            elif isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "import_module" \
+                    and n.args and isinstance(n.args[0], ast.Constant):
+                got.add(str(n.args[0].value))
+        out[mod] = {g for g in got if g in names and g != mod}
+    return out
+
+
+def test_no_two_modules_import_each_other_but_the_listed_ones() -> None:
+    """The registry and the MuJoCo families once did (through ``importlib``)."""
+    g = _module_imports()
+    pairs = {tuple(sorted((a, b))) for a in g for b in g[a] if a in g.get(b, set())}
+    assert pairs == MUTUAL, sorted(pairs)

@@ -19,7 +19,7 @@ FAMILIES: dict[str, tuple[str, str, dict[str, Any]]] = {
 
 
 def register(name: str, module: str, factory: str, **fixed: Any) -> None:
-    """Add a family (the MuJoCo families register themselves in ``tasks/mujoco_families.py``)."""
+    """Add a family (the MuJoCo families are listed in ``tasks/mujoco_families.py``)."""
     FAMILIES[name] = (module, factory, fixed)
 
 
@@ -36,7 +36,10 @@ def make_family(name: str, **kwargs: Any) -> TaskFamily:
 def _load_optional() -> None:
     """Register the MuJoCo families if their (lazy, MuJoCo-free at import) module exists."""
     try:
-        importlib.import_module("pearl_robot.tasks.mujoco_families")
+        entries = importlib.import_module("pearl_robot.tasks.mujoco_families").MUJOCO_FAMILIES
     except ModuleNotFoundError as exc:
         if exc.name != "pearl_robot.tasks.mujoco_families":
             raise
+        return
+    for name, entry in entries.items():
+        FAMILIES.setdefault(name, entry)
