@@ -34,6 +34,7 @@ from std_srvs.srv import Trigger
 from pearl_robot.hardware.bridge import BridgeConfig, JointStateSample, SerialBridge
 from pearl_robot.hardware.errors import CommandError, LinkDownError
 from pearl_robot.hardware.transport import SerialConfig, serial_factory
+from pearl_robot.robot.description import load_robot_spec
 from pearl_robot.ros import graph, qos
 from pearl_robot.ros.conversions import (
     ConversionError,
@@ -54,13 +55,12 @@ class BridgeNode(Node):
         super().__init__(node_name, **kwargs)
         self.params = DeclaredConfig(self, BridgeNodeConfig)
         cfg: BridgeNodeConfig = self.params.value
-        expected = None
-        if cfg.check_joints:
-            from pearl_robot.robot.description import load_robot_spec
-
-            expected = load_robot_spec().joint_names
+        robot = load_robot_spec()  # the robot this package describes (sim/arm3.xml)
+        expected = robot.joint_names if cfg.check_joints else None
+        # the device streams its state once a control period; the QoS deadline offered is a
+        # few of them (qos.DEADLINE_PERIODS)
         self.joint_pub = self.create_publisher(JointState, graph.JOINT_STATES,
-                                               qos.stream_publisher(0.05))
+                                               qos.stream_publisher(robot.control_period))
         self.diag_pub = self.create_publisher(DiagnosticArray, graph.DIAGNOSTICS, qos.status())
         self.bad_commands = 0
         self.bridge = SerialBridge(
