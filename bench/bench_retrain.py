@@ -7,14 +7,14 @@ which is the MuJoCo twin):
    to the first ``--init-tasks`` training tasks, for a short budget; save and export it to a
    bundle (the real exporter, parity-checked).
 2. **A night on new tasks.** ``--new-tasks`` other training tasks of the family, never trained
-   on, are run by :class:`~pearl_robot.runtime.policy.PolicyRuntime` on the bundle exactly as
-   the ROS policy node drives a robot: an :class:`~pearl_robot.runtime.schedule.OvernightSession`
-   schedule (``episodes_per_task`` consecutive episodes per task, the belief carried across
-   them and reset on a task change), one ``tick`` per control period, the task's reward
-   computed from the measured transition (``runtime.task_reward``), and every transition packed
-   like ``policy_node._tick_running`` (command actually sent, belief at the time of acting,
-   ``truncated`` on the schedule's last step, the node's /pearl/task JSON as the task) and
-   written by the real :class:`~pearl_robot.datalog.writer.DatasetWriter`.
+   on, are run by :class:`~pearl_robot.runtime.policy.PolicyRuntime` on the bundle through the
+   policy node's own :class:`~pearl_robot.runtime.episodes.EpisodeController` (``run_env``):
+   an :class:`~pearl_robot.runtime.schedule.OvernightSession` schedule (``episodes_per_task``
+   consecutive episodes per task, the belief carried across them and reset on a task change),
+   one tick per control period, the twin's reward, and every transition packed by the
+   controller (command actually sent, belief at the time of acting, ``truncated`` on the
+   schedule's last step) and written by the real
+   :class:`~pearl_robot.datalog.writer.DatasetWriter`.
 3. **Retrain** with ``pearl-robot train --data NIGHT --init INITIAL.pt --export-bundle DIR``
    (the CLI itself, logs only: no simulation), for ``--retrain-iterations``.
 4. **Control**: the initial trainer continued in simulation on its own tasks for the same number
@@ -95,13 +95,14 @@ def _seed(*words: int) -> int:
 def collect_night(bundle: Path, family: Any, task_indices: list[int], dataset: Path, *,
                   episodes_per_task: int, rounds: int, stochastic: bool, seed: int
                   ) -> dict[str, Any]:
-    """Drive the runtime on the twin as the policy node drives a robot; log every transition
-    with the real DatasetWriter (same packing and task messages as ``ros/policy_node.py``)."""
+    """Drive the runtime on the twin through the policy node's own episode controller
+    (``runtime.episodes.run_env``: schedule, reset handshake, act-first tick, transition
+    packing) and log every transition with the real DatasetWriter."""
     from pearl_robot.datalog.schema import TransitionLayout
     from pearl_robot.datalog.writer import DatasetWriter, WriterConfig
+    from pearl_robot.runtime.episodes import EpisodeConfig, EpisodeController, run_env
     from pearl_robot.runtime.policy import PolicyRuntime, RuntimeConfig
-    from pearl_robot.runtime.schedule import OvernightSession, Phase, ScheduleConfig
-    from pearl_robot.runtime.task_reward import reward_function
+    from pearl_robot.runtime.schedule import OvernightSession, ScheduleConfig
 
     # what the node's default z_mode "episode" builds, with deterministic:=false when
     # `stochastic` (exploration noise for the data, as SAC's own collection has)
@@ -112,78 +113,28 @@ def collect_night(bundle: Path, family: Any, task_indices: list[int], dataset: P
     layout = TransitionLayout(c.obs_dim, c.action_dim, c.latent_dim)
     env = family.make_env(seed=seed)
     dt = float(env.control_period)
+    episodes = len(task_indices) * episodes_per_task * rounds
     sched = ScheduleConfig(task_indices=tuple(task_indices), episodes_per_task=episodes_per_task,
-                           episode_steps=family.horizon,
-                           max_episodes=len(task_indices) * episodes_per_task * rounds,
+                           episode_steps=family.horizon, max_episodes=episodes,
                            reset_timeout_s=5.0, seed=seed)
-    returns: list[dict[str, Any]] = []
-    reward_gap = 0.0
-    sha = runtime.bundle.sha256
-    reset_id = 0
-    with DatasetWriter(dataset, layout, WriterConfig(robot="twin-bench")) as writer:
-        session = OvernightSession(sched, family.tasks, dataset)
-
-        def publish_task(task: Any, episode: int, state: str) -> None:
-            # the node's /pearl/task JSON (policy_node._publish_task), as the logger receives it
-            writer.set_task({"episode": episode, "task": task.index, "family": family.name,
-                             "params": task.params, "state": state, "reset_id": reset_id,
-                             "model_sha": sha}, sha)
-
-        now, obs, reset_done = 0.0, None, False
-        reward_fn, prev_reward, ep_return, ep_env_return = None, None, 0.0, 0.0
-        started = False
-        for _ in range(10_000_000):
-            cmd = session.tick(now, reset_done=reset_done)
-            if cmd.phase in (Phase.DONE, Phase.STOPPED):
-                break
-            if cmd.phase == Phase.RESETTING:
-                if not reset_done:  # the reset routine: task to the robot, home pose
-                    reset_id += 1
-                    publish_task(cmd.task, -1, "resetting")
-                    env.set_task(cmd.task)
-                    obs, _ = env.reset(seed=_seed(seed, 1, session.cursor))
-                    reset_done = True
-                now += dt
-                continue
-            reset_done = False
-            if cmd.phase != Phase.RUNNING:
-                now += dt
-                continue
-            task = cmd.task
-            if not started:
-                runtime.begin_episode(task=task.index)
-                publish_task(task, cmd.episode, "running")
-                reward_fn = reward_function(family, task)
-                prev_reward, ep_return, ep_env_return, started = None, 0.0, 0.0, True
-            out = runtime.tick(obs, prev_reward, obs_age=0.0)
-            out = runtime.finish_tick() or out  # the logged belief includes this transition
-            belief = np.concatenate([out.belief_mean, out.belief_var, [out.context_size]])
-            step = env.step(out.command)
-            r = reward_fn(obs, out.command, step.obs)
-            last = session.is_last_step()
-            writer.write(layout.pack(obs, out.command, r.reward, step.obs, terminated=False,
-                                     truncated=last, episode=cmd.episode, step=cmd.step,
-                                     task=task.index, stamps=(now, now, now + dt),
-                                     belief=belief))
-            ep_return += r.reward
-            ep_env_return += step.reward
-            if session.step_done(truncated=last or bool(step.truncated)):
-                runtime.end_episode(step.obs, r.context)
-                returns.append({"episode": cmd.episode, "task": task.index,
-                                "return": ep_return})
-                reward_gap = max(reward_gap, abs(ep_return - ep_env_return))
-                started = False
-            prev_reward, obs = r.context, step.obs
-            now += dt
-        if not writer.flush(60.0):
-            raise RuntimeError(f"dataset writer did not flush: {writer.status()}")
-        status = writer.status()
-    runtime.close()
-    return {"episodes": len(returns), "transitions": len(returns) * family.horizon,
-            "robot_time_s": len(returns) * family.horizon * dt,
+    try:
+        with DatasetWriter(dataset, layout, WriterConfig(robot="twin-bench")) as writer:
+            controller = EpisodeController(
+                runtime, OvernightSession(sched, family.tasks, dataset),
+                EpisodeConfig(control_period=dt, family_name=family.name))
+            res = run_env(controller, env, writer=writer,
+                          max_ticks=episodes * (family.horizon + 8) + 16,
+                          reset_seed=lambda cursor: _seed(seed, 1, cursor))
+            if not writer.flush(60.0):
+                raise RuntimeError(f"dataset writer did not flush: {writer.status()}")
+            status = writer.status()
+    finally:
+        runtime.close()
+    returns = [{"episode": e.episode, "task": e.task, "return": e.ret} for e in res.ends]
+    return {"episodes": len(returns), "transitions": res.transitions,
+            "robot_time_s": res.transitions * dt,
             "mean_return": float(np.mean([e["return"] for e in returns])),
-            "max_node_vs_env_return_gap": reward_gap, "writer_level": str(status.level.name),
-            "episode_returns": returns}
+            "writer_level": str(status.level.name), "episode_returns": returns}
 
 
 # ---------------------------------------------------------------------- measurement

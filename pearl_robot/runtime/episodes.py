@@ -931,7 +931,8 @@ def run_env(controller: EpisodeController, env: Any, *, writer: Any = None,
             fault_at: Callable[[int], str | None] | None = None,
             reset_works: Callable[[int], bool] | None = None,
             stop: Callable[[SessionCommand], bool] | None = None,
-            context_reward_key: str | None = None) -> DriveResult:
+            context_reward_key: str | None = None,
+            reset_seed: Callable[[int], int] | None = None) -> DriveResult:
     """Drive a MetaEnv (the twin, a numpy family) with ``controller`` as the policy node
     drives a robot: one tick per control period on a simulated clock
     (``env.control_period``) with a fresh observation each, the env's ``set_task`` + ``reset``
@@ -946,12 +947,14 @@ def run_env(controller: EpisodeController, env: Any, *, writer: Any = None,
     routine hang (to exercise timeouts), ``stop(cmd)`` ends the drive before the tick's
     transition is written (e.g. to simulate a crash mid-episode). ``context_reward_key``: the
     family's ``info`` entry that is the context reward (sparse point-robot), else the
-    reward."""
+    reward. ``reset_seed(cursor)``: the env reset's seed at schedule position ``cursor``
+    (default: the cursor itself)."""
+    seed_of = reset_seed or (lambda cursor: cursor)
     control_period = float(env.control_period)
-    family = getattr(env, "family", "")
+    family = controller.config.family_name or getattr(env, "family", "")
     key = context_reward_key
     layout = writer.layout if writer is not None else None
-    obs_values, _ = env.reset(seed=controller.session.cursor)
+    obs_values, _ = env.reset(seed=seed_of(controller.session.cursor))
     reply: ResetReply | None = None
     outcome: StepOutcome | None = None
     transitions = 0
@@ -983,7 +986,7 @@ def run_env(controller: EpisodeController, env: Any, *, writer: Any = None,
             task = controller.task
             assert task is not None
             env.set_task(task)
-            obs_values, _ = env.reset(seed=controller.session.cursor)
+            obs_values, _ = env.reset(seed=seed_of(controller.session.cursor))
             reply = ResetReply(True, json.dumps({"reset_id": controller.reset_id}))
         elif out.acting:
             res = env.step(out.command)
