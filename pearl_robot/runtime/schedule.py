@@ -110,7 +110,8 @@ def planned_task(config: ScheduleConfig, position: int) -> int:
 def describe_plan(config: ScheduleConfig, completed: int, shown: int = 6) -> str:
     """What is left of the schedule, for a start-up line: the episode budget and the tasks it
     still reaches, in the order they come. A budget shorter than a round covers only some
-    tasks; printing the whole task list would claim the others."""
+    tasks, and the last of them perhaps for fewer episodes than ``episodes_per_task``; printing
+    the whole task list, or the plan's count per task, would claim what will not run."""
     ept = config.episodes_per_task
     if config.max_episodes is None:
         end, head = completed + len(config.task_indices) * ept, "until stopped"
@@ -118,9 +119,18 @@ def describe_plan(config: ScheduleConfig, completed: int, shown: int = 6) -> str
         end = min(config.max_episodes, completed + len(config.task_indices) * ept)
         left = max(0, config.max_episodes - completed)
         head = f"{left} of {config.max_episodes} episodes left"
-    tasks = list(dict.fromkeys(planned_task(config, p) for p in range(completed, end)))
+    runs: dict[int, int] = {}  # task -> episodes of it the budget still reaches, in order
+    for pos in range(completed, end):
+        task = planned_task(config, pos)
+        runs[task] = runs.get(task, 0) + 1
+    if not runs:
+        return f"{head}, no task left"
+    tasks = list(runs)
     more = "..." if len(tasks) > shown else ""
-    return f"{head}, tasks {tasks[:shown]}{more} x{ept}" if tasks else f"{head}, no task left"
+    counts = set(runs.values())
+    if len(counts) == 1:
+        return f"{head}, tasks {tasks[:shown]}{more} x{counts.pop()}"
+    return f"{head}, tasks [{', '.join(f'{t} x{runs[t]}' for t in tasks[:shown])}{more}]"
 
 
 class Phase(str, Enum):
