@@ -227,6 +227,32 @@ class Stages:
         self._open = None
 
 
+@dataclass
+class _Run:
+    """What the stages of one loop share: the plan, its places, and what has started."""
+
+    cfg: LoopConfig
+    out: Path
+    bundle: Path
+    family: Any
+    held_out: list[int]
+    night_idx: list[int]
+    robot_ds: Path
+    night_ds: Path
+    robot_domain: int
+    night_domain: int
+    stages: Stages
+    result: dict[str, Any]
+    children: list[Child] = field(default_factory=list)
+    probe: Any = None
+    robot: Child | None = None
+    new_sha: str = ""
+
+    @property
+    def logs(self) -> Path:
+        return self.out / "logs"
+
+
 def run_loop(cfg: LoopConfig, out: Path, bundle: Path) -> dict[str, Any]:
     """Run every stage; returns (and writes to ``out/loop.json``) what happened."""
     from pearl_robot.runtime.bundle import read_contract
@@ -234,11 +260,9 @@ def run_loop(cfg: LoopConfig, out: Path, bundle: Path) -> dict[str, Any]:
 
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    logs = out / "logs"
     bundle = bundle.resolve()
     contract = read_contract(bundle)
-    fam_info = dict(contract.task_family)
-    family = make_family(str(fam_info["name"]))
+    family = make_family(str(dict(contract.task_family)["name"]))
     held_out = list(family.eval_indices)[:cfg.held_out_tasks]
     train_idx = list(family.train_indices)
     night_idx = train_idx[cfg.sim_tasks:cfg.sim_tasks + cfg.night_tasks]
@@ -247,8 +271,6 @@ def run_loop(cfg: LoopConfig, out: Path, bundle: Path) -> dict[str, Any]:
                           f"{cfg.sim_tasks} + night_tasks {cfg.night_tasks} do not fit")
     robot_domain, night_domain = _domain_ids(cfg.seed)
     robot_ds, night_ds = out / "robot-log", out / "night-log"
-    n = cfg.robot_episodes
-    ept = cfg.episodes_per_task
     stages = Stages()
     result: dict[str, Any] = {
         "config": asdict(cfg), "bundle": str(bundle), "bundle_sha256": contract.contract_sha256,
@@ -257,141 +279,171 @@ def run_loop(cfg: LoopConfig, out: Path, bundle: Path) -> dict[str, Any]:
         "night_domain": night_domain, "robot_dataset": str(robot_ds),
         "night_dataset": str(night_ds), "stages": stages.rows,
     }
-    children: list[Child] = []
-    probe = None
+    run = _Run(cfg, out, bundle, family, held_out, night_idx, robot_ds, night_ds, robot_domain,
+               night_domain, stages, result)
     try:
-        # ---------------------------------------------------------------- robot
-        stages.begin("robot", "firmware emulator on a pseudo-terminal + the serial adapt graph")
-        link = out / "ttyPEARL"
-        emu = Child("emulator", cli_command(
-            "emulate", "--link", str(link), "--seed", str(cfg.seed),
-            "--twin-params", json.dumps(cfg.robot_params), "--stats-every", "30"), logs)
-        children.append(emu)
-        emu.wait_for("device path", lambda: "link:" in emu.text() and link.exists(), 60)
-        pf = _params_file(out / "robot-params.yaml", {
-            "policy_node": {"tasks": ",".join(map(str, held_out)), "episodes_per_task": ept,
-                            "seed": cfg.seed, "reset_hold_s": cfg.reset_hold_s,
-                            "canary_episodes": n, "canary_margin": cfg.canary_margin},
-            "logger_node": {"dataset_dir": str(robot_ds), "robot_id": "arm3-emulated"},
-            "bridge_node": {"port": str(link)}})
-        from pearl_robot.ros.loop_probe import OperatorProbe
+        _robot_stage(run)
+        _evening_stage(run)
+        _night_stage(run)
+        _morning_stage(run)
+        _swap_stage(run)
+    finally:
+        for child in reversed(run.children):
+            child.stop()
+        if run.probe is not None:
+            with (out / "diagnostics.jsonl").open("w") as f:
+                for t, name, level, message, values in run.probe.diagnostics:
+                    f.write(json.dumps({"t": t, "name": name, "level": level,
+                                        "message": message, "values": values}) + "\n")
+            run.probe.close()
+        result["wall_s"] = round(time.monotonic() - stages.t0, 1)
+        (out / "loop.json").write_text(json.dumps(result, indent=1, default=str))
+    result.update(summarize_robot_log(robot_ds, cfg.robot_episodes, cfg.episodes_per_task,
+                                      contract.contract_sha256, run.new_sha))
+    (out / "loop.json").write_text(json.dumps(result, indent=1, default=str))
+    return result
 
-        probe = OperatorProbe(robot_domain)
-        robot = Child("robot-graph", cli_command(
-            "adapt", "--robot", "serial", "--port", str(link), "--bundle", str(bundle),
-            "--dataset-dir", str(robot_ds), "--params-file", pf, "--episodes", str(n)),
-            logs, env=_ros_env(robot_domain))
-        children.append(robot)
-        robot.wait_for("serial link up", lambda: _link_ready(probe), 180)
-        result["operator"] = _ensure_armed(probe, robot, "before the evening")
-        stages.end(port=str(link), pty=emu.text().split("device:")[1].split()[0])
 
-        # ---------------------------------------------------------------- evening
-        stages.begin("evening", f"shipped bundle on held-out tasks {held_out} x{ept} over "
-                     "the serial link")
-        t_phase = time.time()
-        robot.wait_for(f"{n} closed episodes", lambda: len(_entries(robot_ds)) >= n,
-                       cfg.stage_timeout_s)
-        result["commands_ignored"] = {"evening": commands_ignored(probe.diagnostics, t_phase,
-                                                                  time.time())}
-        stages.end(episodes=n, commands_ignored=result["commands_ignored"]["evening"].ignored)
+def _robot_stage(run: _Run) -> None:
+    """The firmware emulator on a pseudo-terminal and the serial adapt graph, armed."""
+    from pearl_robot.ros.loop_probe import OperatorProbe
 
-        # ---------------------------------------------------------------- night
-        stages.begin("night", f"{cfg.night_episodes} episodes on training tasks {night_idx} "
-                     f"x{cfg.night_episodes_per_task} on the twin at {cfg.night_rtf:g}x")
-        npf = _params_file(out / "night-params.yaml", {
-            "policy_node": {"tasks": ",".join(map(str, night_idx)),
-                            "episodes_per_task": cfg.night_episodes_per_task,
-                            "seed": cfg.seed + 1, "reset_timeout_s": 5.0},
-            "logger_node": {"dataset_dir": str(night_ds), "robot_id": "arm3-twin-night"},
-            "twin_node": {"seed": cfg.seed + 1}})
-        night = Child("night-graph", cli_command(
-            "adapt", "--robot", "twin", "--real-time-factor", str(cfg.night_rtf),
-            "--bundle", str(bundle), "--dataset-dir", str(night_ds), "--params-file", npf,
-            "--episodes", str(cfg.night_episodes), "--exit-when-done",
-            "--duration", str(cfg.stage_timeout_s)), logs, env=_ros_env(night_domain),
-            niceness=NICE_OFF_ROBOT)
-        children.append(night)
-        night.check(cfg.stage_timeout_s + 60)
-        night_entries = _entries(night_ds)
-        robot_s = sum(float(e.get("duration_s", 0.0)) for e in night_entries)
-        stages.end(episodes=len(night_entries), robot_minutes=round(robot_s / 60, 1))
-        if len(night_entries) < cfg.night_episodes:
-            raise StageError(f"the night closed {len(night_entries)} of {cfg.night_episodes} "
-                             f"episodes; see {night.log_path}")
-        result["night"] = {"episodes": len(night_entries), "robot_s": robot_s,
-                           "wall_s": stages.rows[-1]["wall_s"],
+    cfg, out = run.cfg, run.out
+    run.stages.begin("robot", "firmware emulator on a pseudo-terminal + the serial adapt graph")
+    link = out / "ttyPEARL"
+    emu = Child("emulator", cli_command(
+        "emulate", "--link", str(link), "--seed", str(cfg.seed),
+        "--twin-params", json.dumps(cfg.robot_params), "--stats-every", "30"), run.logs)
+    run.children.append(emu)
+    emu.wait_for("device path", lambda: "link:" in emu.text() and link.exists(), 60)
+    pf = _params_file(out / "robot-params.yaml", {
+        "policy_node": {"tasks": ",".join(map(str, run.held_out)),
+                        "episodes_per_task": cfg.episodes_per_task,
+                        "seed": cfg.seed, "reset_hold_s": cfg.reset_hold_s,
+                        "canary_episodes": cfg.robot_episodes,
+                        "canary_margin": cfg.canary_margin},
+        "logger_node": {"dataset_dir": str(run.robot_ds), "robot_id": "arm3-emulated"},
+        "bridge_node": {"port": str(link)}})
+    run.probe = probe = OperatorProbe(run.robot_domain)
+    run.robot = robot = Child("robot-graph", cli_command(
+        "adapt", "--robot", "serial", "--port", str(link), "--bundle", str(run.bundle),
+        "--dataset-dir", str(run.robot_ds), "--params-file", pf, "--episodes",
+        str(cfg.robot_episodes)), run.logs, env=_ros_env(run.robot_domain))
+    run.children.append(robot)
+    robot.wait_for("serial link up", lambda: _link_ready(probe), 180)
+    run.result["operator"] = _ensure_armed(probe, robot, "before the evening")
+    run.stages.end(port=str(link), pty=emu.text().split("device:")[1].split()[0])
+
+
+def _evening_stage(run: _Run) -> None:
+    """The shipped bundle on the held-out tasks, over the serial link."""
+    cfg, robot, n = run.cfg, run.robot, run.cfg.robot_episodes
+    assert robot is not None
+    run.stages.begin("evening", f"shipped bundle on held-out tasks {run.held_out} "
+                     f"x{cfg.episodes_per_task} over the serial link")
+    t_phase = time.time()
+    robot.wait_for(f"{n} closed episodes", lambda: len(_entries(run.robot_ds)) >= n,
+                   cfg.stage_timeout_s)
+    run.result["commands_ignored"] = {
+        "evening": commands_ignored(run.probe.diagnostics, t_phase, time.time())}
+    run.stages.end(episodes=n, commands_ignored=run.result["commands_ignored"]["evening"].ignored)
+
+
+def _night_stage(run: _Run) -> None:
+    """A night of training tasks on the twin, faster than real time, logged."""
+    cfg, out = run.cfg, run.out
+    run.stages.begin("night", f"{cfg.night_episodes} episodes on training tasks {run.night_idx}"
+                     f" x{cfg.night_episodes_per_task} on the twin at {cfg.night_rtf:g}x")
+    npf = _params_file(out / "night-params.yaml", {
+        "policy_node": {"tasks": ",".join(map(str, run.night_idx)),
+                        "episodes_per_task": cfg.night_episodes_per_task,
+                        "seed": cfg.seed + 1, "reset_timeout_s": 5.0},
+        "logger_node": {"dataset_dir": str(run.night_ds), "robot_id": "arm3-twin-night"},
+        "twin_node": {"seed": cfg.seed + 1}})
+    night = Child("night-graph", cli_command(
+        "adapt", "--robot", "twin", "--real-time-factor", str(cfg.night_rtf),
+        "--bundle", str(run.bundle), "--dataset-dir", str(run.night_ds), "--params-file", npf,
+        "--episodes", str(cfg.night_episodes), "--exit-when-done",
+        "--duration", str(cfg.stage_timeout_s)), run.logs, env=_ros_env(run.night_domain),
+        niceness=NICE_OFF_ROBOT)
+    run.children.append(night)
+    night.check(cfg.stage_timeout_s + 60)
+    night_entries = _entries(run.night_ds)
+    robot_s = sum(float(e.get("duration_s", 0.0)) for e in night_entries)
+    run.stages.end(episodes=len(night_entries), robot_minutes=round(robot_s / 60, 1))
+    if len(night_entries) < cfg.night_episodes:
+        raise StageError(f"the night closed {len(night_entries)} of {cfg.night_episodes} "
+                         f"episodes; see {night.log_path}")
+    run.result["night"] = {"episodes": len(night_entries), "robot_s": robot_s,
+                           "wall_s": run.stages.rows[-1]["wall_s"],
                            "transitions": sum(int(e.get("transitions", 0))
                                               for e in night_entries)}
 
-        # ---------------------------------------------------------------- morning
-        init = Path(cfg.init_checkpoint) if cfg.init_checkpoint else \
-            warm_start_checkpoint(bundle)
-        stages.begin("morning", "retrain from the night's log + simulated tasks, export, "
+
+def _morning_stage(run: _Run) -> None:
+    """Retrain from the night's log and simulated tasks, export, check the bundle."""
+    from pearl_robot.runtime.bundle import read_contract
+
+    cfg, out, logs = run.cfg, run.out, run.logs
+    init = Path(cfg.init_checkpoint) if cfg.init_checkpoint else \
+        warm_start_checkpoint(run.bundle)
+    run.stages.begin("morning", "retrain from the night's log + simulated tasks, export, "
                      f"check ({'warm start from ' + str(init) if init else 'from scratch'})")
-        new_bundle = out / "bundles" / "retrained"
-        train_argv = ["train", "--family", family.name, "--data", str(night_ds),
-                      "--sim-tasks", str(cfg.sim_tasks), "--iterations",
-                      str(cfg.train_iterations), "--seed", str(cfg.seed),
-                      "--out", str(out / "retrain"), "--export-bundle", str(new_bundle),
-                      "--no-progress", "--no-tensorboard"]
-        tcfg = train_config_file(cfg, family.name)
-        if tcfg is not None:
-            train_argv += ["--config", str(tcfg)]
-        for item in cfg.train_set:
-            train_argv += ["--set", item]
-        if init is not None:
-            train_argv += ["--init", str(init)]
-        trained = run_stage("retrain", cli_command(*train_argv), logs, cfg.stage_timeout_s,
-                            env={"OMP_NUM_THREADS": "1"}, niceness=NICE_OFF_ROBOT)
-        checked = run_stage("bundle-check", cli_command(
-            "bundle", "check", str(new_bundle), "--robot", "--ticks", "200"), logs, 300)
-        new_sha = read_contract(new_bundle).contract_sha256
-        stages.end(bundle=new_sha[:12], warm_start=bool(init))
-        result["retrain"] = {"bundle": str(new_bundle), "bundle_sha256": new_sha,
+    new_bundle = out / "bundles" / "retrained"
+    train_argv = ["train", "--family", run.family.name, "--data", str(run.night_ds),
+                  "--sim-tasks", str(cfg.sim_tasks), "--iterations",
+                  str(cfg.train_iterations), "--seed", str(cfg.seed),
+                  "--out", str(out / "retrain"), "--export-bundle", str(new_bundle),
+                  "--no-progress", "--no-tensorboard"]
+    tcfg = train_config_file(cfg, run.family.name)
+    if tcfg is not None:
+        train_argv += ["--config", str(tcfg)]
+    for item in cfg.train_set:
+        train_argv += ["--set", item]
+    if init is not None:
+        train_argv += ["--init", str(init)]
+    trained = run_stage("retrain", cli_command(*train_argv), logs, cfg.stage_timeout_s,
+                        env={"OMP_NUM_THREADS": "1"}, niceness=NICE_OFF_ROBOT)
+    checked = run_stage("bundle-check", cli_command(
+        "bundle", "check", str(new_bundle), "--robot", "--ticks", "200"), logs, 300)
+    run.new_sha = read_contract(new_bundle).contract_sha256
+    run.stages.end(bundle=run.new_sha[:12], warm_start=bool(init))
+    run.result["retrain"] = {"bundle": str(new_bundle), "bundle_sha256": run.new_sha,
                              "warm_start": str(init) if init else None,
                              "train_log": str(trained.log_path),
                              "check_log": str(checked.log_path),
                              "train_wall_s": round(trained.wall_s, 1),
                              "held_out_sim": _train_summary(trained.text())}
 
-        # ---------------------------------------------------------------- hot-swap
-        stages.begin("hot-swap", "bundle parameter on the running policy node, then the "
+
+def _swap_stage(run: _Run) -> None:
+    """The new bundle through the running node's ``bundle`` parameter, the held-out tasks
+    again, and the canary's confirmation block."""
+    cfg, robot, probe = run.cfg, run.robot, run.probe
+    n, ept = cfg.robot_episodes, cfg.episodes_per_task
+    assert robot is not None
+    new_bundle = Path(run.result["retrain"]["bundle"])
+    run.stages.begin("hot-swap", "bundle parameter on the running policy node, then the "
                      "held-out tasks again")
-        if not robot.alive():
-            raise StageError(f"the robot graph stopped during the night; see {robot.log_path}")
-        total = 2 * n + ept
-        result["operator"] += _ensure_armed(probe, robot, "before the hot-swap")
-        probe.set_parameters("policy_node", {"bundle": str(new_bundle)})
-        # As an operator would: wait until /diagnostics says the bundle is validated (it
-        # swaps at the next episode start), then ask for the episodes.
-        robot.wait_for("the new bundle validated", lambda: _swap_state(probe) == "ready",
-                       120)
-        t_phase = time.time()
-        probe.set_parameters("policy_node", {"episodes": total})
-        robot.wait_for(f"{n} episodes of the new bundle",
-                       lambda: len(_entries(robot_ds)) >= 2 * n, cfg.stage_timeout_s)
-        result["commands_ignored"]["after"] = commands_ignored(probe.diagnostics, t_phase,
+    if not robot.alive():
+        raise StageError(f"the robot graph stopped during the night; see {robot.log_path}")
+    total = 2 * n + ept
+    run.result["operator"] += _ensure_armed(probe, robot, "before the hot-swap")
+    probe.set_parameters("policy_node", {"bundle": str(new_bundle)})
+    # As an operator would: wait until /diagnostics says the bundle is validated (it
+    # swaps at the next episode start), then ask for the episodes.
+    robot.wait_for("the new bundle validated", lambda: _swap_state(probe) == "ready", 120)
+    t_phase = time.time()
+    probe.set_parameters("policy_node", {"episodes": total})
+    robot.wait_for(f"{n} episodes of the new bundle",
+                   lambda: len(_entries(run.robot_ds)) >= 2 * n, cfg.stage_timeout_s)
+    run.result["commands_ignored"]["after"] = commands_ignored(probe.diagnostics, t_phase,
                                                                time.time())
-        stages.end(commands_ignored=result["commands_ignored"]["after"].ignored)
-        stages.begin("canary", f"verdict, then one block of {ept} episodes with the model kept")
-        robot.wait_for("the confirmation block", lambda: len(_entries(robot_ds)) >= total,
-                       cfg.stage_timeout_s)
-        stages.end()
-    finally:
-        for child in reversed(children):
-            child.stop()
-        if probe is not None:
-            with (out / "diagnostics.jsonl").open("w") as f:
-                for t, name, level, message, values in probe.diagnostics:
-                    f.write(json.dumps({"t": t, "name": name, "level": level,
-                                        "message": message, "values": values}) + "\n")
-            probe.close()
-        result["wall_s"] = round(time.monotonic() - stages.t0, 1)
-        (out / "loop.json").write_text(json.dumps(result, indent=1, default=str))
-    result.update(summarize_robot_log(robot_ds, n, ept, contract.contract_sha256, new_sha))
-    (out / "loop.json").write_text(json.dumps(result, indent=1, default=str))
-    return result
+    run.stages.end(commands_ignored=run.result["commands_ignored"]["after"].ignored)
+    run.stages.begin("canary", f"verdict, then one block of {ept} episodes with the model kept")
+    robot.wait_for("the confirmation block", lambda: len(_entries(run.robot_ds)) >= total,
+                   cfg.stage_timeout_s)
+    run.stages.end()
 
 
 def _link_ready(probe: Any) -> bool:
