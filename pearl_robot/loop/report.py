@@ -463,18 +463,7 @@ def build_report(out: Path, result: dict[str, Any], render: bool = True) -> Repo
     dpath = out / "diagnostics.jsonl"
     if dpath.is_file():
         diags = [json.loads(line) for line in dpath.read_text().splitlines() if line.strip()]
-    # references from each logged episode's start pose
-    refs_by_task: dict[int, list[tuple[float, float]]] = {}
-    for r in rows:
-        e = eps.get(r["episode"])
-        if e is None or not len(e["obs"]):
-            continue
-        q0 = e["obs"][0, :family.make_env(seed=0).action_dim]
-        refs_by_task.setdefault(r["task"], []).append(baselines(
-            family, cfg["robot_params"], r["task"], q0, len(e["obs"]), cfg["seed"]))
-        r["zero_return"], r["oracle_return"] = refs_by_task[r["task"]][-1]
-    refs = {t: (float(np.mean([z for z, _ in v])), float(np.mean([o for _, o in v])))
-            for t, v in refs_by_task.items()}
+    refs = _attach_references(rows, eps, family, cfg)
     steps = max((len(e["obs"]) for e in eps.values()), default=0) or None
     pngs = [plot_returns(rows, refs, out / "returns.png", ept,
                          meaning=return_meaning(family.name, steps))]
@@ -507,6 +496,60 @@ def build_report(out: Path, result: dict[str, Any], render: bool = True) -> Repo
                "operator": result.get("operator", [])}
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
 
+    page = _page(result, family.name, verdict, cmp, refs, rows, diags,
+                 _Figures(pngs[0], belief, strip, timing_png), timing)
+    page_path = out / "report.html"
+    page_path.write_text(page)
+    return ReportFiles(page_path, tuple(pngs), summary)
+
+
+def _attach_references(rows: list[dict[str, Any]], eps: dict[int, Any], family: Any,
+                       cfg: dict[str, Any]) -> dict[int, tuple[float, float]]:
+    """The zero-effort and oracle returns of each logged episode, simulated from its start
+    pose (written into its row), and their mean per task."""
+    refs_by_task: dict[int, list[tuple[float, float]]] = {}
+    for r in rows:
+        e = eps.get(r["episode"])
+        if e is None or not len(e["obs"]):
+            continue
+        q0 = e["obs"][0, :family.make_env(seed=0).action_dim]
+        refs_by_task.setdefault(r["task"], []).append(baselines(
+            family, cfg["robot_params"], r["task"], q0, len(e["obs"]), cfg["seed"]))
+        r["zero_return"], r["oracle_return"] = refs_by_task[r["task"]][-1]
+    return {t: (float(np.mean([z for z, _ in v])), float(np.mean([o for _, o in v])))
+            for t, v in refs_by_task.items()}
+
+
+def _status_html(diags: list[dict[str, Any]]) -> str:
+    """The last /diagnostics status of the link, the logger and the loop, as tables."""
+    out = []
+    for label, key in (("serial link (bridge_node)", "serial link"),
+                       ("episode log (logger_node)", "episode log"),
+                       ("control loop (policy_node)", "control loop")):
+        st = _last_status(diags, key)
+        if st is None:
+            out.append(f"<h3>{html.escape(label)}</h3><p><em>no status seen</em></p>")
+            continue
+        out.append(f"<div><h3>{html.escape(label)}: {html.escape(st['message'])}</h3>"
+                   + _table([[k, v] for k, v in st["values"].items()], ["key", "value"])
+                   + "</div>")
+    return "".join(out)
+
+
+class _Figures(NamedTuple):
+    """The page's pictures (None: not made)."""
+
+    returns: Path
+    belief: Path | None
+    filmstrip: Path | None
+    timing: Path | None
+
+
+def _page(result: dict[str, Any], family_name: str, verdict: str, cmp: dict[str, Any],
+          refs: dict[int, tuple[float, float]], rows: list[dict[str, Any]],
+          diags: list[dict[str, Any]], figs: _Figures, timing: dict[str, Any]) -> str:
+    """The report page (self-contained HTML next to its PNGs)."""
+    cfg = result["config"]
     stage_rows = [[s["stage"], s["wall_s"], ", ".join(f"{k}={v}" for k, v in s.items()
                                                       if k not in ("stage", "wall_s"))]
                   for s in result.get("stages", [])]
@@ -515,24 +558,13 @@ def build_report(out: Path, result: dict[str, Any], render: bool = True) -> Repo
     ep_rows = [[r["episode"], r["phase"], r["task"], r["trial"] + 1, r["return"],
                 r.get("zero_return", math.nan), r.get("oracle_return", math.nan),
                 r["model_sha"][:12]] for r in rows]
-    stat_html = []
-    for label, key in (("serial link (bridge_node)", "serial link"),
-                       ("episode log (logger_node)", "episode log"),
-                       ("control loop (policy_node)", "control loop")):
-        st = _last_status(diags, key)
-        if st is None:
-            stat_html.append(f"<h3>{html.escape(label)}</h3><p><em>no status seen</em></p>")
-            continue
-        stat_html.append(f"<div><h3>{html.escape(label)}: {html.escape(st['message'])}</h3>"
-                         + _table([[k, v] for k, v in st["values"].items()], ["key", "value"])
-                         + "</div>")
     night = result.get("night") or {}
     retrain = result.get("retrain") or {}
     sim = retrain.get("held_out_sim") or {}
     canary = result.get("canary")
     canary_rows = [] if not canary else [[j["task"], j["trial"] + 1, j["new_return"],
                                           j["old_return"]] for j in canary.get("judged", [])]
-    page = f"""<!doctype html><html><head><meta charset="utf-8">
+    return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>pearl_robot: the sim-to-real loop</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:1em auto;color:#222}}
 img{{max-width:100%;border:1px solid #ddd;margin:.4em 0}}
@@ -542,11 +574,11 @@ td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}
 .verdict{{background:#f4f4f4;border-left:4px solid #36c;padding:.6em 1em}}</style></head><body>
 <h1>The sim-to-real loop: evening, night, morning, hot-swap</h1>
 <p>Bundle <code>{html.escape(result['bundle'])}</code> ({result['bundle_sha256'][:12]}) on the
-emulated robot (firmware emulator on a pseudo-terminal, serial bridge, {family.name}); seed
+emulated robot (firmware emulator on a pseudo-terminal, serial bridge, {family_name}); seed
 {cfg['seed']}; total wall time {result.get('wall_s', math.nan)} s.</p>
 <p class="verdict">{html.escape(verdict)}</p>
 <h2>Returns on the held-out tasks, before and after the swap</h2>
-{_img(pngs[0], 'returns')}
+{_img(figs.returns, 'returns')}
 {_table(task_rows, ['task', 'before (shipped)', 'after (retrained)', 'after - before',
                     'zero effort', 'oracle'])}
 <p>Noise: the robot runs in real time over the serial link, so two runs with the same seed
@@ -559,9 +591,9 @@ physics.</p>
 <h2>Canary</h2>
 {_canary_html(canary, result)}
 {_table(canary_rows, ['task', 'episode on task', 'new return', 'old mean (same task, trial)'])}
-<h2>Belief within episodes</h2>{_img(belief, 'belief')}
-<h2>The twin before and after adaptation</h2>{_img(strip, 'filmstrip')}
-<h2>Loop timing</h2>{_img(timing_png, 'timing')}
+<h2>Belief within episodes</h2>{_img(figs.belief, 'belief')}
+<h2>The twin before and after adaptation</h2>{_img(figs.filmstrip, 'filmstrip')}
+<h2>Loop timing</h2>{_img(figs.timing, 'timing')}
 {_table([[k, v] for k, v in timing.items()], ['measure', 'value'])}
 <h2>Night and morning</h2>
 <p>Night: {night.get('episodes', '-')} episodes, {night.get('transitions', '-')} transitions,
@@ -576,14 +608,11 @@ Commands the device ignored (disarmed) in the measured phases, [ignored, ticks s
 {html.escape(json.dumps(result.get('commands_ignored') or {}))} (a comparison needs at most
 {IGNORED_COMMANDS_TOLERANCE:.0%}).</p>
 <h2>Link, logger and loop statistics (last /diagnostics status)</h2>
-<div class="row">{''.join(stat_html)}</div>
+<div class="row">{_status_html(diags)}</div>
 <h2>Every robot episode</h2>
 {_table(ep_rows, ['episode', 'phase', 'task', 'episode on task', 'return', 'zero effort',
                   'oracle', 'model'])}
 </body></html>"""
-    page_path = out / "report.html"
-    page_path.write_text(page)
-    return ReportFiles(page_path, tuple(pngs), summary)
 
 
 def chromium() -> str | None:
