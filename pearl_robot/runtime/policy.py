@@ -411,6 +411,25 @@ class _Model:
         self.s_next = self.slices.get("next_obs")
         self.latent_dim = L
         self.action_dim = a
+        self._bind_encoder(cfg)
+        self._bind_change_monitor(cfg)
+        self._bind_safety(cfg)
+        self.max_obs_age = cfg.max_obs_age if cfg.max_obs_age is not None \
+            else 2.0 * c.control_period
+        self._bind_obs_range(cfg)
+        # per-tick state
+        self.z = np.zeros(Lz)
+        self.prev_obs = np.zeros(o)
+        self.prev_cmd = np.zeros(a)
+        self.prev_valid = False
+        self.cmd = np.zeros(a)
+        self.obs = np.zeros(o)
+
+    def _bind_encoder(self, cfg: RuntimeConfig) -> None:
+        """The encoder graph bound to the belief's state (pooled: the step graph's ring and
+        count are the belief's arrays; pog: one factor per transition into the product)."""
+        c = self.contract
+        L = c.latent_dim
         self.pooled = c.inference_mode == "pooled"
         if self.pooled:
             # the step graph's state *is* the belief's state: bind its ring and count arrays
@@ -424,18 +443,23 @@ class _Model:
             count_out = np.zeros((1, 1), dtype=np.float32)
             step_out = StepOutput(ring_out, count_out, self.mu_out, self.var_out)
             belief = StepBelief(lambda *_: step_out, L, c.step_window, c.step_features)
-            self.encoder = BoundGraph(bundle.encoder, {"transition": self.row32,
+            self.encoder = BoundGraph(self.bundle.encoder, {"transition": self.row32,
                                                        "ring": belief.ring,
                                                        "count": belief.count_arr},
                                       {"ring_out": ring_out, "count_out": count_out,
                                        "mu": self.mu_out, "var": self.var_out})
             self.belief: OnlineBelief | StepBelief = belief
         else:
-            self.encoder = BoundGraph(bundle.encoder, {"transition": self.row32},
+            self.encoder = BoundGraph(self.bundle.encoder, {"transition": self.row32},
                                       {ENCODER_OUTPUTS[0]: self.mu_out,
                                        ENCODER_OUTPUTS[1]: self.var_out})
             window = c.recommended_window if cfg.context_window is None else cfg.context_window
             self.belief = OnlineBelief(L, window or None, cfg.forgetting, c.includes_prior)
+
+    def _bind_change_monitor(self, cfg: RuntimeConfig) -> None:
+        """The change detector (pog bundles only) and its transition key normalization."""
+        c = self.contract
+        o, a, L = c.obs_dim, c.action_dim, c.latent_dim
         cd = cfg.change_detection
         self.monitor = None
         if cd.enabled and self.pooled:
@@ -451,6 +475,11 @@ class _Model:
             self.key_center = 0.5 * (hi + lo)
             self.key_inv = 2.0 / np.maximum(hi - lo, 1e-12)
             self.key = np.zeros(o + a)
+
+    def _bind_safety(self, cfg: RuntimeConfig) -> None:
+        """Command limits, rate limit and the safe command, checked against the bundle."""
+        c = self.contract
+        Lz = c.policy_latent_dim
         md = None
         if cfg.max_rate is not None:
             md = np.asarray(cfg.max_rate, dtype=np.float64) * c.control_period
@@ -472,8 +501,11 @@ class _Model:
                 raise ConfigError(f"RuntimeConfig.fixed_z must be {Lz} finite numbers for this "
                                   f"bundle, got {cfg.fixed_z!r}")
             self.fixed_z = fz
-        self.max_obs_age = cfg.max_obs_age if cfg.max_obs_age is not None \
-            else 2.0 * c.control_period
+
+    def _bind_obs_range(self, cfg: RuntimeConfig) -> None:
+        """The accepted observation range (contract range widened by the margin)."""
+        c = self.contract
+        o = c.obs_dim
         # accepted observation range as Python floats (the per-tick check compares lists:
         # fastest for a few entries, no allocation beyond the tolist the finiteness check
         # already makes); None when the contract declares no range or the check is off
@@ -488,14 +520,6 @@ class _Model:
             span = (c.obs_high - c.obs_low) * margin
             self.obs_lo = (c.obs_low - span).tolist()
             self.obs_hi = (c.obs_high + span).tolist()
-        # per-tick state
-        self.z = np.zeros(Lz)
-        self.prev_obs = np.zeros(o)
-        self.prev_cmd = np.zeros(a)
-        self.prev_valid = False
-        self.cmd = np.zeros(a)
-        self.obs = np.zeros(o)
-
 
     def set_z_from_belief(self) -> None:
         """z = the belief mean, or the belief itself ([mean, std]) for a belief-input actor."""
