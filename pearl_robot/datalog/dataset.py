@@ -169,16 +169,22 @@ def ensure_header(paths: DatasetPaths, layout: TransitionLayout, robot: str) -> 
 
 
 @dataclass
-class ManifestRead:
-    """The manifest's entries, plus what was wrong with it."""
+class ManifestDamage:
+    """What was wrong with a manifest as read (what a recovery repairs)."""
 
-    entries: list[dict[str, Any]] = field(default_factory=list)
     torn_tail: bytes = b""
     """Bytes after the last complete line (a crash during an append)."""
     bad_lines: list[tuple[int, str]] = field(default_factory=list)
     """(line number, reason) for complete lines that are not valid entries."""
     valid_bytes: int = 0
     """Length of the prefix made of complete lines."""
+
+
+@dataclass
+class ManifestRead(ManifestDamage):
+    """The manifest's entries, plus what was wrong with it."""
+
+    entries: list[dict[str, Any]] = field(default_factory=list)
 
 
 def read_manifest(paths: DatasetPaths) -> ManifestRead:
@@ -219,7 +225,7 @@ def _entry(line: bytes) -> dict[str, Any]:
 
 
 @dataclass
-class ManifestIndex:
+class ManifestIndex(ManifestDamage):
     """What a start needs of the manifest (the writer's used ids, the recovery's listed files),
     without keeping its entries: a night adds ~2 KB of manifest per episode, and holding all
     entries as Python objects cost the starting process ~20 KB per episode for good (the
@@ -231,12 +237,6 @@ class ManifestIndex:
     """Dataset-relative paths of the files the valid entries list."""
     entries: int = 0
     """Valid entries."""
-    torn_tail: bytes = b""
-    """Bytes after the last complete line (a crash during an append)."""
-    bad_lines: list[tuple[int, str]] = field(default_factory=list)
-    """(line number, reason) for complete lines that are not valid entries."""
-    valid_bytes: int = 0
-    """Length of the prefix made of complete lines."""
 
 
 def index_manifest(paths: DatasetPaths) -> ManifestIndex:

@@ -118,6 +118,18 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
         pass
 
 
+def _output_of(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The launch's output once it ends; past ``timeout`` it and its nodes are killed (the
+    communicate raises TimeoutExpired all the same, so the test fails saying so)."""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            _kill_group(proc)
+            proc.communicate()
+    return out
+
+
 def _finished_cleanly(out: str, nodes: tuple[str, ...]) -> list[str]:
     """Nodes launch did not report as 'process has finished cleanly'."""
     return [n for n in nodes if not any(f"[{n}-" in line and "finished cleanly" in line
@@ -135,12 +147,7 @@ def test_launch_testing_checks_pass(workspace: dict[str, str], bundles: tuple[Pa
                              "--junit-xml", str(xml)], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            _kill_group(proc)
-            proc.communicate()
+    out = _output_of(proc, 240)
     res = subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
     summary = [line for line in out.splitlines() if "/pearl/command:" in line]
     print("\n".join(summary))
@@ -182,12 +189,7 @@ def test_exit_when_done_ends_the_launch_after_the_episodes(workspace: dict[str, 
     t0 = time.monotonic()
     proc = _launch(workspace, "episodes:=2", "exit_when_done:=true", "real_time_factor:=4",
                    f"dataset_dir:={ds}", cwd=tmp_path)
-    try:
-        out, _ = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            _kill_group(proc)
-            proc.communicate()
+    out = _output_of(proc, 90)
     print(f"exit_when_done: 2 episodes, launch ended after {time.monotonic() - t0:.1f} s")
     assert proc.returncode == 0, out[-4000:]
     assert not _finished_cleanly(out, (*NODES, "twin_node")), out[-4000:]
@@ -201,12 +203,7 @@ def test_exit_when_done_ends_the_launch_after_the_episodes(workspace: dict[str, 
 def test_exit_when_done_without_a_fixed_episode_count_is_refused(workspace: dict[str, str],
                                                                  tmp_path: Path) -> None:
     proc = _launch(workspace, "exit_when_done:=true", cwd=tmp_path)
-    try:
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            _kill_group(proc)
-            proc.communicate()
+    out = _output_of(proc, 60)
     assert proc.returncode != 0
     assert "exit_when_done" in out and "episodes > 0" in out, out[-3000:]
     assert "process started" not in out, "nodes started with an impossible stop condition"
@@ -218,12 +215,7 @@ def test_a_policy_that_cannot_start_ends_the_launch(workspace: dict[str, str],
     instead of running the logger and the twin on their own."""
     proc = _launch(workspace, f"bundle:={tmp_path / 'no-such-bundle'}",
                    f"dataset_dir:={tmp_path / 'dataset'}", cwd=tmp_path)
-    try:
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            _kill_group(proc)
-            proc.communicate()
+    out = _output_of(proc, 60)
     assert "bundle directory not found" in out, out[-3000:]
     assert "process[policy_node-1] was required: shutting down launched system" in out
     assert not _finished_cleanly(out, ("logger_node", "twin_node")), out[-3000:]
@@ -239,12 +231,7 @@ def test_a_one_shot_serial_launch_gives_up_on_a_dead_link(workspace: dict[str, s
     t0 = time.monotonic()
     proc = _launch(workspace, "robot:=serial", f"port:={port}", "episodes:=2",
                    "exit_when_done:=true", f"dataset_dir:={tmp_path / 'dataset'}", cwd=tmp_path)
-    try:
-        out, _ = proc.communicate(timeout=LINK_GIVE_UP_S + 60)
-    finally:
-        if proc.poll() is None:
-            _kill_group(proc)
-            proc.communicate()
+    out = _output_of(proc, LINK_GIVE_UP_S + 60)
     took = time.monotonic() - t0
     print(f"dead link: launch ended after {took:.1f} s")
     assert f"serial link to {port}" in out and "giving up after give_up_after_s=20" in out, \
