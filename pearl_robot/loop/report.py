@@ -82,15 +82,19 @@ def baselines(family: Any, robot_params: dict[str, Any], task_index: int,
     env.set_task(Task(task_index, {"goal_qpos": goal, **robot_params}))
     rets = []
     for policy in ("zero", "oracle"):
-        obs = env.reset_to(start_qpos, seed=seed)
-        total = 0.0
-        for _ in range(steps):
-            a = np.zeros(env.action_dim) if policy == "zero" else env.oracle_action(obs)
-            st = env.step(a)
-            obs, total = st.obs, total + st.reward
-        rets.append(total)
+        rets.append(_reference_return(env, env.reset_to(start_qpos, seed=seed), steps, policy))
     env.close()
     return rets[0], rets[1]
+
+
+def _reference_return(env: Any, obs: np.ndarray, steps: int, policy: str) -> float:
+    """Return of ``steps`` steps from ``obs`` with zero effort or the env's oracle."""
+    total = 0.0
+    for _ in range(steps):
+        a = np.zeros(env.action_dim) if policy == "zero" else env.oracle_action(obs)
+        st = env.step(a)
+        obs, total = st.obs, total + st.reward
+    return total
 
 
 REWARD_IN_WORDS = {
@@ -120,13 +124,7 @@ def reference_returns(family: Any, task_index: int, steps: int,
     rets: dict[str, list[float]] = {"zero": [], "oracle": []}
     for policy, out in rets.items():
         for seed in seeds:
-            obs, _ = env.reset(seed=seed)
-            total = 0.0
-            for _ in range(steps):
-                a = np.zeros(env.action_dim) if policy == "zero" else env.oracle_action(obs)
-                st = env.step(a)
-                obs, total = st.obs, total + st.reward
-            out.append(total)
+            out.append(_reference_return(env, env.reset(seed=seed)[0], steps, policy))
     env.close()
     return float(np.mean(rets["zero"])), float(np.mean(rets["oracle"]))
 
