@@ -24,7 +24,6 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -294,12 +293,9 @@ def append_manifest(paths: DatasetPaths, entry: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------ numbering
 
 
-def used_episode_ids(paths: DatasetPaths, entries: Iterable[dict[str, Any]] | None = None
-                     ) -> set[int]:
+def used_episode_ids(paths: DatasetPaths) -> set[int]:
     """Every episode id the dataset has used: manifest entries and segment file names."""
-    ids = ({int(e["episode"]) for e in entries} if entries is not None
-           else index_manifest(paths).episodes)
-    return ids | file_episode_ids(paths)
+    return index_manifest(paths).episodes | file_episode_ids(paths)
 
 
 def file_episode_ids(paths: DatasetPaths) -> set[int]:
@@ -334,16 +330,17 @@ class NextEpisodeIds:
     schedule numbers on from the larger of its own counter and this id."""
 
     def __init__(self) -> None:
-        self._seen: dict[Path, tuple[int, int, int]] = {}
-        """root -> (manifest bytes read, largest id listed, largest id of a file seen)."""
+        self._seen: dict[Path, tuple[int, int, int | None]] = {}
+        """root -> (manifest bytes read, largest id listed, largest id of a file seen; None:
+        the folders not listed yet)."""
 
     def __call__(self, root: Path | str) -> int:
         paths = DatasetPaths(Path(root))
-        offset, largest, in_files = self._seen.get(paths.root, (0, -1, -2))
+        offset, largest, in_files = self._seen.get(paths.root, (0, -1, None))
         try:
             with open(paths.manifest, "rb") as fh:
                 if os.fstat(fh.fileno()).st_size < offset:  # rewritten shorter: start over
-                    offset, largest, in_files = 0, -1, -2
+                    offset, largest, in_files = 0, -1, None
                 fh.seek(offset)
                 data = fh.read()
         except FileNotFoundError:
@@ -354,7 +351,7 @@ class NextEpisodeIds:
                 largest = max(largest, int(json.loads(line)["episode"]))
             except (ValueError, KeyError, TypeError):
                 continue  # a torn or foreign line: the files still count
-        if in_files == -2:  # not listed yet
+        if in_files is None:
             in_files = max(file_episode_ids(paths), default=-1)
         self._seen[paths.root] = (offset + end, largest, in_files)
         return max(largest, in_files) + 1
