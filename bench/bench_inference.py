@@ -10,6 +10,8 @@ and is evaluated on the held-out tasks every iteration:
   task-label likelihood and reward reconstruction, policy on the belief's mean and std; its
   belief-only steps relabel half their tasks (``pearl.task_relabeling``) where the family's
   config asks for it;
+- ``particles``: the pooled belief refined after exploration by particles over z weighted by
+  a learned context-reward likelihood (``pearl.refinement``; sparse-point-robot);
 - ``pooled_no_relabel``: the same without task relabelling (the ablation);
 - ``no_inference``: the same SAC as ``pearl`` with z = 0 (the floor);
 - ``privileged``: the policy is given the true task parameters (the ceiling for the policy
@@ -50,12 +52,14 @@ FAMILIES: dict[str, dict[str, Any]] = {
                     "score": "eval/test_normalized", "bar": 0.9},
     "sparse-point-robot": {"pog": "config/train/sparse_point_robot_fast.yaml",
                            "pooled": "config/train/sparse_point_robot_pooled.yaml",
+                           "particles": "config/train/sparse_point_robot_particles.yaml",
                            "score": "eval/test_success", "bar": 0.8},
     "twin-arm": {"pog": "config/train/twin_arm.yaml",
                  "pooled": "config/train/twin_arm_pooled.yaml",
                  "score": "online/normalized", "bar": 0.85, "success_bar": 0.5},
 }
-VARIANTS = ("pearl", "pooled", "pooled_no_relabel", "no_inference", "privileged")
+VARIANTS = ("pearl", "pooled", "particles", "pooled_no_relabel", "no_inference",
+            "privileged")
 DEFAULT_VARIANTS = ("pearl", "pooled", "no_inference", "privileged")
 
 
@@ -64,8 +68,11 @@ def variant_config(family: str, variant: str, seed: int,
     from pearl_robot.core.config import load_experiment, merge
 
     fam = FAMILIES[family]
-    base = load_experiment(ROOT / fam["pooled" if variant in ("pooled", "pooled_no_relabel",
-                                                              "privileged") else "pog"])
+    if variant == "particles" and "particles" not in fam:
+        raise SystemExit(f"{family} has no particles config")
+    key = "pooled" if variant in ("pooled", "pooled_no_relabel", "privileged") else \
+        "particles" if variant == "particles" else "pog"
+    base = load_experiment(ROOT / fam[key])
     # the wall-clock cap ends every run, not the configs' iteration counts
     over: dict[str, dict[str, Any]] = {"train": {"seed": seed, "torch_threads": 1,
                                                  "num_iterations": 1_000_000,

@@ -39,10 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         point = {"iteration": tr.iteration, "wall_s": round(time.perf_counter() - t0, 1),
                  "grad_steps": tr.grad_steps,
                  "score": row.get("eval/test_normalized", float("nan")),
+                 "success": row.get("eval/test_success", float("nan")),
                  "train_label_rmse": row.get("inference/label_rmse", float("nan"))}
         curve.append(point)
         print(f"it {tr.iteration} t={point['wall_s']:.0f} g={tr.grad_steps} "
-              f"score={point['score']:.3f} rmse={point['train_label_rmse']:.3f}", flush=True)
+              f"score={point['score']:.3f} success={point['success']:.2f} "
+              f"rmse={point['train_label_rmse']:.3f}", flush=True)
         (out / "curve.json").write_text(json.dumps(
             {"config": args[0], "cap_s": cap, "overrides": json.loads(args[2])
              if len(args) > 2 else {}, "curve": curve}, indent=1))

@@ -26,7 +26,8 @@ ContextLengths = Literal["fixed", "uniform"]
 InferenceMode = Literal["pog", "pooled", "privileged"]
 PolicyInput = Literal["sample", "belief"]
 BeliefHead = Literal["mlp", "anchors"]
-TaskRelabeling = Literal["off", "mix", "family"]
+TaskRelabeling = Literal["off", "mix", "family", "hindsight"]
+BeliefRefinement = Literal["off", "particles"]
 
 
 def _check(cond: bool, name: str, message: str, value: Any) -> None:
@@ -158,17 +159,35 @@ class PearlConfig:
     the training contexts under other tasks and train the belief on those. "off": never.
     "mix": a task whose labels are a random convex combination of two training tasks' labels
     (task interpolation, as MLTI densifies few training tasks). "family": a new task drawn from
-    the family's task distribution (its sampler, never the held-out list). The rewards are
-    recomputed by the family's reward function (``TaskFamily.relabel_rewards``; families
-    whose labels change the dynamics cannot), so the belief cannot memorize the training
-    tasks and has to read the rewards rather than where the trajectories went. The
+    the family's task distribution (its sampler, never the held-out list). "hindsight": a
+    goal where one of the context's own transitions ended (HER's achieved goal; goal-reaching
+    families, ``TaskFamily.hindsight_labels``), so a sparse context holds rewards. The
+    rewards are recomputed by the family's reward function (``TaskFamily.relabel_rewards``;
+    families whose labels change the dynamics cannot), so the belief cannot memorize the
+    training tasks and has to read the rewards rather than where the trajectories went. The
     actor-critic step always sees the real contexts."""
     relabel_fraction: float = 0.5
     """"pooled" with task_relabeling: fraction of each belief-only step's tasks relabelled."""
+    refinement: BeliefRefinement = "off"
+    """"pooled": test-time refinement of the belief after exploration (reference protocol).
+    "off": the Gaussian belief head decides. "particles": ``num_particles`` fixed hypotheses
+    of z (label dims drawn from the family's task distribution, free dims from N(0, 1)) are
+    weighted by a learned likelihood of the context rewards (a context-reward decoder trained
+    with z = the true labels), and z is sampled from the weighted particles. The weighted
+    set can hold what a Gaussian cannot: "on the half-circle, except the arcs already
+    visited", so posterior sampling does not return where a sparse reward said nothing. The
+    actor-critic is then trained on particle-shaped z (the task's true labels where known),
+    so the policy goes where a hypothesis says (needs policy_input "sample" and
+    critic_trains_encoder false)."""
+    num_particles: int = 512
+    """"particles": hypotheses of z in the particle belief."""
+    particle_reward_std: float = 0.1
+    """"particles": standard deviation of the context reward around the decoder's prediction
+    (the likelihood's noise); smaller excludes faster and tolerates decoder error less."""
 
     def __post_init__(self) -> None:
         _positive(self, "latent_dim", "meta_batch", "batch_size", "embedding_batch_size",
-                  "feature_dim", "inference_updates",
+                  "feature_dim", "inference_updates", "num_particles", "particle_reward_std",
                   "reward_scale", "policy_lr", "qf_lr", "vf_lr", "context_lr", "alpha_lr",
                   "var_floor")
         _non_negative(self, "kl_lambda", "policy_mean_reg", "policy_std_reg",
@@ -179,8 +198,9 @@ class PearlConfig:
                "must be 'sample' or 'belief'", self.policy_input)
         _check(self.belief_head in ("mlp", "anchors"), "PearlConfig.belief_head",
                "must be 'mlp' or 'anchors'", self.belief_head)
-        _check(self.task_relabeling in ("off", "mix", "family"), "PearlConfig.task_relabeling",
-               "must be 'off', 'mix' or 'family'", self.task_relabeling)
+        _check(self.task_relabeling in ("off", "mix", "family", "hindsight"),
+               "PearlConfig.task_relabeling", "must be 'off', 'mix', 'family' or 'hindsight'",
+               self.task_relabeling)
         _check(isinstance(self.relabel_fraction, (int, float))
                and 0.0 < self.relabel_fraction <= 1.0, "PearlConfig.relabel_fraction",
                "must be in (0, 1]", self.relabel_fraction)
@@ -189,6 +209,14 @@ class PearlConfig:
                "PearlConfig.task_relabeling", "needs inference 'pooled' and "
                "inference_updates >= 2 (it acts in the belief-only steps)",
                self.task_relabeling)
+        _check(self.refinement in ("off", "particles"), "PearlConfig.refinement",
+               "must be 'off' or 'particles'", self.refinement)
+        _check(self.refinement == "off" or (self.inference == "pooled"
+                                            and self.policy_input == "sample"
+                                            and not self.critic_trains_encoder),
+               "PearlConfig.refinement", "'particles' needs inference 'pooled', policy_input "
+               "'sample' and critic_trains_encoder false (the policy is conditioned on "
+               "particle-shaped z, which no gradient connects to the belief)", self.refinement)
         _check(self.context_lengths in ("fixed", "uniform"), "PearlConfig.context_lengths",
                "must be 'fixed' or 'uniform'", self.context_lengths)
         _check(self.belief_window is None or (isinstance(self.belief_window, int)

@@ -256,6 +256,58 @@ class RewardDecoder(nn.Module):
         return self.net(torch.cat([obs, action, next_obs, z], dim=-1))
 
 
+class ContextRewardDecoder(nn.Module):
+    """The context reward from a context row's other fields and z: the likelihood the
+    "particles" refinement weighs its hypotheses of z by. It reads exactly what a context row
+    holds (normalized obs, action, [next obs]), so it scores the robot's own context, and it
+    predicts the *context* reward (the sparse one where the family has it), which is the
+    evidence exploration gathers."""
+
+    def __init__(self, layout: ContextLayout, latent_dim: int, hidden: tuple[int, ...]
+                 ) -> None:
+        super().__init__()
+        sl = layout.slices
+        self._reward_col = sl["reward"].start
+        self.net = mlp(layout.width - 1 + latent_dim, hidden, 1,
+                       last_init=1.0 / math.sqrt(hidden[-1]))
+
+    def inputs(self, rows: torch.Tensor) -> torch.Tensor:
+        """Normalized rows [..., width] without their reward column."""
+        r = self._reward_col
+        return torch.cat([rows[..., :r], rows[..., r + 1:]], dim=-1)
+
+    def forward(self, rows: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Predicted context reward [..., 1] of normalized rows [..., width] under z [..., L]."""
+        return self.net(torch.cat([self.inputs(rows), z], dim=-1))
+
+    def rewards(self, rows: torch.Tensor) -> torch.Tensor:
+        """The rows' context rewards [..., 1] (the decoder's targets)."""
+        return rows[..., self._reward_col:self._reward_col + 1]
+
+    @torch.no_grad()
+    def log_likelihood(self, rows: torch.Tensor, z: torch.Tensor, std: float,
+                       chunk: int = 64) -> torch.Tensor:
+        """Summed log-likelihood of each task's rows under each hypothesis: normalized rows
+        [T, N, width], particles z [K, L] -> [T, K]. The first layer is split into its row
+        and z parts, so the cost is one [T, N, K, hidden] pass, taken ``chunk`` rows at a
+        time to bound memory."""
+        first = self.net[0]
+        d_in = rows.shape[-1] - 1
+        w_row, w_z = first.weight[:, :d_in], first.weight[:, d_in:]
+        zpart = z @ w_z.T + first.bias  # [K, H]
+        x_all = self.inputs(rows) @ w_row.T  # [T, N, H]
+        target = self.rewards(rows)  # [T, N, 1]
+        out = torch.zeros(rows.shape[0], z.shape[0], device=rows.device, dtype=rows.dtype)
+        inv = 0.5 / (std * std)
+        for n0 in range(0, rows.shape[1], chunk):
+            h = x_all[:, n0:n0 + chunk, None, :] + zpart  # [T, n, K, H]
+            for layer in list(self.net)[1:]:
+                h = layer(h)
+            err = h[..., 0] - target[:, n0:n0 + chunk]  # [T, n, K]
+            out -= inv * (err * err).sum(dim=1)
+        return out
+
+
 class TanhGaussianActor(nn.Module):
     """pi(a | s, z) = tanh(N(mu, sigma)); actions in [-1, 1], scaled to physical units by the
     ``action_scale`` / ``action_bias`` buffers only at the env boundary and in the export."""
@@ -326,6 +378,13 @@ class PearlNetworks(nn.Module):
                 cfg.head_hidden_sizes, cfg.latent_dim, cfg.var_floor, belief_window(cfg),
                 cfg.belief_head)
             self.decoder = RewardDecoder(o, a, cfg.latent_dim, cfg.decoder_hidden_sizes)
+            if cfg.refinement == "particles":
+                self.context_decoder = ContextRewardDecoder(self.layout, cfg.latent_dim,
+                                                            cfg.decoder_hidden_sizes)
+                # the hypotheses of z; the trainer draws them from the family's task
+                # distribution (a buffer: checkpoints keep them with the weights)
+                self.register_buffer("particles", torch.randn(cfg.num_particles,
+                                                              cfg.latent_dim))
         else:  # pog; "privileged" keeps an (unused) encoder so checkpoints have one layout
             self.encoder = ContextEncoder(self.layout.width, cfg.encoder_hidden_sizes,
                                           cfg.latent_dim, cfg.use_information_bottleneck,

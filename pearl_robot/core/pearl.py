@@ -139,6 +139,21 @@ class PearlAgent:
             return post.mean
         return rsample(post, self.generator)
 
+    def particle_log_likelihood(self, context: torch.Tensor) -> torch.Tensor:
+        """"particles" refinement: summed log-likelihood of raw context rows [T, N, width]
+        under each of the model's particles, [T, K] (add the rows of each new trajectory to
+        a running sum: the posterior's log-weights)."""
+        dec = self.nets.context_decoder
+        return dec.log_likelihood(self.nets.normalize_rows(context), self.nets.particles,
+                                  self.cfg.particle_reward_std)
+
+    def sample_particle_z(self, log_weights: torch.Tensor) -> torch.Tensor:
+        """The actor's latent input drawn from the particle belief with log-weights [T, K]:
+        one particle per task (posterior sampling; uniform weights: the prior)."""
+        p = torch.softmax(log_weights, dim=-1)
+        idx = torch.multinomial(p, 1, generator=self.generator)[:, 0]
+        return self.nets.particles[idx]
+
     def step_function(self) -> StepFunction:
         """The "pooled" belief step on replay-layout rows (actions in [-1, 1]) as a numpy
         function for :class:`core.inference.StepBelief`: the torch module the bundle's step
@@ -192,8 +207,9 @@ class PearlLearner:
         self.policy_opt = _adam(nets.actor.parameters(), cfg.policy_lr)
         self.qf_opt = _adam(nets.qf.parameters(), cfg.qf_lr)
         inference_params = list(nets.encoder.parameters())
-        if hasattr(nets, "decoder"):
-            inference_params += list(nets.decoder.parameters())
+        for name in ("decoder", "context_decoder"):
+            if hasattr(nets, name):
+                inference_params += list(getattr(nets, name).parameters())
         self.context_opt = _adam(inference_params, cfg.context_lr)
         if cfg.sac_variant == "reference":
             self.vf_opt = _adam(nets.vf.parameters(), cfg.vf_lr)
@@ -231,13 +247,19 @@ class PearlLearner:
         # (PEARL); pooled: from its own losses (and the Bellman error if configured)
         post = self.agent.infer_posterior(context, context_mask,
                                           labels.values if labels is not None else None)
-        z = self.agent.sample_z(post)
+        # "particles": the actor-critic is conditioned on what a particle is (the task's
+        # labels), so the policy learns to go where a hypothesis says and posterior sampling
+        # over the particles explores; otherwise a sample of the belief (PEARL)
+        z = self._hypothesis_z(post, labels) if cfg.refinement == "particles" else \
+            self.agent.sample_z(post)
         z_rep = z.unsqueeze(1).expand(T, B, -1).reshape(T * B, -1)
         z_det = z_rep.detach()
         aux: dict[str, torch.Tensor] = {}
         if cfg.inference == "pooled":
             kl, inference_loss, aux = self._pooled_losses(post, labels, obs, actions, next_obs,
                                                           rewards, T, B)
+            inference_loss = inference_loss + self._context_decoder_loss(
+                post, labels, context, context_mask, aux)
             kl_loss = cfg.kl_lambda * kl + inference_loss
             if not cfg.critic_trains_encoder:
                 z_rep = z_det
@@ -331,10 +353,49 @@ class PearlLearner:
             post, labels, nets.obs_norm(batch.obs.reshape(T * B, -1)),
             batch.actions.reshape(T * B, -1), nets.obs_norm(batch.next_obs.reshape(T * B, -1)),
             batch.rewards.reshape(T * B, 1), T, B)
+        loss = loss + self._context_decoder_loss(post, labels, context, context_mask, aux)
         self.context_opt.zero_grad(set_to_none=True)
         (self.cfg.kl_lambda * kl + loss).backward()
         self.context_opt.step()
         return {k: float(v.detach()) for k, v in aux.items()}
+
+    def _hypothesis_z(self, post: Posterior, labels: TaskLabels | None) -> torch.Tensor:
+        """z shaped like a particle of the "particles" refinement, for each task [T, L]: the
+        true label where it is known, a belief sample where it is masked (or where the task
+        has no labels at all), N(0, 1) noise in the dims beyond the labels (as the particles'
+        free dims are prior draws). Detached: nothing trains the belief through it."""
+        z = rsample(Posterior(post.mean.detach(), post.var.detach()), self.generator)
+        P = 0 if labels is None else labels.values.shape[-1]
+        if not P:
+            return z
+        noise = torch.randn((z.shape[0], self.cfg.latent_dim - P), device=self.device,
+                            generator=self.generator)
+        m = labels.mask
+        return torch.cat([m * labels.values + (1.0 - m) * z[:, :P], noise], dim=-1)
+
+    def _context_decoder_loss(self, post: Posterior, labels: TaskLabels | None,
+                              context: torch.Tensor, context_mask: torch.Tensor | None,
+                              aux: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Squared error of the context-reward decoder ("particles" refinement) on the
+        context rows. Its z is what a particle will be: the true label where it is known, a
+        belief sample where it is masked, and N(0, 1) noise in the dims no label explains
+        (so the decoder learns to ignore them, as the particles' free dims are prior draws);
+        z is detached: the decoder is a likelihood model, not a loss for the belief."""
+        if self.cfg.refinement != "particles":
+            return torch.zeros((), device=self.device)
+        dec = self.nets.context_decoder
+        T = context.shape[0]
+        L = self.cfg.latent_dim
+        z = self._hypothesis_z(post, labels)
+        rows = self.nets.normalize_rows(context)
+        pred = dec(rows, z.unsqueeze(1).expand(T, rows.shape[1], L))
+        err = (pred - dec.rewards(rows)).pow(2)[..., 0]  # [T, N]
+        if context_mask is None:
+            loss = err.mean()
+        else:
+            loss = (err * context_mask).sum() / torch.clamp(context_mask.sum(), min=1.0)
+        aux["losses/context_reward_rec"] = loss
+        return loss
 
     def _pooled_losses(self, post: Posterior, labels: TaskLabels | None, obs: torch.Tensor,
                        actions: torch.Tensor, next_obs: torch.Tensor, rewards: torch.Tensor,

@@ -232,6 +232,13 @@ class TaskFamily(abc.ABC):
         themselves would differ)."""
         raise NotImplementedError(f"{self.name} cannot relabel rewards")
 
+    def hindsight_labels(self, next_obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Normalized labels [T, P] of a task each context [T, N, obs_dim] would have
+        succeeded at: a goal where one of its transitions ended (hindsight relabelling, as
+        HER picks achieved goals). Only goal-reaching families whose labels are the goal
+        can; the others raise NotImplementedError."""
+        raise NotImplementedError(f"{self.name} has no hindsight goals")
+
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
         """``n`` new tasks from the family's distribution (outside the fixed list; their
         ``index`` is -1). Families without a sampler raise NotImplementedError."""

@@ -175,6 +175,15 @@ class PointRobotFamily(ListedTaskFamily):
         ctx = sparse_reward(d, self.goal_radius) if self.sparse else -d
         return RelabeledRewards(-d, ctx)
 
+    def hindsight_labels(self, next_obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The position one random transition of each context reached, as the goal (so the
+        relabelled sparse context holds rewards: what the context-reward decoder needs to
+        learn where a goal pays and where it does not)."""
+        pos = np.asarray(next_obs, dtype=np.float64)[..., :2]
+        pick = rng.integers(pos.shape[1], size=pos.shape[0])
+        goals = pos[np.arange(pos.shape[0]), pick]
+        return np.stack([self.label_spec.encode({"goal": list(g)})[0] for g in goals])
+
     def baseline_returns(self, task: Task, start: np.ndarray) -> tuple[float, float] | None:
         """(still, oracle) returns from ``start`` for the oracle-normalized score (0 = the
         policy that stays still, 1 = full speed straight at the goal); dense family only."""

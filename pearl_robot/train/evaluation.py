@@ -135,11 +135,18 @@ def evaluate_reference(agent: PearlAgent, family: TaskFamily, task_indices: Sequ
         succ = np.zeros((k, repeats, n_traj), dtype=bool)
         starts = np.zeros((k, repeats, n_traj, batch_envs[0].obs_dim))
         labels = _labels(agent, family, chunk)
+        particles = agent.cfg.refinement == "particles"
         for rep in range(repeats):
             belief = _prior_belief(agent, family, chunk)
             rows: list[list[np.ndarray]] = [[] for _ in range(k)]
+            # "particles": the belief is the weighted particle set (uniform: the prior);
+            # every trajectory's rows add to the log-weights, used once exploration is over
+            log_w = torch.zeros(k, agent.cfg.num_particles, device=agent.device) \
+                if particles else None
+            use_particles = False
             for j in range(n_traj):
-                z = agent.sample_z(belief)
+                z = agent.sample_particle_z(log_w if use_particles else torch.zeros_like(log_w)) \
+                    if log_w is not None else agent.sample_z(belief)
                 seeds = [_seed(seed, t, rep, j) for t in chunk]
                 trajs = rollout_batch(batch_envs, agent, z, horizon, deterministic, seeds,
                                       family.context_reward_key, family.success_key)
@@ -148,6 +155,17 @@ def evaluate_reference(agent: PearlAgent, family: TaskFamily, task_indices: Sequ
                     succ[i, rep, j] = tr.success
                     starts[i, rep, j] = tr.start_obs
                     rows[i].append(context_from_path(tr.path, use_next))
+                if log_w is not None:
+                    new_rows = np.stack([r[-1] for r in rows]) if len(
+                        {len(r[-1]) for r in rows}) == 1 else None
+                    if new_rows is not None:
+                        log_w += agent.particle_log_likelihood(agent.context_to_tensor(new_rows))
+                    else:  # trajectories of different lengths: one task at a time
+                        for i in range(k):
+                            log_w[i] += agent.particle_log_likelihood(
+                                agent.context_to_tensor(rows[i][-1][None]))[0]
+                    use_particles = j + 1 >= num_exp_traj
+                    continue
                 if j + 1 >= num_exp_traj:
                     belief = _posterior_from_rows(agent, [np.concatenate(r) for r in rows],
                                                   labels)

@@ -78,6 +78,25 @@ class Relabeled(NamedTuple):
     """Which of the tasks were relabelled [T] (bool)."""
 
 
+def draw_particles(family: TaskFamily, n: int, latent_dim: int, train_labels: np.ndarray,
+                   train_mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The "particles" refinement's hypotheses of z [n, latent_dim] (float32): the label
+    dims of tasks drawn from the family's task distribution (its sampler; without one, the
+    training tasks' labels), masked labels and the free dims from N(0, 1), the belief's
+    prior. The held-out tasks are never drawn from."""
+    out = rng.standard_normal((n, latent_dim))
+    P = train_labels.shape[1]
+    if P == 0:
+        return out.astype(np.float32)
+    try:
+        values, mask = family.task_labels(family.sample_tasks(n, rng))
+    except NotImplementedError:
+        pick = rng.integers(len(train_labels), size=n)
+        values, mask = train_labels[pick], train_mask[pick]
+    out[:, :P] = np.where(mask > 0, values, out[:, :P])
+    return out.astype(np.float32)
+
+
 class MetaTrainer:
     """Owns the networks, the learner, both replay buffers, the envs and the counters."""
 
@@ -135,7 +154,17 @@ class MetaTrainer:
             if labels.shape[1] == 0 or mask.min() < 1:
                 raise ConfigError("pearl.task_relabeling needs every training task's labels "
                                   "(relabelling rescores transitions under known tasks)")
+            if pc.task_relabeling == "hindsight" and \
+                    type(family).hindsight_labels is TaskFamily.hindsight_labels:
+                raise ConfigError(f"pearl.task_relabeling 'hindsight': {family.name} has no "
+                                  f"hindsight goals (its labels are not a goal a transition "
+                                  f"reaches); use 'family' or 'off'")
         self.agent = self.learner.agent
+        if pc.refinement == "particles":
+            parts = draw_particles(family, pc.num_particles, pc.latent_dim, self.train_labels,
+                                   self.train_label_mask, np.random.default_rng([tc.seed, 7]))
+            with torch.no_grad():
+                self.nets.particles.copy_(torch.from_numpy(parts))
         n_train = len(self.train_tasks)
         self.rl_buffer = MultiTaskReplay(n_train, tc.replay_capacity, self.spec.obs_dim,
                                          self.spec.action_dim)
@@ -303,6 +332,8 @@ class MetaTrainer:
                 other = pool[self.rng.integers(pool.size, size=k)]
                 lam = self.rng.random((k, 1)).astype(np.float32)
                 new = lam * labels[pick] + (1.0 - lam) * self.train_labels[other]
+            elif pc.task_relabeling == "hindsight":
+                new = self.family.hindsight_labels(draw.next_obs[pick], self.rng)
             else:
                 new = self.family.task_labels(self.family.sample_tasks(k, self.rng))[0]
             rows, rewards = rows.copy(), rewards.copy()

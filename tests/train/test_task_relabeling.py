@@ -11,7 +11,7 @@ import pytest
 
 from pearl_robot.core.config import load_experiment, merge
 from pearl_robot.errors import ConfigError
-from pearl_robot.tasks.base import Task
+from pearl_robot.tasks.base import Task, TaskFamily
 from pearl_robot.tasks.point_robot import PointRobotFamily
 from pearl_robot.train.trainer import MetaTrainer
 
@@ -51,7 +51,7 @@ def test_relabelled_rewards_are_what_the_env_pays(sparse: bool) -> None:
         assert (got.context_reward > 0).sum() >= 9
 
 
-@pytest.mark.parametrize("mode", ["family", "mix"])
+@pytest.mark.parametrize("mode", ["family", "mix", "hindsight"])
 def test_relabel_moves_only_the_picked_tasks(tmp_path: Path, mode: str) -> None:
     cfg = _small({"pearl": {"task_relabeling": mode, "relabel_fraction": 0.5}})
     fam = PointRobotFamily()
@@ -82,6 +82,10 @@ def test_relabel_moves_only_the_picked_tasks(tmp_path: Path, mode: str) -> None:
             assert rel.rows[i, j, ri] == pytest.approx(want, abs=1e-5)
         want_b = -np.linalg.norm(batch.next_obs[i] - goal, axis=-1)
         np.testing.assert_allclose(rel.batch.rewards[i, :, 0], want_b, atol=1e-5)
+    if mode == "hindsight":  # each new goal is where one of the task's own rows ended
+        for i in np.flatnonzero(moved):
+            d = np.linalg.norm(draw.next_obs[i] - fam.label_spec.decode(labels[i]), axis=-1)
+            assert d.min() < 1e-5
     if mode == "mix":  # convex combinations stay inside the training goals' box
         assert np.all(np.abs(labels[moved]) <= np.abs(tr.train_labels).max() + 1e-6)
     # the real batch/context the caller holds is never modified in place
@@ -121,3 +125,12 @@ def test_a_family_that_cannot_relabel_is_refused(tmp_path: Path) -> None:
         MetaTrainer(_small({"pearl": {"task_relabeling": "family"}}), fam, tmp_path / "r",
                     tensorboard=False, progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_family_without_hindsight_goals_is_refused(tmp_path: Path) -> None:
+    class NoGoals(PointRobotFamily):  # stands for a family whose labels are not a goal
+        hindsight_labels = TaskFamily.hindsight_labels
+
+    with pytest.raises(ConfigError, match="no hindsight goals"):
+        MetaTrainer(_small({"pearl": {"task_relabeling": "hindsight"}}), NoGoals(),
+                    tmp_path / "r", tensorboard=False, progress=False)
