@@ -2,7 +2,7 @@
 golden vectors).
 
   pearl-robot export runs/point/checkpoints/final.pt runs/point/bundle
-  pearl-robot export runs/twin/checkpoints/final.pt models/arm3 --force --with-checkpoint
+  pearl-robot export runs/twin/checkpoints/final.pt runs/twin/bundle --with-checkpoint
 
 The ONNX graphs are checked against the torch model on recorded inputs (transitions logged on
 the robot with --recorded, else the checkpoint's replay buffers, else a short rollout in the

@@ -7,8 +7,8 @@ Examples:
   pearl-robot train --config config/train/twin_arm.yaml --set pearl.kl_lambda=0.3
   pearl-robot train --data /data/night1 /data/night2 --init runs/twin/checkpoints/latest.pt
   pearl-robot train ... --export-bundle runs/point/bundle
-  pearl-robot train --data /data/night1 --init models/arm3/checkpoint.pt --export-bundle \
-      runs/arm3-new --with-checkpoint
+  pearl-robot train ... --export-bundle runs/point/bundle --with-checkpoint
+  pearl-robot train --data /data/night1 --init /opt/models/arm3/checkpoint.pt
   pearl-robot train --config config/train/point_robot_fast.yaml --ray --workers 2
   pearl-robot train --config config/train/twin_arm.yaml --ray auto --workers 8 --max-staleness 1
   pearl-robot train --data /data/robot1 /data/robot2 --sim --follow --ray auto --workers 4
