@@ -9,7 +9,9 @@
 #   make test-slow  long tests (learning runs, soak, full fuzz), not in CI
 #   make bench      benchmarks -> bench/results/*.json and the tables in docs/performance.md
 #   make lint       ruff
-#   make model      retrain the shipped bundle models/arm3 from its recipe (seeded; ~30 min)
+#   make model      retrain the shipped bundle models/arm3 from its recipe (seeded; ~45 min);
+#                   the bundle embeds its weights-only checkpoint, which the demo's morning
+#                   retrain warm-starts from (MODEL_BUNDLE=DIR to write it elsewhere)
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -61,15 +63,19 @@ test-slow: setup
 bench: $(STAMP)
 	$(PY) -m bench.run_all
 
-# The shipped model: the twin-arm "pooled" recipe, seed 0, then export (parity-checked) and the
+# The shipped model: the twin-arm "pooled" recipe, seed 0, then export (parity-checked, with
+# the weights-only checkpoint.pt the demo's morning retrain warm-starts from) and the
 # robot-side check. Wall clock and held-out numbers land in the bundle's provenance.
+# A smoke run of the recipe: make model MODEL_ITERATIONS=2 MODEL_RUN=/tmp/m MODEL_BUNDLE=/tmp/b
 MODEL_ITERATIONS ?= 120
 MODEL_RUN ?= runs/model-arm3
+MODEL_BUNDLE ?= models/arm3
 model: $(STAMP)
 	$(VENV)/bin/pearl-robot train --config config/train/twin_arm_pooled.yaml --seed 0 \
 		--iterations $(MODEL_ITERATIONS) --out $(MODEL_RUN) --no-tensorboard
-	$(VENV)/bin/pearl-robot export $(MODEL_RUN)/checkpoints/final.pt models/arm3 --force
-	$(VENV)/bin/pearl-robot bundle check models/arm3 --robot
+	$(VENV)/bin/pearl-robot export $(MODEL_RUN)/checkpoints/final.pt $(MODEL_BUNDLE) --force \
+		--with-checkpoint
+	$(VENV)/bin/pearl-robot bundle check $(MODEL_BUNDLE) --robot
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pearl_robot tests bench launch tools

@@ -45,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output directory (default runs/demo-<time>)")
     p.add_argument("--init", default="", metavar="CHECKPOINT",
                    help="warm-start the morning's retrain from this checkpoint (default: the "
-                   "running bundle's checkpoint, when it is on this disk)")
+                   "running bundle's own checkpoint.pt, else the checkpoint its provenance "
+                   "names when it is on this disk)")
     p.add_argument("--canary-margin", type=float, default=0.2,
                    help="hot-swap canary: roll back when the new model is worse by more than "
                    "this fraction of the old model's mean |return| (default 0.2)")

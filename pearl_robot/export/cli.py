@@ -2,6 +2,7 @@
 golden vectors).
 
   pearl-robot export runs/point/checkpoints/final.pt runs/point/bundle
+  pearl-robot export runs/twin/checkpoints/final.pt runs/twin/bundle --with-checkpoint
 
 The ONNX graphs are checked against the torch model on recorded inputs (transitions logged on
 the robot with --recorded, else the checkpoint's replay buffers, else a short rollout in the
@@ -9,6 +10,10 @@ task family's env) and on random inputs; a bundle
 that differs beyond the tolerance is not written. The bundle appears under OUT_DIR atomically
 (written to a temporary directory, self-checked with the robot's loader, then renamed).
 Inspect the result with `pearl-robot bundle info OUT_DIR`.
+
+--with-checkpoint also puts a weights-only copy of the checkpoint into the bundle
+(checkpoint.pt, hash-checked with the other files, never loaded by the robot): the morning's
+retrain of `pearl-robot demo` warm-starts from it (`train --init OUT_DIR/checkpoint.pt`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "directory of `pearl-robot data`; repeatable). Default: the "
                         "checkpoint's replay buffers, else a rollout in the family's env")
     parser.add_argument("--seed", type=int, default=0, help="seed of the parity inputs")
+    parser.add_argument("--with-checkpoint", action="store_true",
+                        help="embed a weights-only copy of the checkpoint (networks, config, "
+                        "counters; no replay buffers or optimizer states) as checkpoint.pt, "
+                        "so a retrain can warm-start from the bundle (`train --init "
+                        "OUT_DIR/checkpoint.pt`)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         recorded = recorded_from_datasets(args.recorded, networks_from_checkpoint(ckpt))
     cfg = ExportConfig(parity_atol=args.atol, random_rows=args.random_rows,
                        record_steps=args.record_steps, golden_rows=args.golden_rows,
-                       seed=args.seed, overwrite=args.force)
+                       seed=args.seed, overwrite=args.force,
+                       embed_checkpoint=args.with_checkpoint)
     res = export_checkpoint(ckpt, args.out_dir, cfg, recorded=recorded)
     p = res.parity
     print(f"wrote bundle {res.path} (identity {res.bundle_sha256[:16]}...)")
@@ -61,5 +72,11 @@ def run(args: argparse.Namespace) -> int:
           f"rows")
     for k, v in p.max_abs_error.items():
         print(f"  {k:<20} {v:.2e}")
+    if args.with_checkpoint:
+        from pearl_robot.runtime.bundle import CHECKPOINT_FILE
+
+        size = (res.path / CHECKPOINT_FILE).stat().st_size
+        print(f"checkpoint: {res.path / CHECKPOINT_FILE} (weights only, {size} bytes; "
+              f"`pearl-robot train --init` it to warm-start a retrain)")
     print(f"inspect: pearl-robot bundle info {res.path}")
     return 0

@@ -16,7 +16,13 @@ Steps (``export_bundle``):
    networks and the checkpoint's :class:`~pearl_robot.tasks.interface.EnvInterface` (a missing
    name or control period is :class:`ExportContractError`, never a default), sealed with every
    file's sha256;
-5. load the temporary bundle with the robot-side loader (``runtime.load_bundle``: hashes,
+5. with ``embed_checkpoint`` (``export --with-checkpoint``), ``checkpoint.pt``: a
+   weights-only copy of the checkpoint (networks, config, env interface, task family, trainer
+   counters; no replay buffers, optimizer or RNG states), read back and compared with the
+   networks before it is listed in the contract's ``files`` and named bundle-relative in
+   ``provenance.embedded_checkpoint``. It is what the morning's retrain warm-starts from
+   (``train --init``) wherever the bundle goes; the robot never loads it;
+6. load the temporary bundle with the robot-side loader (``runtime.load_bundle``: hashes,
    shapes, golden vectors) as a last check, then rename it into place (atomic on one file
    system; an existing bundle is replaced only with ``overwrite``).
 """
@@ -37,7 +43,14 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from pearl_robot.core.checkpoint import Checkpoint, load_checkpoint, networks_from_checkpoint
+from pearl_robot.core.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    networks_from_checkpoint,
+    save_checkpoint,
+)
+from pearl_robot.core.config import to_dict
 from pearl_robot.core.inference import ContextLayout, recommended_window
 from pearl_robot.core.networks import LOG_STD_MAX, LOG_STD_MIN, PearlNetworks
 from pearl_robot.core.pearl import PearlAgent
@@ -47,6 +60,7 @@ from pearl_robot.runtime.bundle import (
     ACTOR_FILE,
     ACTOR_INPUTS,
     ACTOR_OUTPUTS,
+    CHECKPOINT_FILE,
     CONTRACT_FILE,
     ENCODER_FILE,
     ENCODER_INPUTS,
@@ -117,6 +131,10 @@ class ExportConfig:
     """Seeds the random inputs and the recording rollout."""
     overwrite: bool = False
     """Replace an existing bundle at the target path."""
+    embed_checkpoint: bool = False
+    """Write a weights-only copy of the checkpoint into the bundle (``checkpoint.pt``), so a
+    retrain can warm-start from the model the robot runs without the trainer's disk; about
+    1 MiB for the twin's networks. Off by default: a robot-only bundle stays minimal."""
 
 
 class Recorded(NamedTuple):
@@ -305,6 +323,49 @@ def interface_from_checkpoint(env_spec: Mapping[str, Any], family_info: Mapping[
         return EnvInterface.from_json(env_spec)
     except EnvInterfaceError as exc:
         raise ExportContractError(f"cannot write a bundle contract: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- embedded checkpoint
+
+TRAINER_RESUME_KEYS = ("numpy_rng", "torch_rng")
+"""Trainer entries a weights-only checkpoint leaves out: RNG states only serve an exact
+``--resume``, which a checkpoint without replay buffers and optimizer states cannot give."""
+
+
+def weights_only_payload(ckpt: Checkpoint) -> dict[str, Any]:
+    """What ``checkpoint.pt`` holds (the keys of a trainer checkpoint, see core.checkpoint):
+    everything ``train --init`` and ``export`` read (config, env interface, task family,
+    networks) and the trainer's counters and last evaluation for the record, marked
+    ``trainer.weights_only``. Left out: the replay buffers (tens of MB, and a warm start
+    collects its own data), the optimizer states (``--init`` starts them fresh; twice the
+    networks' size) and the RNG states."""
+    trainer = {k: v for k, v in (ckpt.trainer or {}).items() if k not in TRAINER_RESUME_KEYS}
+    trainer["weights_only"] = True
+    return {"config": {"pearl": to_dict(ckpt.config.pearl), "train": to_dict(ckpt.config.train)},
+            "env_spec": dict(ckpt.env_meta), "family": dict(ckpt.family or {}),
+            "networks": {k: v.detach().cpu().clone() for k, v in ckpt.networks.items()},
+            "trainer": trainer,
+            "provenance": {**dict(ckpt.provenance or {}),
+                           "weights_only_of": str(Path(ckpt.path).resolve()),
+                           "weights_only_of_sha256": sha256_file(ckpt.path)}}
+
+
+def _write_embedded_checkpoint(tmp: Path, payload: Mapping[str, Any], nets: PearlNetworks
+                               ) -> None:
+    """``checkpoint.pt`` in the temporary bundle, read back the way ``train --init`` reads it
+    (``weights_only=True``) and compared tensor by tensor with the exported networks: a copy
+    that would warm-start another model is never listed."""
+    path = save_checkpoint(tmp / CHECKPOINT_FILE, dict(payload))
+    try:
+        back = networks_from_checkpoint(load_checkpoint(path), "cpu").state_dict()
+    except CheckpointError as exc:
+        raise ExportError(f"the embedded {CHECKPOINT_FILE} does not load back: {exc}"
+                          ) from exc
+    want = nets.state_dict()
+    bad = [k for k in want if k not in back or not torch.equal(back[k], want[k].cpu())]
+    if bad or set(back) != set(want):
+        raise ExportError(f"the embedded {CHECKPOINT_FILE} differs from the exported "
+                          f"networks ({(bad or sorted(set(back) ^ set(want)))[:3]})")
 
 
 # --------------------------------------------------------------------------- parity
@@ -676,7 +737,7 @@ def _export_provenance(provenance: Mapping[str, Any] | None, cfg: ExportConfig,
 
 def _seal_and_verify(tmp: Path, contract: Contract) -> tuple[dict[str, Any], Bundle]:
     """Fsync the files, seal the contract, and load the bundle exactly as the robot will."""
-    for name in (ACTOR_FILE, ENCODER_FILE, GOLDEN_FILE):
+    for name in (ACTOR_FILE, ENCODER_FILE, GOLDEN_FILE):  # checkpoint.pt: save_checkpoint's
         _fsync_file(tmp / name)
     sealed = seal_contract(tmp, contract)
     _fsync_dir(tmp)
@@ -704,13 +765,19 @@ def export_networks(nets: PearlNetworks, out_dir: str | Path, *,
                     train_cfg: Mapping[str, Any] | None = None,
                     provenance: Mapping[str, Any] | None = None,
                     recorded: Recorded | None = None,
-                    config: ExportConfig | None = None) -> ExportResult:
+                    config: ExportConfig | None = None,
+                    checkpoint: Mapping[str, Any] | None = None) -> ExportResult:
     """Write a parity-checked bundle for ``nets`` to ``out_dir`` (see module doc).
     ``interface``: what the contract says about the environment (its names, units, control
-    period, robot; ``EnvInterface.from_env`` of the env the networks were trained in)."""
+    period, robot; ``EnvInterface.from_env`` of the env the networks were trained in).
+    ``checkpoint``: the weights-only checkpoint payload to embed (:func:`weights_only_payload`;
+    required with ``config.embed_checkpoint``, refused without it)."""
     cfg = config or ExportConfig()
     out = Path(out_dir)
     _check_target(out, cfg)
+    if cfg.embed_checkpoint != (checkpoint is not None):
+        raise ExportError("embed_checkpoint needs the checkpoint payload to embed, and a "
+                          "payload is only embedded with embed_checkpoint")
     nets = nets.cpu().eval()
     if recorded is None:
         recorded = recorded_from_rollout(nets, family, cfg.record_steps, cfg.seed)
@@ -727,6 +794,9 @@ def export_networks(nets: PearlNetworks, out_dir: str | Path, *,
         gold = _golden_arrays(parity.sets, cfg.golden_rows)
         np.savez(tmp / GOLDEN_FILE, **gold)
         prov = _export_provenance(provenance, cfg, parity, len(rnd.obs), recorded)
+        if checkpoint is not None:
+            _write_embedded_checkpoint(tmp, checkpoint, nets)
+            prov["embedded_checkpoint"] = CHECKPOINT_FILE  # relative to the bundle
         contract = build_contract(nets, interface, family, train_cfg or {}, prov, cfg,
                                   len(gold["actor_obs"]))
         sealed, bundle = _seal_and_verify(tmp, contract)
@@ -767,4 +837,6 @@ def export_checkpoint(checkpoint: str | Path | Checkpoint, out_dir: str | Path,
                        "train": _jsonable(ckpt.config.train.__dict__)}}
     return export_networks(nets, out_dir, interface=interface, family=family,
                            train_cfg=ckpt.config.train.__dict__, provenance=prov,
-                           recorded=recorded, config=cfg)
+                           recorded=recorded, config=cfg,
+                           checkpoint=weights_only_payload(ckpt) if cfg.embed_checkpoint
+                           else None)

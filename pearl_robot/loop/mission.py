@@ -17,8 +17,12 @@ Stages (each a ``pearl-robot`` command in its own process, logged under ``logs/`
 4. **morning**: ``pearl-robot train --data NIGHT --sim-tasks N`` (the night's log mixed with
    simulation of the first N training tasks, which the night did not log), ``--export-bundle``,
    then ``pearl-robot bundle check --robot``. Warm start: ``--init`` with the running bundle's
-   checkpoint when its provenance names one that exists with the recorded sha256 (otherwise the
-   retrain starts from scratch and the report says so).
+   own weights-only ``checkpoint.pt`` (``export --with-checkpoint``, as ``make model`` ships
+   it), else the checkpoint its provenance names when that exists here with the recorded
+   sha256 (otherwise the retrain starts from scratch and the report says so). A warm start
+   retrains with the checkpoint's own recipe (its config, no ``--config``: the networks must
+   fit it), and the new bundle embeds its checkpoint too, so the next morning warm-starts from
+   the model the robot then runs.
 5. **hot-swap**: ``bundle`` set on the still-running policy node (the ``set_parameters`` service
    ``ros2 param set`` calls); the node validates it off the control path and swaps at the next
    episode boundary. ``episodes`` is raised so the schedule runs the same held-out tasks again
@@ -95,7 +99,8 @@ class LoopConfig:
     train_set: tuple[str, ...] = ()
     """Extra ``train --set KEY=VALUE`` overrides (step counts of an iteration, eval cadence)."""
     init_checkpoint: str = ""
-    """Warm-start checkpoint for the retrain; empty: the running bundle's, if it is on disk."""
+    """Warm-start checkpoint for the retrain; empty: the running bundle's own checkpoint.pt,
+    else the one its provenance names if it is on this disk (:func:`find_warm_start`)."""
     canary_margin: float = 0.2
     """Hot-swap canary margin (fraction of the old model's mean |return|)."""
     robot_params: dict[str, Any] = field(default_factory=lambda: dict(ROBOT_PARAMS))
@@ -190,16 +195,72 @@ def _entries(dataset: Path) -> list[dict[str, Any]]:
     return [e for e in manifest_entries(dataset) if e.get("status") != "quarantined"]
 
 
-def warm_start_checkpoint(bundle: Path) -> Path | None:
-    """The checkpoint a bundle was exported from, when it is on this disk unchanged."""
-    from pearl_robot.runtime.bundle import read_contract
+class WarmStart(NamedTuple):
+    """Where the morning's retrain starts from, and why (for loop.json and the report)."""
+
+    path: Path | None
+    """The checkpoint to ``--init`` from; None: from scratch."""
+    source: str
+    """``bundle`` (its embedded checkpoint.pt), ``provenance`` (the path it records, found
+    on this disk unchanged), ``given`` (``LoopConfig.init_checkpoint``) or ``none``."""
+
+
+def find_warm_start(bundle: Path) -> WarmStart:
+    """The checkpoint a bundle was exported from: its own weights-only copy
+    (``provenance.embedded_checkpoint``, sha256-checked against the contract's ``files``),
+    else the exporter's ``provenance.checkpoint`` when it is on this disk with the recorded
+    sha256, else none. An embedded checkpoint that is missing, not a regular file or edited
+    raises the loader's :class:`~pearl_robot.runtime.bundle.BundleError` (a corrupt bundle is
+    not silently retrained from scratch); an unusable provenance path is just absent (it names
+    the training machine's disk)."""
+    from pearl_robot.runtime.bundle import (
+        BundleContractError,
+        read_checked_file,
+        read_contract,
+    )
     from pearl_robot.runtime.bundle import sha256_file as _sha
 
-    prov = read_contract(bundle).provenance
+    contract = read_contract(bundle)
+    prov = contract.provenance
+    embedded = prov.get("embedded_checkpoint")
+    if embedded:
+        if not isinstance(embedded, str) or embedded not in contract.files:
+            raise BundleContractError(f"{bundle}: provenance.embedded_checkpoint "
+                                      f"{embedded!r} is not a file the contract lists")
+        read_checked_file(bundle, contract, embedded)  # hashed here; train reads the file
+        return WarmStart(bundle / embedded, "bundle")
     path = Path(str(prov.get("checkpoint", "")))
-    if not path.is_file():
-        return None
-    return path if _sha(path) == prov.get("checkpoint_sha256") else None
+    if prov.get("checkpoint") and path.is_file() and _sha(path) == prov.get("checkpoint_sha256"):
+        return WarmStart(path, "provenance")
+    return WarmStart(None, "none")
+
+
+def warm_start_checkpoint(bundle: Path) -> Path | None:
+    """The checkpoint to warm-start a retrain of ``bundle``'s model from, or None
+    (:func:`find_warm_start`)."""
+    return find_warm_start(bundle).path
+
+
+def retrain_argv(cfg: LoopConfig, family: str, night_ds: Path, run_dir: Path,
+                 new_bundle: Path, init: Path | None) -> list[str]:
+    """The morning's ``pearl-robot train`` command line. From scratch it trains with
+    :func:`train_config_file`; a warm start without an explicit ``train_config`` takes the
+    checkpoint's own config (``train --init`` without ``--config``): the family's YAML may
+    describe other networks than the model the robot runs (``models/arm3`` is not the
+    ``twin_arm.yaml`` recipe), which ``--init`` would refuse. The step overrides
+    (``train_set``) apply either way; the bundle embeds its checkpoint for the next morning."""
+    argv = ["train", "--family", family, "--data", str(night_ds), "--sim-tasks",
+            str(cfg.sim_tasks), "--iterations", str(cfg.train_iterations), "--seed",
+            str(cfg.seed), "--out", str(run_dir), "--export-bundle", str(new_bundle),
+            "--with-checkpoint", "--no-progress", "--no-tensorboard"]
+    tcfg = train_config_file(cfg, family) if init is None or cfg.train_config else None
+    if tcfg is not None:
+        argv += ["--config", str(tcfg)]
+    for item in cfg.train_set:
+        argv += ["--set", item]
+    if init is not None:
+        argv += ["--init", str(init)]
+    return argv
 
 
 class Stages:
@@ -385,23 +446,14 @@ def _morning_stage(run: _Run) -> None:
     from pearl_robot.runtime.bundle import read_contract
 
     cfg, out, logs = run.cfg, run.out, run.logs
-    init = Path(cfg.init_checkpoint) if cfg.init_checkpoint else \
-        warm_start_checkpoint(run.bundle)
+    warm = WarmStart(Path(cfg.init_checkpoint), "given") if cfg.init_checkpoint else \
+        find_warm_start(run.bundle)
+    init = warm.path
     run.stages.begin("morning", "retrain from the night's log + simulated tasks, export, "
                      f"check ({'warm start from ' + str(init) if init else 'from scratch'})")
     new_bundle = out / "bundles" / "retrained"
-    train_argv = ["train", "--family", run.family.name, "--data", str(run.night_ds),
-                  "--sim-tasks", str(cfg.sim_tasks), "--iterations",
-                  str(cfg.train_iterations), "--seed", str(cfg.seed),
-                  "--out", str(out / "retrain"), "--export-bundle", str(new_bundle),
-                  "--no-progress", "--no-tensorboard"]
-    tcfg = train_config_file(cfg, run.family.name)
-    if tcfg is not None:
-        train_argv += ["--config", str(tcfg)]
-    for item in cfg.train_set:
-        train_argv += ["--set", item]
-    if init is not None:
-        train_argv += ["--init", str(init)]
+    train_argv = retrain_argv(cfg, run.family.name, run.night_ds, out / "retrain", new_bundle,
+                              init)
     trained = run_stage("retrain", cli_command(*train_argv), logs, cfg.stage_timeout_s,
                         env={"OMP_NUM_THREADS": "1"}, niceness=NICE_OFF_ROBOT)
     checked = run_stage("bundle-check", cli_command(
@@ -410,6 +462,7 @@ def _morning_stage(run: _Run) -> None:
     run.stages.end(bundle=run.new_sha[:12], warm_start=bool(init))
     run.result["retrain"] = {"bundle": str(new_bundle), "bundle_sha256": run.new_sha,
                              "warm_start": str(init) if init else None,
+                             "warm_start_source": warm.source,
                              "train_log": str(trained.log_path),
                              "check_log": str(checked.log_path),
                              "train_wall_s": round(trained.wall_s, 1),

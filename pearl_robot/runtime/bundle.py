@@ -10,6 +10,9 @@ A bundle is a directory written by ``pearl-robot export`` (``pearl_robot.export`
                    posterior convention, task family, provenance, sha256 of every other file
                    and of its own canonical content (typed: ``runtime.contract.Contract``)
     golden.npz     recorded inputs and the outputs the exporter's torch model gave for them
+    checkpoint.pt  optional (``export --with-checkpoint``): the weights-only checkpoint the
+                   bundle was exported from, for warm-starting a retrain; never loaded here,
+                   only hash-checked like every file the contract lists
 
 ``load_bundle`` refuses a bundle at the first problem with one typed error per kind of
 failure (all subclasses of :class:`BundleError`), naming the file and what is wrong, so an
@@ -40,6 +43,7 @@ from pearl_robot.runtime.contract import (
     ACTOR_INPUTS,
     ACTOR_OUTPUTS,
     BUNDLE_SCHEMA,
+    CHECKPOINT_FILE,
     CONTEXT_FIELD_NAMES,
     CONTRACT_FILE,
     ENCODER_FILE,
@@ -48,6 +52,7 @@ from pearl_robot.runtime.contract import (
     GOLDEN_FILE,
     HASHED_FILES,
     INFERENCE_MODES,
+    OPTIONAL_FILES,
     POSTERIOR_CONVENTIONS,
     STEP_INPUTS,
     STEP_OUTPUTS,
@@ -63,10 +68,11 @@ from pearl_robot.runtime.contract import (
 )
 
 MAX_FILE_BYTES = {CONTRACT_FILE: 16 << 20, ACTOR_FILE: 256 << 20, ENCODER_FILE: 256 << 20,
-                  GOLDEN_FILE: 64 << 20}
-"""Largest accepted size of each bundle file. The exported MLPs are well under 10 MiB and a
-contract with its task list under 1 MiB; the bounds only keep a wrong file (a disk image, a
-log) from being read into memory on the robot."""
+                  GOLDEN_FILE: 64 << 20, CHECKPOINT_FILE: 64 << 20}
+"""Largest accepted size of each bundle file (another listed file: 16 MiB). The exported MLPs
+are well under 10 MiB, a contract with its task list under 1 MiB and the weights-only
+checkpoint of the shipped model about 1 MiB; the bounds only keep a wrong file (a disk image,
+a log) from being read into memory on the robot."""
 
 GOLDEN_KEYS = ("actor_obs", "actor_z", "actor_eps", "actor_action_mean", "actor_action_sample",
                "encoder_transition", "encoder_mu", "encoder_var")
@@ -74,16 +80,18 @@ GOLDEN_STEP_KEYS = ("encoder_ring", "encoder_count", "encoder_ring_out", "encode
 """Golden arrays a step-state encoder adds (states recorded along real context sequences)."""
 
 __all__ = [  # the contract's names, re-exported: importers of this module keep working
-    "ACTOR_FILE", "ACTOR_INPUTS", "ACTOR_OUTPUTS", "BUNDLE_SCHEMA", "CONTEXT_FIELD_NAMES",
-    "CONTRACT_FILE", "ENCODER_FILE", "ENCODER_INPUTS", "ENCODER_OUTPUTS", "GOLDEN_FILE",
-    "HASHED_FILES", "INFERENCE_MODES", "POSTERIOR_CONVENTIONS", "STEP_INPUTS", "STEP_OUTPUTS",
+    "ACTOR_FILE", "ACTOR_INPUTS", "ACTOR_OUTPUTS", "BUNDLE_SCHEMA", "CHECKPOINT_FILE",
+    "CONTEXT_FIELD_NAMES", "CONTRACT_FILE", "ENCODER_FILE", "ENCODER_INPUTS", "ENCODER_OUTPUTS",
+    "GOLDEN_FILE", "HASHED_FILES", "INFERENCE_MODES", "OPTIONAL_FILES", "POSTERIOR_CONVENTIONS",
+    "STEP_INPUTS", "STEP_OUTPUTS",
     "BundleContractError", "BundleError", "ContextField", "Contract", "contract_content_sha256",
     "contract_graph_io", "declared_graph_io", "parse_contract", "parse_contract_json",
     "GOLDEN_KEYS", "GOLDEN_STEP_KEYS", "MAX_FILE_BYTES", "Bundle", "BundleCompatibilityError",
     "BundleFileMissingError", "BundleFileTypeError", "BundleGoldenError", "BundleGraphError",
     "BundleHashError", "BundleNotFoundError", "BundleRobotMismatchError", "BundleShapeError",
     "RobotExpectation", "check_compatible", "check_files", "check_robot", "load_bundle",
-    "read_bundle_file", "read_contract", "read_contract_json", "run_golden", "seal_contract",
+    "read_bundle_file", "read_checked_file", "read_contract", "read_contract_json", "run_golden",
+    "seal_contract",
     "session_options", "sha256_file",
 ]
 
@@ -142,13 +150,14 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def seal_contract(bundle_dir: str | Path, contract: Contract | dict[str, Any]
                   ) -> dict[str, Any]:
-    """Fill ``files`` (sha256 of every hashed file present in ``bundle_dir``) and
+    """Fill ``files`` (sha256 of every hashed and optional file present in ``bundle_dir``) and
     ``contract_sha256``, and write ``contract.json`` (fsynced); returns the JSON written.
     The exporter seals a typed :class:`Contract`; tests seal deliberately altered JSON to
     build consistently hashed but wrong bundles."""
     bundle_dir = Path(bundle_dir)
     contract = contract.to_json() if isinstance(contract, Contract) else dict(contract)
-    contract["files"] = {name: sha256_file(bundle_dir / name) for name in HASHED_FILES
+    contract["files"] = {name: sha256_file(bundle_dir / name)
+                         for name in HASHED_FILES + OPTIONAL_FILES
                          if (bundle_dir / name).is_file()}
     contract["contract_sha256"] = contract_content_sha256(contract)
     path = bundle_dir / CONTRACT_FILE
@@ -419,21 +428,32 @@ def read_contract(bundle_dir: str | Path) -> Contract:
     return parse_contract(raw)
 
 
+def read_checked_file(bundle_dir: Path, contract: Contract, name: str) -> bytes:
+    """The bytes of the listed file ``name``, read as :func:`read_bundle_file` reads (its
+    typed errors), after checking them against the contract's sha256 (BundleHashError)."""
+    blob = read_bundle_file(bundle_dir, name)
+    got = hashlib.sha256(blob).hexdigest()
+    if got != contract.files.get(name):
+        raise BundleHashError(f"{name}: sha256 {got[:16]}... differs from the contract's "
+                              f"{str(contract.files.get(name))[:16]}... (corrupted or "
+                              f"replaced after export)")
+    return blob
+
+
 def check_files(bundle_dir: Path, contract: Contract) -> dict[str, bytes]:
-    """Every hashed file present and matching its recorded sha256; returns their bytes.
+    """Every file the contract lists present and matching its recorded sha256; returns the
+    bytes of the :data:`HASHED_FILES` (the ones the loader uses).
 
     Each file is read once and the *hashed bytes* are what the loader uses (sessions are
     built from them), so a bundle replaced on disk while it is being validated (an export
-    with ``--force`` to the same path) can never mix checked and unchecked content."""
-    data: dict[str, bytes] = {}
-    for name in HASHED_FILES:
-        blob = read_bundle_file(bundle_dir, name)
-        got = hashlib.sha256(blob).hexdigest()
-        if got != contract.files[name]:
-            raise BundleHashError(f"{name}: sha256 {got[:16]}... differs from the contract's "
-                                  f"{str(contract.files[name])[:16]}... (corrupted or "
-                                  f"replaced after export)")
-        data[name] = blob
+    with ``--force`` to the same path) can never mix checked and unchecked content. The
+    other listed files (``checkpoint.pt``) are checked too, though the robot never uses
+    them: the bundle's identity covers every file it lists, and a bundle with one edited
+    file is an edited bundle, refused whole, like the hot-swap candidate it may become."""
+    data = {name: read_checked_file(bundle_dir, contract, name) for name in HASHED_FILES}
+    for name in contract.files:
+        if name not in data:
+            read_checked_file(bundle_dir, contract, name)
     return data
 
 

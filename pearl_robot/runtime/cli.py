@@ -108,6 +108,9 @@ def summary(path: Path, c: Contract) -> str:
         if prov.get("checkpoint"):
             lines.append(f"checkpoint  {prov['checkpoint']} (sha256 "
                          f"{str(prov.get('checkpoint_sha256', '?'))[:16]}...)")
+        if prov.get("embedded_checkpoint"):
+            lines.append(f"            weights-only copy in the bundle: "
+                         f"{prov['embedded_checkpoint']} (for warm-starting a retrain)")
         trainer = prov.get("trainer") or {}
         if trainer:
             lines.append("training    " + ", ".join(f"{k}={v}" for k, v in trainer.items()))
@@ -149,11 +152,12 @@ def timed_ticks(path: Path, n: int) -> tuple[float, float]:
 
 
 def file_problems(path: Path, c: Contract) -> list[str]:
-    """Every hashed file's problem (missing, not a regular file, too large, wrong sha256),
+    """Every listed file's problem (missing, not a regular file, too large, wrong sha256),
     all of them rather than the first: ``info`` is what an operator runs to see what is
-    wrong with a bundle."""
+    wrong with a bundle. Listed: the :data:`HASHED_FILES` and whatever else the contract's
+    ``files`` names (an embedded ``checkpoint.pt``)."""
     problems = []
-    for name in HASHED_FILES:
+    for name in (*HASHED_FILES, *(n for n in c.files if n not in HASHED_FILES)):
         try:
             blob = read_bundle_file(path, name)
         except BundleError as exc:

@@ -51,7 +51,15 @@ ENCODER_FILE = "encoder.onnx"
 CONTRACT_FILE = "contract.json"
 GOLDEN_FILE = "golden.npz"
 HASHED_FILES = (ACTOR_FILE, ENCODER_FILE, GOLDEN_FILE)
-"""Files whose sha256 the contract records (the contract hashes its own content)."""
+"""Files every bundle has and the contract records the sha256 of (the contract hashes its own
+content)."""
+CHECKPOINT_FILE = "checkpoint.pt"
+"""The weights-only checkpoint a bundle exported with ``--with-checkpoint`` carries, so the
+morning's retrain can warm-start from the model the robot runs wherever the bundle goes (the
+path in ``provenance.checkpoint`` is on the machine that trained it). Never loaded by the
+runtime; hash-checked like every file the contract lists."""
+OPTIONAL_FILES = (CHECKPOINT_FILE,)
+"""Files a bundle may have; when present at export, listed in ``files`` and then required."""
 
 ACTOR_INPUTS = ("obs", "z", "eps")
 ACTOR_OUTPUTS = ("action_mean", "action_sample")
@@ -78,8 +86,9 @@ UNSPECIFIED = "unspecified"
 """The declared value of a unit or command interface the environment has none for (an abstract
 benchmark's coordinates): a value the contract states, not a guess; see docs/architecture.md."""
 REEXPORT_HINT = ("re-export the bundle with this pearl_robot (`pearl-robot export CHECKPOINT "
-                 "OUT_DIR`; the checkpoint is the contract's provenance.checkpoint) or update "
-                 "pearl_robot on the robot")
+                 "OUT_DIR`; the checkpoint is the bundle's own checkpoint.pt when it has one, "
+                 "else the contract's provenance.checkpoint) or update pearl_robot on the "
+                 "robot")
 """What an operator does about a contract this runtime cannot read."""
 
 
@@ -92,6 +101,14 @@ class BundleContractError(BundleError):
 
 
 # --------------------------------------------------------------------------- JSON helpers
+
+def _plain_file_name(name: str) -> bool:
+    """A name ``files`` may list: one entry of the bundle directory, not the contract. The
+    loader opens every listed name, so ``../x``, ``/etc/x`` or ``.hidden`` would let an edited
+    contract make the robot read files outside the bundle."""
+    return bool(name) and name not in (".", "..", CONTRACT_FILE) and "/" not in name \
+        and "\\" not in name and "\x00" not in name and not name.startswith(".")
+
 
 def contract_content_sha256(contract: Mapping[str, Any]) -> str:
     """sha256 of the contract's canonical JSON without its own ``contract_sha256`` field.
@@ -669,7 +686,9 @@ class Contract:
     provenance: Mapping[str, Any]
     """Checkpoint path and hash, training counters, config, versions, parity errors."""
     files: Mapping[str, str]
-    """File name -> sha256 of every :data:`HASHED_FILES` entry (empty until sealed)."""
+    """File name -> sha256 of every :data:`HASHED_FILES` entry and of the
+    :data:`OPTIONAL_FILES` the bundle has (empty until sealed); the loader checks all of
+    them."""
     contract_sha256: str = ""
     """Content hash of the rest of the contract; the bundle's identity (``Bundle.sha256``).
     Empty until sealed."""
@@ -712,6 +731,10 @@ class Contract:
             raise _fail(f"files lacks the sha256 of {missing}")
         if not all(isinstance(v, str) for v in files.values()):
             raise _fail(f"files must map names to sha256 strings, got {files!r}"[:300])
+        odd = [n for n in files if not _plain_file_name(n)]
+        if odd:
+            raise _fail(f"files lists {odd[0]!r}, not a plain file name in the bundle "
+                        f"directory (a path, a hidden name or the contract itself)"[:300])
         family = raw.get("task_family")
         robot = raw.get("robot")
         prov = raw.get("provenance")

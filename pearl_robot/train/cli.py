@@ -7,6 +7,8 @@ Examples:
   pearl-robot train --config config/train/twin_arm.yaml --set pearl.kl_lambda=0.3
   pearl-robot train --data /data/night1 /data/night2 --init runs/twin/checkpoints/latest.pt
   pearl-robot train ... --export-bundle runs/point/bundle
+  pearl-robot train ... --export-bundle runs/point/bundle --with-checkpoint
+  pearl-robot train --data /data/night1 --init /opt/models/arm3/checkpoint.pt
   pearl-robot train --config config/train/point_robot_fast.yaml --ray --workers 2
   pearl-robot train --config config/train/twin_arm.yaml --ray auto --workers 8 --max-staleness 1
   pearl-robot train --data /data/robot1 /data/robot2 --sim --follow --ray auto --workers 4
@@ -73,6 +75,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export-bundle", type=Path, metavar="DIR",
                    help="export a model bundle from the final checkpoint (parity-checked); "
                         "with train.validation_tasks, from checkpoints/best.pt")
+    p.add_argument("--with-checkpoint", action="store_true",
+                   help="with --export-bundle: embed a weights-only copy of the checkpoint in "
+                   "the bundle (checkpoint.pt), so the next retrain can --init from it")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda")
     dist = p.add_argument_group(
         "distributed (Ray; needs the `distributed` install extra)",
@@ -214,6 +219,12 @@ def _config_from_data(args: argparse.Namespace) -> ExperimentConfig | None:
     return cfg
 
 
+def is_weights_only(trainer: dict[str, Any]) -> bool:
+    """Whether a checkpoint's ``trainer`` entry is a weights-only copy's (``export
+    --with-checkpoint``; marked by the exporter, and lacking the RNG states a resume needs)."""
+    return bool(trainer.get("weights_only")) or "numpy_rng" not in trainer
+
+
 def _remove_if_nothing_kept(out: Path) -> bool:
     """A run directory this run created, left with nothing a user could use (no checkpoint,
     no progress row) by a failure or an early Ctrl-C, is removed, so ``runs/`` holds runs.
@@ -243,8 +254,15 @@ def _run(args: argparse.Namespace, run_dir: list[tuple[Path, bool]]) -> int:
     from pearl_robot.tasks.registry import make_family
     from pearl_robot.train.trainer import MetaTrainer
 
+    if args.with_checkpoint and args.export_bundle is None:
+        raise ConfigError("--with-checkpoint embeds the checkpoint in the exported bundle and "
+                          "needs --export-bundle DIR")
     if args.resume is not None:
         ckpt = load_checkpoint(args.resume)
+        if is_weights_only(ckpt.trainer):
+            raise ConfigError(f"{args.resume} is a weights-only checkpoint (a bundle's "
+                              "checkpoint.pt: no optimizer, RNG or replay state to resume); "
+                              "warm-start from it with --init instead")
         cfg = resolve_config(args, ckpt.config)
         out = args.out or args.resume.parent.parent
     else:
@@ -310,5 +328,6 @@ def _run(args: argparse.Namespace, run_dir: list[tuple[Path, bool]]) -> int:
         parser = argparse.ArgumentParser()
         export_cli.add_arguments(parser)
         extra = [f"--recorded={d}" for d in (args.data or [])]
+        extra += ["--with-checkpoint"] if args.with_checkpoint else []
         return export_cli.run(parser.parse_args([str(final), str(args.export_bundle), *extra]))
     return 0
