@@ -9,7 +9,7 @@ the likelihood find the goal?), and the decoder's predicted context reward at an
 each true goal (is the likelihood right?).
 
     .venv/bin/python -m bench.diag_sparse_particles runs/sparse_particles/final.pt \\
-        config/train/sparse_point_robot_particles.yaml --out bench/results/x.json
+        config/train/sparse_point_robot_particles.yaml --out bench/results/x.json --repeats 4
 """
 
 from __future__ import annotations
@@ -90,6 +90,37 @@ def diagnose(checkpoint: Path, config: Path, seed: int = 1000) -> dict[str, Any]
             "post_exploration_success": float(found.mean())}
 
 
+def repeated_success(checkpoint: Path, config: Path, seeds: tuple[int, ...],
+                     repeats: int) -> dict[str, float]:
+    """The trainer's own reference-protocol evaluation of the checkpoint on the held-out
+    goals, ``repeats`` per goal, once per env seed: held-out success per seed."""
+    import torch
+
+    from pearl_robot.core.checkpoint import load_checkpoint
+    from pearl_robot.core.config import load_experiment
+    from pearl_robot.tasks.registry import make_family
+    from pearl_robot.train.evaluation import evaluate_reference, summarize
+    from pearl_robot.train.trainer import MetaTrainer
+
+    torch.set_num_threads(1)
+    cfg = load_experiment(config)
+    fam = make_family("sparse-point-robot")
+    tr = MetaTrainer(cfg, fam, Path(tempfile.mkdtemp(prefix="diag_particles_")),
+                     tensorboard=False, progress=False)
+    tr.nets.load_state_dict(load_checkpoint(checkpoint).networks)
+    tc = cfg.train
+    out = {}
+    for seed in seeds:
+        ev = evaluate_reference(tr.agent, fam, fam.eval_indices, tr.envs,
+                                num_steps=tc.num_steps_per_eval,
+                                max_path_length=tc.max_path_length,
+                                num_exp_traj=tc.num_exp_traj_eval, repeats=repeats, seed=seed)
+        out[str(seed)] = summarize(ev, tc.num_exp_traj_eval).final_success
+        print(f"env seed {seed}: held-out success {out[str(seed)]:.3f} over {repeats} repeats",
+              flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -98,8 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config", type=Path, help="the training YAML the checkpoint was made with")
     p.add_argument("--seed", type=int, default=1000, help="env reset seed base")
     p.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
+    p.add_argument("--repeats", type=int, default=0,
+                   help="also score held-out success with this many repeats per goal at env "
+                        "seeds 4321 and 99 (the trainer's evaluation)")
     args = p.parse_args(argv)
     res = diagnose(args.checkpoint, args.config, args.seed)
+    if args.repeats:
+        res["repeated_success"] = repeated_success(args.checkpoint, args.config, (4321, 99),
+                                                   args.repeats)
+        res["repeats"] = args.repeats
     print(f"decoder at goal: min {res['decoder_at_goal']['min']:.2f} median "
           f"{res['decoder_at_goal']['median']:.2f}; away max |r| "
           f"{res['decoder_away']['max_abs']:.2f}; post-exploration success "
