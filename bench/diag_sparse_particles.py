@@ -24,22 +24,31 @@ from typing import Any
 import numpy as np
 
 
-def diagnose(checkpoint: Path, config: Path, seed: int = 1000) -> dict[str, Any]:
+def _trainer(checkpoint: Path, config: Path):  # noqa: ANN202 - MetaTrainer
+    """A trainer on sparse point-robot holding the checkpoint's weights (its envs, agent)."""
     import torch
 
     from pearl_robot.core.checkpoint import load_checkpoint
     from pearl_robot.core.config import load_experiment
-    from pearl_robot.core.replay import context_from_path
     from pearl_robot.tasks.registry import make_family
-    from pearl_robot.train.sampler import rollout_batch
     from pearl_robot.train.trainer import MetaTrainer
 
     torch.set_num_threads(1)
-    cfg = load_experiment(config)
-    fam = make_family("sparse-point-robot")
-    tr = MetaTrainer(cfg, fam, Path(tempfile.mkdtemp(prefix="diag_particles_")),
-                     tensorboard=False, progress=False)
+    tr = MetaTrainer(load_experiment(config), make_family("sparse-point-robot"),
+                     Path(tempfile.mkdtemp(prefix="diag_particles_")), tensorboard=False,
+                     progress=False)
     tr.nets.load_state_dict(load_checkpoint(checkpoint).networks)
+    return tr
+
+
+def diagnose(checkpoint: Path, config: Path, seed: int = 1000) -> dict[str, Any]:
+    import torch
+
+    from pearl_robot.core.replay import context_from_path
+    from pearl_robot.train.sampler import rollout_batch
+
+    tr = _trainer(checkpoint, config)
+    cfg, fam = tr.cfg, tr.family
     ag, nets = tr.agent, tr.nets
     idx = fam.eval_indices
     envs = tr.envs[:len(idx)]
@@ -94,21 +103,10 @@ def repeated_success(checkpoint: Path, config: Path, seeds: tuple[int, ...],
                      repeats: int) -> dict[str, float]:
     """The trainer's own reference-protocol evaluation of the checkpoint on the held-out
     goals, ``repeats`` per goal, once per env seed: held-out success per seed."""
-    import torch
-
-    from pearl_robot.core.checkpoint import load_checkpoint
-    from pearl_robot.core.config import load_experiment
-    from pearl_robot.tasks.registry import make_family
     from pearl_robot.train.evaluation import evaluate_reference, summarize
-    from pearl_robot.train.trainer import MetaTrainer
 
-    torch.set_num_threads(1)
-    cfg = load_experiment(config)
-    fam = make_family("sparse-point-robot")
-    tr = MetaTrainer(cfg, fam, Path(tempfile.mkdtemp(prefix="diag_particles_")),
-                     tensorboard=False, progress=False)
-    tr.nets.load_state_dict(load_checkpoint(checkpoint).networks)
-    tc = cfg.train
+    tr = _trainer(checkpoint, config)
+    fam, tc = tr.family, tr.cfg.train
     out = {}
     for seed in seeds:
         ev = evaluate_reference(tr.agent, fam, fam.eval_indices, tr.envs,
