@@ -135,18 +135,19 @@ def evaluate_reference(agent: PearlAgent, family: TaskFamily, task_indices: Sequ
         succ = np.zeros((k, repeats, n_traj), dtype=bool)
         starts = np.zeros((k, repeats, n_traj, batch_envs[0].obs_dim))
         labels = _labels(agent, family, chunk)
-        particles = agent.cfg.refinement == "particles"
         for rep in range(repeats):
             belief = _prior_belief(agent, family, chunk)
             rows: list[list[np.ndarray]] = [[] for _ in range(k)]
             # "particles": the belief is the weighted particle set (uniform: the prior);
             # every trajectory's rows add to the log-weights, used once exploration is over
             log_w = torch.zeros(k, agent.cfg.num_particles, device=agent.device) \
-                if particles else None
-            use_particles = False
+                if agent.cfg.refinement == "particles" else None
             for j in range(n_traj):
-                z = agent.sample_particle_z(log_w if use_particles else torch.zeros_like(log_w)) \
-                    if log_w is not None else agent.sample_z(belief)
+                if log_w is None:
+                    z = agent.sample_z(belief)
+                else:
+                    z = agent.sample_particle_z(log_w if j >= num_exp_traj
+                                                else torch.zeros_like(log_w))
                 seeds = [_seed(seed, t, rep, j) for t in chunk]
                 trajs = rollout_batch(batch_envs, agent, z, horizon, deterministic, seeds,
                                       family.context_reward_key, family.success_key)
@@ -156,15 +157,7 @@ def evaluate_reference(agent: PearlAgent, family: TaskFamily, task_indices: Sequ
                     starts[i, rep, j] = tr.start_obs
                     rows[i].append(context_from_path(tr.path, use_next))
                 if log_w is not None:
-                    new_rows = np.stack([r[-1] for r in rows]) if len(
-                        {len(r[-1]) for r in rows}) == 1 else None
-                    if new_rows is not None:
-                        log_w += agent.particle_log_likelihood(agent.context_to_tensor(new_rows))
-                    else:  # trajectories of different lengths: one task at a time
-                        for i in range(k):
-                            log_w[i] += agent.particle_log_likelihood(
-                                agent.context_to_tensor(rows[i][-1][None]))[0]
-                    use_particles = j + 1 >= num_exp_traj
+                    _add_particle_evidence(agent, log_w, [r[-1] for r in rows])
                     continue
                 if j + 1 >= num_exp_traj:
                     belief = _posterior_from_rows(agent, [np.concatenate(r) for r in rows],
@@ -173,6 +166,17 @@ def evaluate_reference(agent: PearlAgent, family: TaskFamily, task_indices: Sequ
             results.append(TaskEval(t, rets[i], succ[i], starts[i],
                                     _baselines(family, t, rets[i], starts[i])))
     return results
+
+
+def _add_particle_evidence(agent: PearlAgent, log_w: torch.Tensor,
+                           new_rows: list[np.ndarray]) -> None:
+    """Add each task's newest trajectory ([n_i, width] rows) to its particle log-weights
+    [k, K] in place: one batched pass when the trajectories have one length, else per task."""
+    if len({len(r) for r in new_rows}) == 1:
+        log_w += agent.particle_log_likelihood(agent.context_to_tensor(np.stack(new_rows)))
+        return
+    for i, r in enumerate(new_rows):
+        log_w[i] += agent.particle_log_likelihood(agent.context_to_tensor(r[None]))[0]
 
 
 class _OnlineBeliefs:
