@@ -70,3 +70,32 @@ def _torch_single_thread() -> None:
     except ImportError:
         return
     torch.set_num_threads(1)
+
+
+def _log_random_night(family, ds):  # noqa: ANN001, ANN202 - (TaskFamily, Path) -> Path
+    """Two 10-step episodes of random actions on tasks 3 and 4 of ``family``, logged to
+    ``ds`` by the real writer and schedule (the offline-training tests' night)."""
+    import numpy as np
+
+    from pearl_robot.datalog.schema import TransitionLayout
+    from pearl_robot.datalog.writer import DatasetWriter, WriterConfig
+    from pearl_robot.runtime.episodes import drive_env
+    from pearl_robot.runtime.schedule import OvernightSession, ScheduleConfig
+
+    env = family.make_env(seed=0)
+    env.family = family.name
+    rng = np.random.default_rng(0)
+    with DatasetWriter(ds, TransitionLayout(env.obs_dim, env.action_dim, 0),
+                       WriterConfig(commit_every=20, commit_interval_s=0.05)) as w:
+        session = OvernightSession(ScheduleConfig(task_indices=(3, 4), episode_steps=10,
+                                                  max_episodes=2), family.tasks, ds)
+        drive_env(session, env, lambda obs, cmd: rng.uniform(-1, 1, env.action_dim), w,
+                  max_ticks=10_000)
+        assert w.flush()
+    return ds
+
+
+@pytest.fixture(scope="session")
+def log_random_night():  # noqa: ANN201
+    """``(family, ds) -> ds``: log two short random episodes (tests that train from logs)."""
+    return _log_random_night

@@ -50,21 +50,6 @@ def _collect(root: Path, tasks: tuple[int, ...], episodes: int, noise: float = 0
         assert w.flush()
 
 
-def _random_night(family, ds: Path) -> Path:  # noqa: ANN001
-    """Two 10-step episodes of random actions on tasks 3 and 4, logged to ``ds``."""
-    env = family.make_env(seed=0)
-    env.family = family.name
-    rng = np.random.default_rng(0)
-    with DatasetWriter(ds, TransitionLayout(env.obs_dim, env.action_dim, 0),
-                       WriterConfig(commit_every=20, commit_interval_s=0.05)) as w:
-        session = OvernightSession(ScheduleConfig(task_indices=(3, 4), episode_steps=10,
-                                                  max_episodes=2), family.tasks, ds)
-        drive_env(session, env, lambda obs, cmd: rng.uniform(-1, 1, env.action_dim), w,
-                  max_ticks=10_000)
-        assert w.flush()
-    return ds
-
-
 def test_logged_data_fills_per_task_buffers_with_recent_context(tmp_path: Path) -> None:
     ds = tmp_path / "night1"
     _collect(ds, (80, 81, 82), episodes=12)
@@ -154,7 +139,8 @@ def test_sim_tasks_sets_how_many_twin_tasks_join_the_logs(tmp_path: Path, capsys
     assert "need --data" in capsys.readouterr().err
 
 
-def test_readme_retrain_command_on_twin_logs_without_config(tmp_path: Path, capsys) -> None:
+def test_readme_retrain_command_on_twin_logs_without_config(tmp_path: Path, capsys,
+                                                             log_random_night) -> None:
     """README: `pearl-robot train --data DIR --init CKPT` (no --config) on twin-arm logs:
     family, sizes and hyperparameters come from the checkpoint, and the CLI says so."""
     pytest.importorskip("mujoco")
@@ -174,7 +160,7 @@ def test_readme_retrain_command_on_twin_logs_without_config(tmp_path: Path, caps
                   "num_steps_per_eval": 8, "max_path_length": 8}})
     ckpt = MetaTrainer(cfg, family, tmp_path / "base", tensorboard=False,
                        progress=False).save(tmp_path / "twin.pt")
-    ds = _random_night(family, tmp_path / "night")
+    ds = log_random_night(family, tmp_path / "night")
     rc = main(["train", "--data", str(ds), "--init", str(ckpt), "--iterations", "1",
                "--out", str(tmp_path / "run"), "--no-progress", "--no-tensorboard"])
     out = capsys.readouterr()
@@ -188,7 +174,7 @@ def test_readme_retrain_command_on_twin_logs_without_config(tmp_path: Path, caps
 
 
 def test_train_from_twin_logs_without_config_or_init_takes_the_logs_family(
-        tmp_path: Path, capsys) -> None:
+        tmp_path: Path, capsys, log_random_night) -> None:
     """`pearl-robot train --data DIR` alone on twin-arm logs: the family comes from the
     datasets' task metadata and the settings from config/train/twin_arm.yaml, and the CLI
     says so (before: the point-robot default, refused on the logs' sizes)."""
@@ -196,7 +182,7 @@ def test_train_from_twin_logs_without_config_or_init_takes_the_logs_family(
     from pearl_robot.tasks.registry import make_family
 
     family = make_family("twin-arm")
-    ds = _random_night(family, tmp_path / "night")
+    ds = log_random_night(family, tmp_path / "night")
     env = family.make_env(seed=0)
     tiny = ["--set", "pearl.hidden_sizes=[16, 16]", "--set", "pearl.encoder_hidden_sizes=[16]",
             "--set", "pearl.meta_batch=2", "--set", "pearl.batch_size=16",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -15,12 +14,8 @@ from pearl_robot.core.checkpoint import load_checkpoint
 from pearl_robot.core.config import merge, reference_config
 from pearl_robot.core.networks import EnvSpec
 from pearl_robot.core.pearl import build
-from pearl_robot.datalog.schema import TransitionLayout
-from pearl_robot.datalog.writer import DatasetWriter, WriterConfig
 from pearl_robot.export.exporter import ExportConfig, export_checkpoint
 from pearl_robot.runtime.bundle import CHECKPOINT_FILE, read_contract
-from pearl_robot.runtime.episodes import drive_env
-from pearl_robot.runtime.schedule import OvernightSession, ScheduleConfig
 from pearl_robot.tasks.point_robot import PointRobotFamily
 from pearl_robot.train.trainer import MetaTrainer
 
@@ -55,21 +50,9 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def night(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def night(tmp_path_factory: pytest.TempPathFactory, log_random_night) -> Path:  # noqa: ANN001
     """Two 10-step episodes of random actions on point-robot tasks 3 and 4, logged."""
-    ds = tmp_path_factory.mktemp("night") / "log"
-    family = PointRobotFamily()
-    env = family.make_env(seed=0)
-    env.family = family.name
-    rng = np.random.default_rng(0)
-    with DatasetWriter(ds, TransitionLayout(env.obs_dim, env.action_dim, 0),
-                       WriterConfig(commit_every=20, commit_interval_s=0.05)) as w:
-        session = OvernightSession(ScheduleConfig(task_indices=(3, 4), episode_steps=10,
-                                                  max_episodes=2), family.tasks, ds)
-        drive_env(session, env, lambda obs, cmd: rng.uniform(-1, 1, env.action_dim), w,
-                  max_ticks=10_000)
-        assert w.flush()
-    return ds
+    return log_random_night(PointRobotFamily(), tmp_path_factory.mktemp("night") / "log")
 
 
 def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
