@@ -50,6 +50,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--canary-margin", type=float, default=0.2,
                    help="hot-swap canary: roll back when the new model is worse by more than "
                    "this fraction of the old model's mean |return| (default 0.2)")
+    p.add_argument("--override-guard", action="store_true",
+                   help="when the policy node's provenance guard refuses the retrained bundle "
+                   "(worse in simulation by more than the canary margin), set swap_override "
+                   "and swap it anyway so the canary judges it on the robot (default: keep "
+                   "the shipped model and say so in the report)")
     p.add_argument("--no-render", action="store_true",
                    help="report without the MuJoCo filmstrip (no offscreen GL here)")
     p.add_argument("--no-screenshot", action="store_true",
@@ -100,7 +105,8 @@ def run_loop(args: argparse.Namespace, out: Path) -> int:
     from pearl_robot.loop import mission, report
 
     preset = mission.quick if args.quick else mission.full
-    cfg = preset(seed=args.seed, init_checkpoint=args.init, canary_margin=args.canary_margin)
+    cfg = preset(seed=args.seed, init_checkpoint=args.init, canary_margin=args.canary_margin,
+                 override_guard=args.override_guard)
     bundle = Path(args.bundle) if args.bundle else _packaged_bundle()
     print(f"the sim-to-real loop ({'quick' if args.quick else 'full'}): robot bundle {bundle}, "
           f"output {out.resolve()}", flush=True)

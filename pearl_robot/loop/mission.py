@@ -102,7 +102,14 @@ class LoopConfig:
     """Warm-start checkpoint for the retrain; empty: the running bundle's own checkpoint.pt,
     else the one its provenance names if it is on this disk (:func:`find_warm_start`)."""
     canary_margin: float = 0.2
-    """Hot-swap canary margin (fraction of the old model's mean |return|)."""
+    """Hot-swap canary margin (fraction of the old model's mean |return|); the node's
+    provenance guard forgives a recorded held-out score that is worse by less than it."""
+    override_guard: bool = False
+    """When the policy node's provenance guard refuses the retrained bundle (its recorded
+    held-out score in simulation is worse than the shipped one's by more than the margin):
+    False keeps the shipped model, runs the after-swap block on it and the report says why;
+    True does what an operator who wants the robot to decide does (``swap_override`` true,
+    then the bundle again), and the canary judges it on the robot."""
     robot_params: dict[str, Any] = field(default_factory=lambda: dict(ROBOT_PARAMS))
     """Physics of the emulated robot."""
     reset_hold_s: float = 1.0
@@ -482,10 +489,22 @@ def _swap_stage(run: _Run) -> None:
         raise StageError(f"the robot graph stopped during the night; see {robot.log_path}")
     total = 2 * n + ept
     run.result["operator"] += _ensure_armed(probe, robot, "before the hot-swap")
-    probe.set_parameters("policy_node", {"bundle": str(new_bundle)})
-    # As an operator would: wait until /diagnostics says the bundle is validated (it
-    # swaps at the next episode start), then ask for the episodes.
-    robot.wait_for("the new bundle validated", lambda: _swap_state(probe) == "ready", 120)
+    swap = run.result["swap"] = _offer_bundle(probe, new_bundle, cfg.override_guard)
+    if swap["guard"] == "refused":
+        print(f"  hot-swap refused by the provenance guard, the shipped model stays: "
+              f"{swap['reason']}", flush=True)
+    else:
+        if swap["guard"] == "overridden":
+            run.result["operator"].append(
+                f"before the hot-swap: the node refused the bundle ({swap['reason']}); set "
+                "swap_override true and the bundle again (override_guard), so the canary "
+                "judges it on the robot")
+            print(f"  operator: {run.result['operator'][-1]}", flush=True)
+        # As an operator would: wait until /diagnostics says the bundle is validated (it
+        # swaps at the next episode start), then ask for the episodes.
+        robot.wait_for("the new bundle validated", lambda: _swap_state(probe) == "ready", 120)
+        if swap["guard"] == "overridden":
+            probe.set_parameters("policy_node", {"swap_override": False})
     t_phase = time.time()
     probe.set_parameters("policy_node", {"episodes": total})
     robot.wait_for(f"{n} episodes of the new bundle",
@@ -574,6 +593,28 @@ def _ensure_armed(probe: Any, robot: Child, when: str, settle_s: float = 3.0
     if not _armed(probe):
         raise StageError(f"{when}: the robot could not be armed (see {robot.log_path})")
     return actions
+
+
+def _offer_bundle(probe: Any, bundle: Path, override: bool) -> dict[str, Any]:
+    """``ros2 param set /policy_node bundle DIR``. The node's provenance guard may refuse a
+    bundle that is worse in simulation: that is an outcome (the shipped model stays), or with
+    ``override`` a second request with ``swap_override`` set. Any other refusal (integrity,
+    interface) is a broken retrain and stops the loop."""
+    from pearl_robot.ros.loop_probe import ProbeError
+    from pearl_robot.runtime.canary import GUARD_REFUSAL
+
+    try:
+        probe.set_parameters("policy_node", {"bundle": str(bundle)})
+        return {"bundle": str(bundle), "guard": "passed", "reason": ""}
+    except ProbeError as exc:
+        reason = str(exc)
+        if GUARD_REFUSAL not in reason:
+            raise StageError(f"the policy node refused the retrained bundle: {reason}") from exc
+    if not override:
+        return {"bundle": str(bundle), "guard": "refused", "reason": reason}
+    probe.set_parameters("policy_node", {"swap_override": True})
+    probe.set_parameters("policy_node", {"bundle": str(bundle)})
+    return {"bundle": str(bundle), "guard": "overridden", "reason": reason}
 
 
 def _swap_state(probe: Any) -> str:

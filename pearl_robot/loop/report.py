@@ -132,16 +132,18 @@ def reference_returns(family: Any, task_index: int, steps: int,
 # --------------------------------------------------------------------------- figures
 
 def plot_returns(rows: list[dict[str, Any]], refs: dict[int, tuple[float, float]],
-                 path: Path, ept: int, meaning: str = "") -> Path:
+                 path: Path, ept: int, meaning: str = "", swapped: bool = True) -> Path:
     """Return per episode on each held-out task, before and after the swap, with the task's
     zero-effort and oracle returns as reference lines; ``meaning`` (see
-    :func:`return_meaning`) says under the plot what a return is."""
+    :func:`return_meaning`) says under the plot what a return is; ``swapped`` False: the node
+    refused the retrained bundle, so the after block ran the shipped model again."""
     plt = _plt()
     tasks = sorted({r["task"] for r in rows})
     fig, axes = plt.subplots(1, len(tasks), figsize=(max(8.0, 3.2 * len(tasks) + 0.6), 3.8),
                              squeeze=False, sharey=True)
     style = {"before": ("o-", "tab:blue", "shipped (before)"),
-             "after": ("s-", "tab:orange", "retrained (after swap)"),
+             "after": ("s-", "tab:orange", "retrained (after swap)" if swapped else
+                       "shipped again (swap refused)"),
              "confirm": ("^:", "tab:green", "confirmation (model kept)")}
     for ax, task in zip(axes[0], tasks, strict=True):
         for phase, (fmt, color, label) in style.items():
@@ -408,10 +410,18 @@ def ignored_phases(ignored: dict[str, Any] | None) -> dict[str, tuple[int, int]]
 
 
 def verdict_text(cmp: dict[str, Any], canary: dict[str, Any] | None, kept: str,
-                 warm: bool, ignored: dict[str, Any] | None = None) -> str:
+                 warm: bool, ignored: dict[str, Any] | None = None,
+                 swap: dict[str, Any] | None = None) -> str:
     d, rel = cmp["delta_mean"], cmp["delta_relative"]
     if not math.isfinite(d):
         return "no comparison: the after-swap episodes are missing"
+    if swap and swap.get("guard") == "refused":
+        return ("The retrained model was not swapped in: the policy node's provenance guard "
+                f"refused it ({swap.get('reason', '')}). The shipped model stays; both blocks "
+                f"ran it, so their difference ({d:+.1f}, mean {cmp['after_mean']:.1f} vs "
+                f"{cmp['before_mean']:.1f}) is the repeat noise of the measurement on the "
+                "robot. `pearl-robot demo --override-guard` swaps it anyway and lets the "
+                "canary judge it on the robot.")
     bad = ignored_phases(ignored)
     if bad:
         return ("NO VALID COMPARISON: the device was disarmed and ignored "
@@ -463,8 +473,9 @@ def build_report(out: Path, result: dict[str, Any], render: bool = True) -> Repo
         diags = [json.loads(line) for line in dpath.read_text().splitlines() if line.strip()]
     refs = _attach_references(rows, eps, family, cfg)
     steps = max((len(e["obs"]) for e in eps.values()), default=0) or None
+    swapped = (result.get("swap") or {}).get("guard") != "refused"
     pngs = [plot_returns(rows, refs, out / "returns.png", ept,
-                         meaning=return_meaning(family.name, steps))]
+                         meaning=return_meaning(family.name, steps), swapped=swapped)]
     belief = plot_belief(rows, eps, out / "belief.png", latent, period)
     rtt = [float(d["values"]["rtt_last_ms"]) for d in diags
            if "serial link" in d["name"] and "rtt_last_ms" in d["values"]]
@@ -484,9 +495,10 @@ def build_report(out: Path, result: dict[str, Any], render: bool = True) -> Repo
     cmp = compare(rows)
     warm = bool((result.get("retrain") or {}).get("warm_start"))
     verdict = verdict_text(cmp, result.get("canary"), result.get("kept_model", "?"), warm,
-                           result.get("commands_ignored"))
+                           result.get("commands_ignored"), result.get("swap"))
     summary = {"comparison": cmp, "verdict": verdict, "timing": timing,
                "canary": result.get("canary"), "kept_model": result.get("kept_model"),
+               "swap": result.get("swap"),
                "references": {str(k): {"zero": v[0], "oracle": v[1]} for k, v in refs.items()},
                "stages": result.get("stages"), "wall_s": result.get("wall_s"),
                "night": result.get("night"), "retrain": result.get("retrain"),

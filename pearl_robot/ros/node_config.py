@@ -125,8 +125,9 @@ class PolicyNodeConfig:
     canary_margin_abs: float = 0.0
     """Canary: allowed drop in return units on top of canary_margin."""
     swap_override: bool = False
-    """Accept a hot-swap bundle whose provenance records a worse held-out score than the
-    running bundle's (refused otherwise); the canary still judges it."""
+    """Accept a hot-swap bundle whose provenance records a held-out score worse than the
+    running bundle's by more than the canary margin (refused otherwise); the canary still
+    judges it."""
 
     def __post_init__(self) -> None:
         if self.exit_when_done and not self.episodes:

@@ -49,6 +49,9 @@ from pearl_robot.errors import ConfigError
 PASS = "pass"
 ROLLBACK = "rollback"
 NO_BASELINE = "no-baseline"
+GUARD_REFUSAL = "provenance guard:"
+"""How a refusal by :func:`provenance_check` begins, so a caller that only sees the node's
+reason (``ros2 param set`` answers with it) can tell it from an integrity failure."""
 HELD_OUT_KEY = "eval/test_final_return"
 """The trainer's held-out return after adaptation (pearl_robot.train.metrics), the score the
 provenance guard compares."""
@@ -83,6 +86,11 @@ class CanaryConfig:
     @property
     def enabled(self) -> bool:
         return self.episodes > 0
+
+    def allowed_drop(self, old_abs: float) -> float:
+        """The largest drop in return that is not "worse" against a baseline whose mean
+        |return| is ``old_abs``: one definition for the canary and the provenance guard."""
+        return self.margin * float(old_abs) + self.margin_abs
 
 
 class JudgedEpisode(NamedTuple):
@@ -249,8 +257,8 @@ class QualityCanary:
         new_mean = _mean(j.new_return for j in t.judged)
         old_mean = _mean(j.old_return for j in t.judged)
         delta = new_mean - old_mean
-        threshold = (self.config.margin * _mean(abs(j.old_return) for j in t.judged)
-                     + self.config.margin_abs) if t.judged else self.config.margin_abs
+        threshold = self.config.allowed_drop(
+            _mean(abs(j.old_return) for j in t.judged) if t.judged else 0.0)
         if decision is None:
             decision = ROLLBACK if delta < -threshold else PASS
         verdict = CanaryVerdict(decision, t.new_sha, t.old_sha, t.old_path, new_mean, old_mean,
@@ -282,17 +290,24 @@ def held_out_score(provenance: Any) -> float | None:
     return None
 
 
-def provenance_check(running: Any, candidate: Any, tolerance: float = 0.0) -> ProvenanceCheck:
-    """Compare the recorded held-out scores of two bundles' provenance dicts. ``tolerance``
-    (return units) forgives a drop that small (evaluation noise)."""
+def provenance_check(running: Any, candidate: Any, config: CanaryConfig | None = None
+                     ) -> ProvenanceCheck:
+    """Compare the recorded held-out scores of two bundles' provenance dicts. A candidate is
+    worse when its score is below the running one's by more than the canary's margin
+    (``config``: :meth:`CanaryConfig.allowed_drop`; no config: any drop): the two scores come
+    from separate evaluations of a few simulated trajectories each, so two equally good
+    models differ by noise, and an exact comparison refused one of two equal bundles."""
     a, b = held_out_score(running), held_out_score(candidate)
     if a is None or b is None:
         which = "either bundle" if a is None and b is None else (
             "the running bundle" if a is None else "the candidate")
         return ProvenanceCheck(True, a, b, f"no held-out score recorded in {which}'s "
                                "provenance; not compared (the canary still judges it)")
-    if b + tolerance < a:
-        return ProvenanceCheck(False, a, b, f"candidate's recorded held-out return {b:.3f} "
-                               f"is worse than the running bundle's {a:.3f}; set "
-                               "swap_override to swap anyway")
-    return ProvenanceCheck(True, a, b, f"recorded held-out return {b:.3f} vs running {a:.3f}")
+    allowed = config.allowed_drop(abs(a)) if config is not None else 0.0
+    if b < a - allowed:
+        return ProvenanceCheck(False, a, b, f"{GUARD_REFUSAL} the candidate's recorded "
+                               f"held-out return {b:.3f} "
+                               f"is worse than the running bundle's {a:.3f} by more than the "
+                               f"allowed {allowed:.3f}; set swap_override to swap anyway")
+    return ProvenanceCheck(True, a, b, f"recorded held-out return {b:.3f} vs running {a:.3f} "
+                           f"(allowed drop {allowed:.3f})")

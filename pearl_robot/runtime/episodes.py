@@ -687,7 +687,8 @@ class EpisodeController:
         running = self.policy.bundle.contract
         candidate = read_contract(path)
         check_compatible(running, candidate)
-        prov = provenance_check(running.provenance, candidate.provenance)
+        prov = provenance_check(running.provenance, candidate.provenance,
+                                self.canary.config if self.canary is not None else None)
         if not prov.ok and not override:
             raise BundleError(prov.message)
         if not self.policy.request_swap(path):

@@ -121,5 +121,18 @@ def test_provenance_check_needs_an_override_for_a_worse_recorded_score() -> None
     assert not provenance_check(good, bad).ok
     assert "swap_override" in provenance_check(good, bad).message
     assert provenance_check(bad, good).ok
-    assert provenance_check(good, bad, tolerance=40.0).ok
     assert provenance_check({}, bad).ok  # nothing recorded: not compared
+
+
+def test_provenance_guard_forgives_a_drop_within_the_canary_margin() -> None:
+    """The same notion of "worse" as the canary: -44 against -40 is within 20 % of 40."""
+    running = {"held_out": {"eval/test_final_return": -40.0}}
+    near = {"held_out": {"eval/test_final_return": -44.0}}
+    far = {"held_out": {"eval/test_final_return": -49.0}}
+    cfg = CanaryConfig(margin=0.2)
+    assert not provenance_check(running, near).ok  # no config: any drop is worse
+    assert provenance_check(running, near, cfg).ok
+    check = provenance_check(running, far, cfg)
+    assert not check.ok and "8.000" in check.message
+    assert provenance_check(running, far, CanaryConfig(margin=0.2, margin_abs=1.5)).ok
+    assert cfg.allowed_drop(40.0) == pytest.approx(8.0)
