@@ -54,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="when the policy node's provenance guard refuses the retrained bundle "
                    "(worse in simulation by more than the canary margin), set swap_override "
                    "and swap it anyway so the canary judges it on the robot (default: keep "
-                   "the shipped model and say so in the report)")
+                   "the shipped model and say so in the report; --quick always overrides)")
     p.add_argument("--no-render", action="store_true",
                    help="report without the MuJoCo filmstrip (no offscreen GL here)")
     p.add_argument("--no-screenshot", action="store_true",
@@ -105,8 +105,9 @@ def run_loop(args: argparse.Namespace, out: Path) -> int:
     from pearl_robot.loop import mission, report
 
     preset = mission.quick if args.quick else mission.full
+    extra = {"override_guard": True} if args.override_guard else {}
     cfg = preset(seed=args.seed, init_checkpoint=args.init, canary_margin=args.canary_margin,
-                 override_guard=args.override_guard)
+                 **extra)
     bundle = Path(args.bundle) if args.bundle else _packaged_bundle()
     print(f"the sim-to-real loop ({'quick' if args.quick else 'full'}): robot bundle {bundle}, "
           f"output {out.resolve()}", flush=True)

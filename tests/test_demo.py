@@ -58,6 +58,11 @@ def test_quick_loop_runs_every_stage_end_to_end(tmp_path, capsys):
     assert {r["model_sha"] for r in after} == {new}
     assert [r["task"] for r in before] == [r["task"] for r in after]
     assert all(r["transitions"] == 60 for r in rows)
+    # the quick retrain's one-episode evaluation is noise: the quick loop overrides the
+    # provenance guard (as an operator would, logged) when it refuses, so the canary decides
+    assert result["swap"]["guard"] in ("passed", "overridden"), result["swap"]
+    assert (result["swap"]["guard"] == "overridden") == any(
+        "swap_override" in a for a in result["operator"])
     # the canary judged every after-swap episode and the robot kept what it decided
     canary = result["canary"]
     assert canary is not None and len(canary["judged"]) == n

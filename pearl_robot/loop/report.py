@@ -399,6 +399,16 @@ a disarmed device (one late tick costs one command: the bridge disarms 75 ms aft
 command and re-arms with the next; a device left disarmed ignores them all)."""
 
 
+def _guard_text(swap: dict[str, Any] | None) -> str:
+    if not swap:
+        return "not recorded"
+    say = {"passed": "passed, the node validated and swapped the bundle",
+           "refused": "refused, the shipped model stayed",
+           "overridden": "refused, then overridden (swap_override) so the canary judges it"}
+    text = say.get(str(swap.get("guard")), str(swap.get("guard")))
+    return text + (f" ({swap['reason']})" if swap.get("reason") else "")
+
+
 def ignored_phases(ignored: dict[str, Any] | None) -> dict[str, tuple[int, int]]:
     """Phases whose commands the device ignored beyond the tolerance: name -> (ignored,
     ticks). ``ignored`` maps phase -> (ignored, ticks) as ``loop.json`` stores it."""
@@ -560,6 +570,8 @@ def _page(result: dict[str, Any], family_name: str, verdict: str, cmp: dict[str,
           diags: list[dict[str, Any]], figs: _Figures, timing: dict[str, Any]) -> str:
     """The report page (self-contained HTML next to its PNGs)."""
     cfg = result["config"]
+    refused = (result.get("swap") or {}).get("guard") == "refused"
+    after_label = "after (shipped again, swap refused)" if refused else "after (retrained)"
     stage_rows = [[s["stage"], s["wall_s"], ", ".join(f"{k}={v}" for k, v in s.items()
                                                       if k not in ("stage", "wall_s"))]
                   for s in result.get("stages", [])]
@@ -589,7 +601,7 @@ emulated robot (firmware emulator on a pseudo-terminal, serial bridge, {family_n
 <p class="verdict">{html.escape(verdict)}</p>
 <h2>Returns on the held-out tasks, before and after the swap</h2>
 {_img(figs.returns, 'returns')}
-{_table(task_rows, ['task', 'before (shipped)', 'after (retrained)', 'after - before',
+{_table(task_rows, ['task', 'before (shipped)', after_label, 'after - before',
                     'zero effort', 'oracle'])}
 <p>Noise: the robot runs in real time over the serial link, so two runs with the same seed
 differ by the link's timing (which tick a state lands in) and by where the previous episode
@@ -599,6 +611,8 @@ task, and one episode's return differed from the same model's earlier episode on
 that is noise. References are simulated from each episode's start pose with the robot's
 physics.</p>
 <h2>Canary</h2>
+<p>Provenance guard (the held-out scores the two bundles record from simulation):
+{html.escape(_guard_text(result.get('swap')))}.</p>
 {_canary_html(canary, result)}
 {_table(canary_rows, ['task', 'episode on task', 'new return', 'old mean (same task, trial)'])}
 <h2>Belief within episodes</h2>{_img(figs.belief, 'belief')}
