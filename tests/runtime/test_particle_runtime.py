@@ -274,6 +274,9 @@ def test_the_particle_contract_round_trips(particles) -> None:  # noqa: ANN001
     assert contract_content_sha256(c.to_json()) == raw["contract_sha256"]
     assert Contract.from_json(c.to_json()) == c
     assert c.particle_reward_std == SMALL_PARTICLE_MODEL["particle_reward_std"]
+    from pearl_robot.runtime.cli import summary
+
+    assert f"belief      particles, actor z input: sample; {P} particles" in summary(out, c)
 
 
 def _breaks(raw: dict, edit, match: str) -> None:  # noqa: ANN001
