@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,9 @@ from pearl_robot.core.pearl import PearlAgent
 from pearl_robot.errors import ConfigError
 from pearl_robot.export.testing import SMALL_PARTICLE_MODEL, write_test_bundle
 from pearl_robot.runtime import PolicyRuntime, RuntimeConfig, load_bundle
-from pearl_robot.runtime.bundle import CONTRACT_FILE, BundleContractError
+from pearl_robot.runtime.bundle import CONTRACT_FILE, BundleContractError, BundleHashError
 from pearl_robot.runtime.change_detection import ChangeDetectionConfig
+from pearl_robot.runtime.cli import summary
 from pearl_robot.runtime.contract import Contract, contract_content_sha256, parse_contract_json
 from pearl_robot.tasks.registry import make_family
 from pearl_robot.train.evaluation import _add_particle_evidence
@@ -274,8 +276,6 @@ def test_the_particle_contract_round_trips(particles) -> None:  # noqa: ANN001
     assert contract_content_sha256(c.to_json()) == raw["contract_sha256"]
     assert Contract.from_json(c.to_json()) == c
     assert c.particle_reward_std == SMALL_PARTICLE_MODEL["particle_reward_std"]
-    from pearl_robot.runtime.cli import summary
-
     assert f"belief      particles, actor z input: sample; {P} particles" in summary(out, c)
 
 
@@ -329,20 +329,16 @@ def test_malformed_particle_fields_are_refused(particles) -> None:  # noqa: ANN0
         parse_contract_json(text.replace(first, "NaN", 1))
 
 
-def test_a_resealed_contract_with_other_particles_fails_nothing_silently(
-        particles, tmp_path: Path) -> None:  # noqa: ANN001
-    """The particles are covered by the contract's hash: an edited value without a reseal is
-    refused as an edit."""
-    import shutil
-
+def test_an_edited_particle_is_refused_as_an_edit(particles, tmp_path: Path
+                                                  ) -> None:  # noqa: ANN001
+    """The particles are covered by the contract's hash: one edited value is an edited
+    bundle."""
     out, _nets = particles
     dst = tmp_path / "b"
     shutil.copytree(out, dst)
     raw = _raw(dst)
     raw["inference"]["particles"][0][0] += 0.5
     (dst / CONTRACT_FILE).write_text(json.dumps(raw, indent=2))
-    from pearl_robot.runtime.bundle import BundleHashError
-
     with pytest.raises(BundleHashError, match="contract_sha256"):
         load_bundle(dst)
 
