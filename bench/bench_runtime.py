@@ -21,6 +21,16 @@ with ``act_first=False`` (the order before, the whole work on the command path).
 ``tick_paced_20hz_act_first`` (+ ``finish_paced_20hz_act_first``). Issue 14's bar: the
 control tick, state -> command, within 3x the bare actor call and p99 < 1 ms paced at 20 Hz.
 
+Particle belief (issue 11): ``--inference particles`` builds a bundle with the sizes of
+config/train/sparse_point_robot_particles.yaml (512 particles; untrained weights: the timing
+does not depend on them). Its encoder is the particle step graph (every particle's
+log-likelihood of the newest row), so ``bare_encoder`` and the deferred ``*_finish`` work are
+where the particles cost; the act-first tick (z drawn per episode) keeps them off the state
+-> command path.
+
+    python -m bench.bench_runtime --families sparse-point-robot --inference particles \
+        --quick --out bench/results/runtime-particles.json
+
 Also measured: the tick with online change detection on (issue 16; reporting only, so the
 belief path is the same) and the detector alone in its worst case (every transition in its
 ring a neighbour: a robot holding still); the bare encoder call; the tick with z drawn per
@@ -72,6 +82,11 @@ def _bench(bundle: Path, calls: int, block: int, family: str, paced_s: float
             "eps": np.zeros((1, c.action_dim), np.float32)}
     enc_feed = {"transition": rng.standard_normal((1, c.context_dim)).astype(np.float32)}
     enc_names = ["mu", "var"]
+    if c.inference_mode == "particles":  # one particle step, from spread log-weights
+        lw = rng.normal(0.0, 5.0, (1, c.num_particles))
+        enc_feed["log_w"] = (lw - np.log(np.exp(lw - lw.max()).sum()) - lw.max()
+                             ).astype(np.float32)
+        enc_names = ["log_w_out", "loglik"]
     if c.inference_mode == "pooled":  # one step of the belief state, from a full window
         enc_feed["ring"] = rng.standard_normal((1, c.step_window, c.step_features)
                                                ).astype(np.float32)
@@ -247,6 +262,14 @@ def results_first(families: str) -> str:
     return next(f.strip() for f in families.split(",") if f.strip())
 
 
+PARTICLE_BUNDLE: dict[str, Any] = {
+    # config/train/sparse_point_robot_particles.yaml's networks and particle set
+    "inference": "pooled", "policy_input": "sample", "latent_dim": 2,
+    "hidden_sizes": (64, 64), "encoder_hidden_sizes": (64, 64), "critic_trains_encoder": False,
+    "var_floor": 1e-4, "embedding_batch_size": 128, "refinement": "particles",
+    "num_particles": 512, "particle_reward_std": 0.1}
+"""The "particles" variant (``--inference particles``): the sparse particle recipe's sizes."""
+
 POOLED_BUNDLES: dict[str, dict[str, Any]] = {
     # the shipped recipes' sizes (config/train/point_robot_pooled.yaml, twin_arm_pooled.yaml)
     "point-robot": {"inference": "pooled", "policy_input": "belief", "latent_dim": 5,
@@ -270,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inference", default="pog,pooled",
                    help="comma-separated inference modes to build a bundle for, per family "
                    "(pog: PEARL's factors + running sums; pooled: the step-state graph, sized "
-                   "like config/train/*_pooled.yaml)")
+                   "like config/train/*_pooled.yaml; particles: the particle step graph, "
+                   "sized like config/train/sparse_point_robot_particles.yaml)")
     p.add_argument("--out", type=Path, default=RESULTS, help="JSON results path")
     p.add_argument("--paced-s", type=float, default=None,
                    help="seconds per paced 200 Hz case (the 20 Hz ones run 1.2x as long; "
@@ -298,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             key = family if mode == "pog" else f"{family}/{mode}"
             bdir = Path(tmp) / key.replace("/", "-")
             extra = POOLED_BUNDLES.get(family, POOLED_BUNDLES["point-robot"]) \
-                if mode == "pooled" else {}
+                if mode == "pooled" else PARTICLE_BUNDLE if mode == "particles" else {}
             write_test_bundle(bdir, family, seed=0, output_gain=100.0 if mode == "pog" else 3.0,
                               config=ExportConfig(random_rows=64, record_steps=40), **extra)
             first = (family, mode) == cases[0]

@@ -23,12 +23,18 @@ serializes :meth:`ContextLayout.to_contract` and the runtime rebuilds the layout
   the step is one torch module (``networks.PooledEncoder.step``) that is exported as the
   bundle's step graph, so the trainer's online evaluation and the robot run the same math.
 
+- ``pooled`` with the ``particles`` refinement: :class:`ParticleBelief`, log-weights over a
+  fixed set of hypotheses of z, each transition adding its log-likelihood under every
+  particle (one *particle step*: ``networks.ContextRewardDecoder.log_likelihood``, exported
+  as the bundle's particle step graph), over a bounded window and/or with forgetting.
+
 Unbounded, a belief over hours of 20 Hz data collapses (oyster's known overconfidence;
-pearl-oyster.md item 12), so both steps always have a bounded context.
+pearl-oyster.md item 12), so every step has a bounded context.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -408,6 +414,202 @@ class StepBelief:
         self._mean[sel] = out.mean[sel]
         self._var[sel] = out.var[sel]
         self._count[sel] = np.minimum(self._count[sel] + 1, self.window)
+
+
+# ---------------------------------------------------------------------------------------------
+# particles: log-weights over fixed hypotheses of z
+
+
+class ParticleStepOutput(NamedTuple):
+    """What one particle step returns (arrays [batch, particles])."""
+
+    log_w: np.ndarray
+    """The log-weights it was given plus ``loglik``."""
+    loglik: np.ndarray
+    """Log-likelihood of the row under each particle."""
+
+
+ParticleStepFunction = Callable[[np.ndarray, np.ndarray], ParticleStepOutput]
+"""(rows [1, width], log_w [1, P]) -> ParticleStepOutput. The runtime passes the bundle's
+particle step graph (onnxruntime); a test may pass the torch decoder it was exported from."""
+
+
+class ParticleBelief:
+    """A weighted set of ``P`` fixed hypotheses of z (the "particles" refinement).
+
+    Each transition adds its log-likelihood under every particle to the particle's
+    log-weight (the trainer's ``PearlAgent.particle_log_likelihood``, summed over the
+    context); uniform weights are the prior. The state is one log-weight per particle, so a
+    step is O(P) besides the step function. The context is bounded like
+    :class:`OnlineBelief`'s, by a **window** of the newest ``window`` rows (a ring of their
+    [P] log-likelihoods: the one leaving is subtracted, and the sum is recomputed exactly from
+    the ring every ``window`` additions) and/or a **forgetting** factor ``lam`` (log-weights
+    multiplied by ``lam`` before each new row).
+
+    Numerics: the log-weights are renormalized after every row (minus their log-sum-exp), so
+    they stay bounded above by 0 however long the robot runs; a step whose output is not
+    finite everywhere raises ValueError and leaves the state as it was (a row that would
+    poison one weight is never added).
+
+    :attr:`feed` [1, P] float32 is what the next step must be given as its log-weights (the
+    current ones, decayed by ``lam``): the runtime binds it as the step graph's input.
+    ``mean``/``var`` (the weighted mean and variance of the particles per latent dim) and
+    :attr:`effective_sample_size` summarize the belief for the node's topics; like the other
+    beliefs' they are live views.
+    """
+
+    def __init__(self, step: ParticleStepFunction, particles: np.ndarray,
+                 window: int | None, forgetting: float = 1.0) -> None:
+        parts = np.asarray(particles, dtype=np.float64)
+        if parts.ndim != 2 or parts.shape[0] == 0 or parts.shape[1] == 0:
+            raise ValueError(f"particles must be [P > 0, latent > 0], got {parts.shape}")
+        if not np.all(np.isfinite(parts)):
+            raise ValueError("particles must be finite")
+        if window is not None and window <= 0:
+            raise ValueError(f"window must be > 0 or None, got {window}")
+        if not 0.0 < forgetting <= 1.0:
+            raise ValueError(f"forgetting must be in (0, 1], got {forgetting}")
+        if window is None and forgetting >= 1.0:
+            raise ValueError("an unbounded context collapses the belief: set a window, a "
+                             "forgetting factor < 1, or both")
+        self.step_fn = step
+        self.particles = parts
+        self.num_particles, self.latent_dim = parts.shape
+        self.window = window
+        self.forgetting = float(forgetting)
+        P = self.num_particles
+        self._sq = parts * parts
+        self.feed = np.zeros((1, P), dtype=np.float32)
+        self._log_w = np.zeros(P)  # normalized: logsumexp = 0
+        self._w = np.full(P, 1.0 / P)
+        self._cdf = np.empty(P)
+        self._tmp = np.empty(P)
+        self._mean = np.zeros(self.latent_dim)
+        self._var = np.ones(self.latent_dim)
+        self._ess = float(P)
+        self._count = 0
+        if window is not None:
+            self._ring = np.zeros((window, P), dtype=np.float32)
+            self._head = 0
+            self._since_resum = 0
+            self._lam_w = self.forgetting ** window
+            self._age_weights = self.forgetting ** np.arange(window, dtype=np.float64)
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Forget the context: uniform weights (the prior)."""
+        self._log_w[:] = -math.log(self.num_particles)
+        self._count = 0
+        if self.window is not None:
+            self._ring[:] = 0.0
+            self._head = 0
+            self._since_resum = 0
+        self._refresh()
+
+    @property
+    def log_weights(self) -> np.ndarray:
+        """Normalized log-weights [P] (log-sum-exp 0; live view)."""
+        return self._log_w
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Normalized weights [P] (sum 1; live view)."""
+        return self._w
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Weighted mean of the particles [latent] (live view)."""
+        return self._mean
+
+    @property
+    def var(self) -> np.ndarray:
+        """Weighted variance of the particles per latent dim [latent] (live view)."""
+        return self._var
+
+    @property
+    def effective_sample_size(self) -> float:
+        """1 / sum(w^2): P for uniform weights, 1 when one particle holds all the weight."""
+        return self._ess
+
+    @property
+    def count(self) -> int:
+        """Rows in the context (window contents, or all added under forgetting only)."""
+        return self._count
+
+    # ------------------------------------------------------------------ update
+    def add_rows(self, rows: np.ndarray) -> None:
+        """Add one context row ([1, width], physical units as the step takes them). Raises
+        ValueError when the step's output is not finite (the state is then unchanged)."""
+        out = self.step_fn(np.asarray(rows, dtype=np.float32).reshape(1, -1), self.feed)
+        ll = out.loglik[0]
+        new = out.log_w[0]
+        if not (np.isfinite(ll).all() and np.isfinite(new).all()):
+            raise ValueError("particle step produced non-finite log-likelihoods")
+        tmp = self._tmp
+        tmp[:] = new
+        if self.window is None:
+            self._count += 1
+        else:
+            h = self._head
+            slot = self._ring[h]
+            if self._count == self.window:  # the oldest row leaves
+                if self.forgetting < 1.0:
+                    tmp -= self._lam_w * slot
+                else:
+                    tmp -= slot
+            else:
+                self._count += 1
+            slot[:] = ll
+            h += 1
+            self._head = 0 if h == self.window else h
+            self._since_resum += 1
+            if self._since_resum >= self.window:
+                self._resum()
+        np.copyto(self._log_w, tmp)
+        self._refresh()
+
+    def _resum(self) -> None:
+        """Recompute the log-weights exactly from the ring (removes subtraction drift)."""
+        n, W = self._count, self.window
+        assert W is not None
+        idx = (self._head - 1 - np.arange(n)) % W  # slot of the row that is k steps old
+        self._tmp[:] = self._age_weights[:n] @ self._ring[idx].astype(np.float64)
+        self._since_resum = 0
+
+    def _refresh(self) -> None:
+        """Normalize (log-sum-exp), then the weights, summary and next feed."""
+        lw, w = self._log_w, self._w
+        lw -= lw.max()
+        np.exp(lw, out=w)
+        s = w.sum()
+        w /= s
+        lw -= math.log(s)
+        np.dot(w, self.particles, out=self._mean)
+        np.dot(w, self._sq, out=self._var)
+        self._var -= self._mean * self._mean
+        np.maximum(self._var, 0.0, out=self._var)
+        self._ess = float(1.0 / np.dot(w, w))
+        if self.forgetting < 1.0:
+            np.multiply(lw, self.forgetting, out=self._tmp)
+            self.feed[0] = self._tmp
+        else:
+            self.feed[0] = lw
+
+    # ------------------------------------------------------------------ sampling
+    def sample_index(self, rng: np.random.Generator, prior: bool = False) -> int:
+        """One particle drawn from the normalized weights (``prior``: from uniform weights),
+        with one ``rng.random()`` draw either way (inverse CDF)."""
+        u = rng.random()
+        P = self.num_particles
+        if prior:
+            return min(int(u * P), P - 1)
+        np.cumsum(self._w, out=self._cdf)
+        return min(int(np.searchsorted(self._cdf, u * self._cdf[-1], side="right")), P - 1)
+
+    def sample(self, rng: np.random.Generator, prior: bool = False) -> np.ndarray:
+        """z = a particle drawn as :meth:`sample_index` draws it (a copy, [latent])."""
+        return self.particles[self.sample_index(rng, prior)].copy()
 
 
 def recommended_window(train_context_size: int, eval_context_steps: int) -> int:

@@ -66,6 +66,8 @@ from pearl_robot.runtime.bundle import (
     ENCODER_INPUTS,
     ENCODER_OUTPUTS,
     GOLDEN_FILE,
+    PARTICLE_STEP_INPUTS,
+    PARTICLE_STEP_OUTPUTS,
     STEP_INPUTS,
     STEP_OUTPUTS,
     Bundle,
@@ -376,10 +378,59 @@ class _Inputs(NamedTuple):
     transition: np.ndarray  # encoder rows [N, ctx] physical
     ring: np.ndarray | None = None  # "pooled": belief state before each row [N, W, H]
     count: np.ndarray | None = None  # "pooled": [N, 1]
+    log_w: np.ndarray | None = None  # "particles": log-weights before each row [N, P]
+
+
+def _particles(nets: PearlNetworks) -> bool:
+    """The bundle's belief is the particle set (inference "pooled", refinement "particles")."""
+    return nets.cfg.inference == "pooled" and nets.cfg.refinement == "particles"
 
 
 def _pooled(nets: PearlNetworks) -> bool:
-    return nets.cfg.inference == "pooled"
+    """The bundle's belief is the "pooled" step state."""
+    return nets.cfg.inference == "pooled" and not _particles(nets)
+
+
+@torch.inference_mode()
+def _particle_loglik(nets: PearlNetworks, transition: np.ndarray | torch.Tensor,
+                     chunk: int = 64) -> torch.Tensor:
+    """``PearlAgent.particle_log_likelihood`` of each physical row alone [N, P], ``chunk``
+    rows at a time (the decoder's [rows, P, hidden] pass bounds the memory)."""
+    agent = PearlAgent(nets, "cpu")
+    raw = _physical_to_replay(nets, torch.as_tensor(transition, dtype=torch.float32))
+    return torch.cat([agent.particle_log_likelihood(raw[i:i + chunk, None])
+                      for i in range(0, len(raw), chunk)])
+
+
+def _normalized(log_w: np.ndarray) -> np.ndarray:
+    """Log-weights minus their log-sum-exp (rows), as the runtime's belief keeps them."""
+    m = log_w.max(axis=-1, keepdims=True)
+    return log_w - m - np.log(np.exp(log_w - m).sum(axis=-1, keepdims=True))
+
+
+def _log_w_along(nets: PearlNetworks, transition: np.ndarray, episode: int) -> dict[str, Any]:
+    """The "particles" log-weights before each row when the rows are fed in order as one
+    context, reset every ``episode`` rows (normalized, as the runtime feeds them)."""
+    ll = _particle_loglik(nets, transition).numpy().astype(np.float64)
+    P = ll.shape[1]
+    out = np.empty_like(ll)
+    acc = np.full(P, -np.log(P))
+    for i in range(len(ll)):
+        if i % episode == 0:
+            acc = np.full(P, -np.log(P))
+        out[i] = acc
+        acc = _normalized(acc + ll[i])
+    return {"log_w": out.astype(np.float32)}
+
+
+def _states_for(nets: PearlNetworks, transition: np.ndarray, episode: int) -> dict[str, Any]:
+    """The belief state before each recorded row, for the bundle's step graph (none for
+    "pog", whose encoder is stateless)."""
+    if _particles(nets):
+        return _log_w_along(nets, transition, episode)
+    if _pooled(nets):
+        return dict(zip(("ring", "count"), _states_along(nets, transition, episode)))
+    return {}
 
 
 def _physical_to_replay(nets: PearlNetworks, rows: torch.Tensor) -> torch.Tensor:
@@ -452,6 +503,11 @@ def _random_inputs(nets: PearlNetworks, n: int, rng: np.random.Generator,
                              nets.cfg.use_next_obs_in_context)
     if _pooled(nets):
         return _Inputs(obs, z, trans, *_random_states(nets, n, rng))
+    if _particles(nets):  # spread log-weights (every 4th uniform: the prior), normalized
+        P = int(nets.particles.shape[0])
+        log_w = _normalized(rng.normal(0.0, 5.0, size=(n, P)))
+        log_w[::4] = -np.log(P)
+        return _Inputs(obs, z, trans, log_w=log_w.astype(np.float32))
     return _Inputs(obs, z, trans)
 
 
@@ -473,6 +529,11 @@ def _torch_reference(nets: PearlNetworks, inputs: _Inputs, seed: int
         out = {"actor_eps": eps.numpy(),
                "actor_action_mean": nets.actor.to_physical(det.action).numpy(),
                "actor_action_sample": nets.actor.to_physical(sto.action).numpy()}
+        if _particles(nets):  # the trainer's particle log-likelihood, row by row
+            ll = _particle_loglik(nets, inputs.transition)
+            log_w = torch.as_tensor(inputs.log_w, dtype=torch.float32)
+            out.update(encoder_loglik=ll.numpy(), encoder_log_w_out=(log_w + ll).numpy())
+            return out
         if _pooled(nets):
             ring, count, mu, var = nets.encoder.step(
                 nets.normalize_rows(raw), torch.as_tensor(inputs.ring),
@@ -497,6 +558,12 @@ def _onnx_outputs(actor_path: Path, encoder_path: Path, inputs: _Inputs, eps: np
             ACTOR_INPUTS[0]: inputs.obs.astype(np.float32), ACTOR_INPUTS[1]:
             inputs.z.astype(np.float32), ACTOR_INPUTS[2]: eps.astype(np.float32)})
         step: dict[str, np.ndarray] = {}
+        if inputs.log_w is not None:
+            log_w, loglik = enc.run(list(PARTICLE_STEP_OUTPUTS), {
+                PARTICLE_STEP_INPUTS[0]: inputs.transition.astype(np.float32),
+                PARTICLE_STEP_INPUTS[1]: inputs.log_w.astype(np.float32)})
+            return {"actor_action_mean": mean, "actor_action_sample": sample,
+                    "encoder_log_w_out": log_w, "encoder_loglik": loglik}
         if inputs.ring is not None:
             ring, count, mu, var = enc.run(list(STEP_OUTPUTS), {
                 STEP_INPUTS[0]: inputs.transition.astype(np.float32),
@@ -586,12 +653,24 @@ def build_contract(nets: PearlNetworks, interface: EnvInterface,
             f"the env interface's action bounds {interface.action_low}..{interface.action_high} "
             f"differ from the networks' {low}..{high}")
     eval_steps = int(train_cfg.get("num_steps_per_eval", 0) or 0)
-    pooled = nets.cfg.inference == "pooled"
+    pooled = _pooled(nets)
+    # the particle belief sums every row of an evaluation (train.evaluation): its window
+    # is the product of Gaussians' recommendation, which covers one evaluation's context
     window = nets.encoder.window if pooled else \
         recommended_window(nets.cfg.embedding_batch_size, eval_steps)
     state = (nets.encoder.window, nets.encoder.features) if pooled else None
+    P = int(nets.particles.shape[0]) if _particles(nets) else None
     io_ = declared_graph_io(o, a, L, nets.layout.width, PearlAgent(nets, "cpu").latent_input_dim,
-                            state)
+                            state, P)
+    if P is not None:
+        inference = InferenceSpec(
+            "particles", nets.cfg.policy_input, num_particles=P,
+            reward_std=float(nets.cfg.particle_reward_std),
+            particles=tuple(tuple(float(v) for v in row)
+                            for row in nets.particles.detach().cpu().numpy().tolist()))
+    else:
+        inference = InferenceSpec(nets.cfg.inference, nets.cfg.policy_input,
+                                  *(state if state is not None else (None, None)))
     return Contract(
         schema=BUNDLE_SCHEMA,
         observation=ObservationSpec(interface.obs_names, interface.obs_units,
@@ -603,8 +682,7 @@ def build_contract(nets: PearlNetworks, interface: EnvInterface,
         context=ContextSpec(tuple(ContextField(f["name"], f["size"], f.get("units"))
                                   for f in nets.layout.to_contract()),
                             family.get("context_reward_key")),
-        inference=InferenceSpec(nets.cfg.inference, nets.cfg.policy_input,
-                                *(state if state is not None else (None, None))),
+        inference=inference,
         posterior=PosteriorSpec("pog-no-prior", bool(nets.cfg.use_information_bottleneck),
                                 float(nets.cfg.var_floor), int(window),
                                 int(nets.cfg.embedding_batch_size), eval_steps,
@@ -673,9 +751,9 @@ def _check_all_parity(nets: PearlNetworks, paths: tuple[Path, Path], recorded: R
         z = rng.standard_normal((n_rec, PearlAgent(nets, "cpu").latent_input_dim))
         z[::4] = 0.0
         rows = _transition_rows(recorded, bool(nets.cfg.use_next_obs_in_context))
-        states = _states_along(nets, rows, int(family.get("horizon") or 0) or
-                               max(1, nets.encoder.window)) if _pooled(nets) else ()
-        rec_in = _Inputs(recorded.obs, z, rows, *states)
+        episode = int(family.get("horizon") or 0) or \
+            (max(1, nets.encoder.window) if _pooled(nets) else len(rows))
+        rec_in = _Inputs(recorded.obs, z, rows, **_states_for(nets, rows, episode))
         ref, err = check_parity(nets, *paths, rec_in, "recorded", cfg)
         sets.append((rec_in, ref))
         errors = {k: max(errors.get(k, 0.0), v) for k, v in err.items()}
@@ -697,8 +775,15 @@ def _golden_arrays(sets: list[tuple[_Inputs, dict[str, np.ndarray]]], rows: int
                  "actor_eps": ref["actor_eps"][:k],
                  "actor_action_mean": ref["actor_action_mean"][:k],
                  "actor_action_sample": ref["actor_action_sample"][:k],
-                 "encoder_transition": inp.transition[:k], "encoder_mu": ref["encoder_mu"][:k],
-                 "encoder_var": ref["encoder_var"][:k]}
+                 "encoder_transition": inp.transition[:k]}
+        if inp.log_w is None:
+            parts.update(encoder_mu=ref["encoder_mu"][:k], encoder_var=ref["encoder_var"][:k])
+        else:  # spread the recorded log-weights over the whole sequence, as below
+            pick = np.linspace(0, len(inp.obs) - 1, k).astype(np.int64)
+            parts.update({"encoder_transition": inp.transition[pick],
+                          "encoder_log_w": inp.log_w[pick],
+                          "encoder_log_w_out": ref["encoder_log_w_out"][pick],
+                          "encoder_loglik": ref["encoder_loglik"][pick]})
         if inp.ring is not None:
             # spread the recorded states over the whole sequence, not only its start
             pick = np.linspace(0, len(inp.obs) - 1, k).astype(np.int64)

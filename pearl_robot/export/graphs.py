@@ -15,6 +15,11 @@ or mis-apply it.
   the ObsNormalizer exactly as ``PearlNetworks.normalize_rows`` does.
 - :class:`OnnxBeliefStep` (inference "pooled"): ``transition``, ``ring``, ``count`` ->
   ``ring_out``, ``count_out``, ``mu``, ``var``: one step of the fixed-size belief state.
+- :class:`OnnxParticleStep` (inference "pooled" with the "particles" refinement):
+  ``transition``, ``log_w`` [B, P] -> ``log_w_out`` = ``log_w + loglik`` and ``loglik``, the
+  row's log-likelihood under each particle (the particles are a graph constant; the
+  decoder's first layer is split, so the particles' part of it is folded into a constant
+  [P, hidden] at export and a tick pays one [P, hidden] pass for the rest).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from pearl_robot.runtime.bundle import (
     ACTOR_OUTPUTS,
     ENCODER_INPUTS,
     ENCODER_OUTPUTS,
+    PARTICLE_STEP_INPUTS,
+    PARTICLE_STEP_OUTPUTS,
     STEP_INPUTS,
     STEP_OUTPUTS,
 )
@@ -117,6 +124,36 @@ class OnnxBeliefStep(nn.Module):
                 torch.zeros(1, 1))
 
 
+class OnnxParticleStep(nn.Module):
+    """(transition [B, context_dim] physical, log_w [B, P]) -> (log_w_out, loglik) [B, P]:
+    one step of the particle belief, each row scored under every particle by the trainer's
+    own ``PearlAgent.particle_log_likelihood`` (``ContextRewardDecoder.log_likelihood`` on
+    the normalized row as a context of one). The action field is normalized to [-1, 1] and
+    the observations go through the ObsNormalizer inside, as for :class:`OnnxEncoder`."""
+
+    def __init__(self, nets: PearlNetworks) -> None:
+        super().__init__()
+        self.nets = copy.deepcopy(nets).cpu().eval()
+        self.layout = nets.layout
+        sl = self.layout.slices["action"]
+        self.a0, self.a1 = sl.start, sl.stop
+        self.std = float(nets.cfg.particle_reward_std)
+
+    def forward(self, transition: torch.Tensor, log_w: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        nets = self.nets
+        act = torch.clamp((transition[:, self.a0:self.a1] - nets.actor.action_bias)
+                          / nets.actor.action_scale, -1.0, 1.0)
+        raw = torch.cat([transition[:, :self.a0], act, transition[:, self.a1:]], dim=-1)
+        rows = nets.normalize_rows(raw).unsqueeze(1)  # [B, 1, width]: a context of one row
+        loglik = nets.context_decoder.log_likelihood(rows, nets.particles, self.std)
+        return log_w + loglik, loglik
+
+    def dummy_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.zeros(1, self.layout.width),
+                torch.zeros(1, self.nets.particles.shape[0]))
+
+
 def export_onnx(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path,
                 input_names: tuple[str, ...], output_names: tuple[str, ...],
                 opset: int = DEFAULT_OPSET) -> None:
@@ -138,9 +175,15 @@ def export_actor(nets: PearlNetworks, path: Path, opset: int = DEFAULT_OPSET) ->
 
 
 def export_encoder(nets: PearlNetworks, path: Path, opset: int = DEFAULT_OPSET
-                   ) -> OnnxEncoder | OnnxBeliefStep:
-    """The encoder graph of the model's inference mode: per-transition factors ("pog") or
-    the belief step ("pooled")."""
+                   ) -> OnnxEncoder | OnnxBeliefStep | OnnxParticleStep:
+    """The encoder graph of the model's inference mode: per-transition factors ("pog"),
+    the belief step ("pooled") or the particle step ("pooled" with the "particles"
+    refinement: the belief the trainer evaluates such a model with)."""
+    if nets.cfg.inference == "pooled" and nets.cfg.refinement == "particles":
+        pstep = OnnxParticleStep(nets)
+        export_onnx(pstep, pstep.dummy_inputs(), path, PARTICLE_STEP_INPUTS,
+                    PARTICLE_STEP_OUTPUTS, opset)
+        return pstep
     if nets.cfg.inference == "pooled":
         step = OnnxBeliefStep(nets)
         export_onnx(step, step.dummy_inputs(), path, STEP_INPUTS, STEP_OUTPUTS, opset)

@@ -22,6 +22,16 @@ from pearl_robot.export.exporter import ExportConfig, ExportResult, export_check
 from pearl_robot.tasks.interface import EnvInterface
 from pearl_robot.tasks.registry import make_family
 
+SMALL_PARTICLE_MODEL: dict[str, Any] = {
+    "inference": "pooled", "policy_input": "sample", "critic_trains_encoder": False,
+    "refinement": "particles", "num_particles": 48, "particle_reward_std": 0.5,
+    "latent_dim": 2, "hidden_sizes": (32, 32), "encoder_hidden_sizes": (32, 32),
+    "feature_dim": 16, "head_hidden_sizes": (16,), "decoder_hidden_sizes": (32, 32),
+    "embedding_batch_size": 24}
+"""``pearl`` overrides of a small "particles" model (sparse point-robot sizes scaled down,
+48 particles; a reward std of 0.5 keeps an untrained decoder's log-weights of order one per
+row) for tests of the particle belief's export and runtime."""
+
 
 def write_test_checkpoint(path: str | Path, family: str = "point-robot", seed: int = 0,
                           env_meta: dict[str, Any] | None = None, output_gain: float = 1.0,
@@ -78,4 +88,4 @@ def write_test_bundle(out_dir: str | Path, family: str = "point-robot", seed: in
                                                                    record_steps=60))
 
 
-__all__ = ["write_test_bundle", "write_test_checkpoint"]
+__all__ = ["SMALL_PARTICLE_MODEL", "write_test_bundle", "write_test_checkpoint"]

@@ -4,7 +4,7 @@ Imports neither torch nor rclpy nor MuJoCo (a test asserts it); needs numpy and 
 The control loop uses :class:`PolicyRuntime` (see ``runtime/policy.py`` for the API).
 """
 
-from pearl_robot.runtime.belief import OnlineBelief
+from pearl_robot.runtime.belief import OnlineBelief, ParticleBelief
 from pearl_robot.runtime.bundle import (
     Bundle,
     BundleCompatibilityError,
@@ -38,7 +38,7 @@ __all__ = [
     "ActionSafety", "Bundle", "BundleCompatibilityError", "BundleContractError", "BundleError",
     "BundleFileMissingError", "BundleGoldenError", "BundleGraphError", "BundleHashError",
     "BundleNotFoundError", "BundleRobotMismatchError", "BundleShapeError", "Contract",
-    "EpisodeStart", "EpisodeSummary", "ObsCheck", "OnlineBelief", "PolicyRuntime",
-    "RobotExpectation", "RuntimeConfig", "SwapStatus", "TickResult", "TickTimings", "load_bundle",
-    "read_contract",
+    "EpisodeStart", "EpisodeSummary", "ObsCheck", "OnlineBelief", "ParticleBelief",
+    "PolicyRuntime", "RobotExpectation", "RuntimeConfig", "SwapStatus", "TickResult",
+    "TickTimings", "load_bundle", "read_contract",
 ]

@@ -1,7 +1,6 @@
-"""The robot's online belief: the product-of-Gaussians step lives in ``core.inference``
-(one owner for the trainer's evaluation and the runtime); re-exported here for the runtime's
-public API."""
+"""The robot's online belief: the belief steps live in ``core.inference`` (one owner for the
+trainer's evaluation and the runtime); re-exported here for the runtime's public API."""
 
-from pearl_robot.core.inference import OnlineBelief, StepBelief
+from pearl_robot.core.inference import OnlineBelief, ParticleBelief, StepBelief
 
-__all__ = ["OnlineBelief", "StepBelief"]
+__all__ = ["OnlineBelief", "ParticleBelief", "StepBelief"]

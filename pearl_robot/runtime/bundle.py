@@ -6,6 +6,8 @@ A bundle is a directory written by ``pearl-robot export`` (``pearl_robot.export`
                    -> action_mean [B, action_dim], action_sample [B, action_dim] (physical)
     encoder.onnx   transition [B, context_dim] (physical, fields in contract order)
                    -> mu [B, latent], var [B, latent]   (one Gaussian factor per row)
+                   (the belief's step graph for inference ``pooled`` and ``particles``:
+                   contract.INFERENCE_MODES, docs/architecture.md)
     contract.json  schema, names/units/limits, control period, latent size, context fields,
                    posterior convention, task family, provenance, sha256 of every other file
                    and of its own canonical content (typed: ``runtime.contract.Contract``)
@@ -53,6 +55,8 @@ from pearl_robot.runtime.contract import (
     HASHED_FILES,
     INFERENCE_MODES,
     OPTIONAL_FILES,
+    PARTICLE_STEP_INPUTS,
+    PARTICLE_STEP_OUTPUTS,
     POSTERIOR_CONVENTIONS,
     STEP_INPUTS,
     STEP_OUTPUTS,
@@ -78,15 +82,19 @@ GOLDEN_KEYS = ("actor_obs", "actor_z", "actor_eps", "actor_action_mean", "actor_
                "encoder_transition", "encoder_mu", "encoder_var")
 GOLDEN_STEP_KEYS = ("encoder_ring", "encoder_count", "encoder_ring_out", "encoder_count_out")
 """Golden arrays a step-state encoder adds (states recorded along real context sequences)."""
+GOLDEN_PARTICLE_KEYS = ("encoder_log_w", "encoder_log_w_out", "encoder_loglik")
+"""Golden arrays of a particle step encoder, in place of ``encoder_mu``/``encoder_var`` (it
+outputs log-weights, not a Gaussian; log-weights recorded along real context sequences)."""
 
 __all__ = [  # the contract's names, re-exported: importers of this module keep working
     "ACTOR_FILE", "ACTOR_INPUTS", "ACTOR_OUTPUTS", "BUNDLE_SCHEMA", "CHECKPOINT_FILE",
     "CONTEXT_FIELD_NAMES", "CONTRACT_FILE", "ENCODER_FILE", "ENCODER_INPUTS", "ENCODER_OUTPUTS",
-    "GOLDEN_FILE", "HASHED_FILES", "INFERENCE_MODES", "OPTIONAL_FILES", "POSTERIOR_CONVENTIONS",
-    "STEP_INPUTS", "STEP_OUTPUTS",
+    "GOLDEN_FILE", "HASHED_FILES", "INFERENCE_MODES", "OPTIONAL_FILES", "PARTICLE_STEP_INPUTS",
+    "PARTICLE_STEP_OUTPUTS", "POSTERIOR_CONVENTIONS", "STEP_INPUTS", "STEP_OUTPUTS",
     "BundleContractError", "BundleError", "ContextField", "Contract", "contract_content_sha256",
     "contract_graph_io", "declared_graph_io", "parse_contract", "parse_contract_json",
-    "GOLDEN_KEYS", "GOLDEN_STEP_KEYS", "MAX_FILE_BYTES", "Bundle", "BundleCompatibilityError",
+    "GOLDEN_KEYS", "GOLDEN_PARTICLE_KEYS", "GOLDEN_STEP_KEYS", "MAX_FILE_BYTES", "Bundle",
+    "BundleCompatibilityError",
     "BundleFileMissingError", "BundleFileTypeError", "BundleGoldenError", "BundleGraphError",
     "BundleHashError", "BundleNotFoundError", "BundleRobotMismatchError", "BundleShapeError",
     "RobotExpectation", "check_compatible", "check_files", "check_robot", "load_bundle",
@@ -465,7 +473,11 @@ def _load_golden(blob: bytes, contract: Contract) -> dict[str, np.ndarray]:
         raise BundleGoldenError(f"{GOLDEN_FILE} is unreadable ({type(exc).__name__}: "
                                 f"{exc})") from exc
     pooled = contract.inference_mode == "pooled"
+    particles = contract.inference_mode == "particles"
     keys = GOLDEN_KEYS + (GOLDEN_STEP_KEYS if pooled else ())
+    if particles:  # log-weights in place of the Gaussian's mean and variance
+        keys = tuple(k for k in GOLDEN_KEYS if k not in ("encoder_mu", "encoder_var")) + \
+            GOLDEN_PARTICLE_KEYS
     missing = [k for k in keys if k not in data]
     if missing:
         raise BundleGoldenError(f"{GOLDEN_FILE} lacks arrays {missing}")
@@ -474,6 +486,9 @@ def _load_golden(blob: bytes, contract: Contract) -> dict[str, np.ndarray]:
         "actor_obs": o, "actor_z": contract.policy_latent_dim, "actor_eps": a,
         "actor_action_mean": a, "actor_action_sample": a, "encoder_transition": c,
         "encoder_mu": L, "encoder_var": L}
+    if particles:
+        del widths["encoder_mu"], widths["encoder_var"]
+        widths.update({k: contract.num_particles for k in GOLDEN_PARTICLE_KEYS})
     if pooled:
         state = (contract.step_window, contract.step_features)
         widths.update(encoder_ring=state, encoder_ring_out=state, encoder_count=1,
@@ -512,7 +527,11 @@ def run_golden(actor: Any, encoder: Any, golden: dict[str, np.ndarray], contract
             "obs": golden["actor_obs"].astype(np.float32),
             "z": golden["actor_z"].astype(np.float32),
             "eps": golden["actor_eps"].astype(np.float32)})
-        if contract.inference_mode == "pooled":
+        if contract.inference_mode == "particles":
+            log_w, loglik = encoder.run(list(PARTICLE_STEP_OUTPUTS), {
+                PARTICLE_STEP_INPUTS[0]: golden["encoder_transition"].astype(np.float32),
+                PARTICLE_STEP_INPUTS[1]: golden["encoder_log_w"].astype(np.float32)})
+        elif contract.inference_mode == "pooled":
             ring, count, mu, var = encoder.run(list(STEP_OUTPUTS), {
                 "transition": golden["encoder_transition"].astype(np.float32),
                 "ring": golden["encoder_ring"].astype(np.float32),
@@ -524,6 +543,16 @@ def run_golden(actor: Any, encoder: Any, golden: dict[str, np.ndarray], contract
         raise BundleGraphError(f"running the golden inputs failed ({type(exc).__name__}: "
                                f"{str(exc).splitlines()[0][:300]})") from exc
     atol, rtol = contract.golden_atol, contract.golden_rtol
+    actor_err = max(
+        _golden_compare("actor.action_mean", mean, golden["actor_action_mean"], atol, rtol),
+        _golden_compare("actor.action_sample", sample, golden["actor_action_sample"], atol,
+                        rtol))
+    if contract.inference_mode == "particles":
+        return max(actor_err,
+                   _golden_compare("encoder.log_w_out", log_w, golden["encoder_log_w_out"],
+                                   atol, rtol),
+                   _golden_compare("encoder.loglik", loglik, golden["encoder_loglik"], atol,
+                                   rtol))
     step_err = 0.0
     if contract.inference_mode == "pooled":
         step_err = max(_golden_compare("encoder.ring_out", ring.reshape(len(ring), -1),
@@ -531,11 +560,7 @@ def run_golden(actor: Any, encoder: Any, golden: dict[str, np.ndarray], contract
                                        atol, rtol),
                        _golden_compare("encoder.count_out", count, golden["encoder_count_out"],
                                        atol, rtol))
-    return max(step_err,
-               _golden_compare("actor.action_mean", mean, golden["actor_action_mean"], atol,
-                               rtol),
-               _golden_compare("actor.action_sample", sample, golden["actor_action_sample"],
-                               atol, rtol),
+    return max(step_err, actor_err,
                _golden_compare("encoder.mu", mu, golden["encoder_mu"], atol, rtol),
                _golden_compare("encoder.var", var, golden["encoder_var"], atol, rtol))
 

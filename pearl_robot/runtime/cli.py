@@ -100,6 +100,14 @@ def summary(path: Path, c: Contract) -> str:
         f"{c.recommended_window} transitions, var floor {c.var_floor:g}",
         f"golden      tolerance {c.golden_atol:g} + {c.golden_rtol:g}*|x|",
     ]
+    if c.inference_mode != "pog":
+        belief = f"belief      {c.inference_mode}, actor z input: {c.policy_input}"
+        if c.inference_mode == "particles":
+            belief += (f"; {c.num_particles} particles (z is one of them), context reward "
+                       f"std {c.particle_reward_std:g}")
+        elif c.inference_mode == "pooled":
+            belief += f"; step state {c.step_window} x {c.step_features}"
+        lines.insert(-1, belief)
     if prov:
         lines.append(f"exported    {prov.get('exported_at', '?')} on {prov.get('host', '?')} "
                      f"(torch {prov.get('torch', '?')}, onnxruntime "

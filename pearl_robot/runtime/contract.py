@@ -19,6 +19,9 @@ later; a contract written before them still loads, read as follows (this is the 
 its ``to_json`` writes them back as absent, so its hash still holds):
 
 - ``inference`` absent: mode ``pog``, policy input ``sample`` (the only choice there was);
+- ``inference.mode`` ``particles`` came with its own fields (``num_particles``,
+  ``reward_std``, ``particles``), all required for that mode; a runtime that predates it
+  refuses the mode by name;
 - ``action.joints`` absent: each command's name up to its last ``.``;
 - ``action.interface`` absent: ``unspecified`` (the robot fit does not check it);
 - ``context.fields[i].units`` absent: ``physical``;
@@ -71,9 +74,16 @@ belief's state (the newest ``window`` per-transition features, oldest first, and
 them are in the context)."""
 STEP_OUTPUTS = ("ring_out", "count_out", "mu", "var")
 """Outputs of a step-state encoder graph: the next state and the belief it holds."""
-INFERENCE_MODES = ("pog", "pooled")
-"""Inference modes a bundle can hold (``contract.inference.mode``; absent: ``pog``, the
-bundles written before there was a choice)."""
+PARTICLE_STEP_INPUTS = ("transition", "log_w")
+"""Inputs of a particle step graph (inference ``particles``): the newest transition and the
+particles' log-weights before it."""
+PARTICLE_STEP_OUTPUTS = ("log_w_out", "loglik")
+"""Outputs of a particle step graph: ``log_w + loglik`` and ``loglik``, the transition's
+log-likelihood under each particle (what a windowed belief keeps to subtract later)."""
+INFERENCE_MODES = ("pog", "pooled", "particles")
+"""Belief modes a bundle can hold (``contract.inference.mode``; absent: ``pog``, the
+bundles written before there was a choice). ``particles``: a model trained with inference
+``pooled`` and the ``particles`` refinement, whose robot-side belief is the particle set."""
 POLICY_INPUTS = ("sample", "belief")
 """What the actor's ``z`` input holds (``contract.inference.policy_input``)."""
 CONTEXT_FIELD_NAMES = ("obs", "action", "reward", "next_obs")
@@ -393,21 +403,36 @@ class InferenceSpec:
     mode: str
     """:data:`INFERENCE_MODES`: ``pog``: one Gaussian factor per transition, multiplied into
     running sums by the runtime; ``pooled``: one step of a fixed-size belief state
-    (``STEP_INPUTS`` -> ``STEP_OUTPUTS``)."""
+    (``STEP_INPUTS`` -> ``STEP_OUTPUTS``); ``particles``: one step of the particles'
+    log-weights (``PARTICLE_STEP_INPUTS`` -> ``PARTICLE_STEP_OUTPUTS``), z a particle drawn
+    from the normalized weights."""
     policy_input: str
     """:data:`POLICY_INPUTS`: the actor's ``z`` is a ``sample`` (latent wide) or the
-    ``belief``'s mean and standard deviation (2 x latent wide)."""
+    ``belief``'s mean and standard deviation (2 x latent wide); ``particles``: always
+    ``sample`` (a particle)."""
     window: int | None = None
     """``pooled``: transitions the step state holds (the ring's length); None otherwise."""
     features: int | None = None
     """``pooled``: features per transition in the step state; None otherwise."""
+    num_particles: int | None = None
+    """``particles``: hypotheses of z (P, the step graph's log-weight width); None otherwise."""
+    reward_std: float | None = None
+    """``particles``: standard deviation of the context reward around the decoder's
+    prediction, the likelihood's noise the step graph was exported with (informative: it is
+    inside the graph); None otherwise."""
+    particles: tuple[tuple[float, ...], ...] | None = None
+    """``particles``: the P hypotheses of z, [P][latent_dim] finite numbers as written (the
+    runtime's z is one of them; the step graph holds the same values as a constant); None
+    otherwise."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Keys this runtime does not read (written back unchanged)."""
 
     KEYS = ("mode", "policy_input", "window", "features")
+    PARTICLE_KEYS = ("mode", "policy_input", "num_particles", "reward_std", "particles")
 
     @classmethod
-    def from_json(cls, raw: Any) -> InferenceSpec:
+    def from_json(cls, raw: Any, latent_dim: int | None = None) -> InferenceSpec:
+        """Parse ``inference``; ``latent_dim`` (the contract's) checks the particles' width."""
         w = "inference."
         inf = _object(raw, "inference")
         mode = _need(inf, "mode", w, str)
@@ -418,6 +443,8 @@ class InferenceSpec:
         if policy_input not in POLICY_INPUTS:
             raise _fail(f"inference.policy_input {policy_input!r} must be 'sample' or "
                         f"'belief'")
+        if mode == "particles":
+            return cls._particles_from_json(inf, policy_input, latent_dim)
         window = features = None
         if mode == "pooled":
             window = _need(inf, "window", w, int)
@@ -425,12 +452,45 @@ class InferenceSpec:
             if window <= 0 or features <= 0:
                 raise _fail("inference.window and inference.features must be > 0")
         return cls(mode, policy_input, window, features,
-                   _extra(inf, cls.KEYS if mode == "pooled" else cls.KEYS[:2]))
+                   extra=_extra(inf, cls.KEYS if mode == "pooled" else cls.KEYS[:2]))
+
+    @classmethod
+    def _particles_from_json(cls, inf: dict[str, Any], policy_input: str,
+                             latent_dim: int | None) -> InferenceSpec:
+        w = "inference."
+        if policy_input != "sample":
+            raise _fail(f"inference.policy_input must be 'sample' for mode 'particles' (z is "
+                        f"one particle), got {policy_input!r}")
+        n = _need(inf, "num_particles", w, int)
+        if n <= 0:
+            raise _fail(f"inference.num_particles must be > 0, got {n}")
+        std = _need(inf, "reward_std", w, float)
+        if not (math.isfinite(std) and std > 0):
+            raise _fail(f"inference.reward_std must be a finite number > 0, got {std!r}")
+        rows = _need(inf, "particles", w, list)
+        if len(rows) != n:
+            raise _fail(f"inference.particles has {len(rows)} rows, inference.num_particles "
+                        f"says {n}")
+        width = latent_dim if latent_dim is not None else \
+            (len(rows[0]) if rows and isinstance(rows[0], list) else 0)
+        for i, row in enumerate(rows):
+            ok = isinstance(row, list) and len(row) == width and width > 0 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in row)
+            if not ok:
+                raise _fail(f"inference.particles[{i}] must be {width} finite numbers "
+                            f"(latent_dim), got {row!r}"[:300])
+        return cls("particles", policy_input, num_particles=n, reward_std=std,
+                   particles=tuple(tuple(r) for r in rows),
+                   extra=_extra(inf, cls.PARTICLE_KEYS))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mode": self.mode, "policy_input": self.policy_input}
         if self.window is not None:
             out.update(window=self.window, features=self.features)
+        if self.num_particles is not None:
+            out.update(num_particles=self.num_particles, reward_std=self.reward_std,
+                       particles=[list(r) for r in self.particles or ()])
         return {**out, **self.extra}
 
 
@@ -618,17 +678,22 @@ GraphIO = dict[str, tuple[str, dict[str, dict[str, int | tuple[int, ...]]]]]
 
 
 def declared_graph_io(obs_dim: int, action_dim: int, latent_dim: int, context_dim: int,
-                      z_dim: int | None = None, step_state: tuple[int, int] | None = None
-                      ) -> GraphIO:
+                      z_dim: int | None = None, step_state: tuple[int, int] | None = None,
+                      particles: int | None = None) -> GraphIO:
     """Graph name -> (file, {"inputs"|"outputs": {tensor: trailing shape}}): what the
     observation, action, latent and context sizes imply; the one table the exporter writes
     the contract's ``graphs`` from and both that section and the loaded ONNX graphs are
     compared with. ``z_dim``: the actor's latent input when it is not ``latent_dim`` (a
     belief-input policy: 2 x latent); ``step_state``: (window, features) of a step-state
-    encoder (inference ``pooled``)."""
+    encoder (inference ``pooled``); ``particles``: P of a particle step encoder (inference
+    ``particles``)."""
     z = latent_dim if z_dim is None else z_dim
-    if step_state is not None:
+    if particles is not None:
         enc: dict[str, dict[str, int | tuple[int, ...]]] = {
+            "inputs": {"transition": context_dim, "log_w": particles},
+            "outputs": {"log_w_out": particles, "loglik": particles}}
+    elif step_state is not None:
+        enc = {
             "inputs": {"transition": context_dim, "ring": step_state, "count": 1},
             "outputs": {"ring_out": step_state, "count_out": 1, "mu": latent_dim,
                         "var": latent_dim}}
@@ -721,8 +786,8 @@ class Contract:
         ctx = ContextSpec.from_json(_need(raw, "context", "", dict), len(obs.names),
                                     len(act.names))
         post = PosteriorSpec.from_json(_need(raw, "posterior", "", dict))
-        inf = InferenceSpec.from_json(raw["inference"]) if raw.get("inference") is not None \
-            else None
+        inf = InferenceSpec.from_json(raw["inference"], latent) \
+            if raw.get("inference") is not None else None
         golden = GoldenSpec.from_json(_need(raw, "golden", "", dict))
         actor_graph, encoder_graph = cls._graphs_from_json(raw, obs, act, latent, ctx, inf)
         files = _need(raw, "files", "", dict)
@@ -758,7 +823,8 @@ class Contract:
         belief = inf is not None and inf.policy_input == "belief"
         pooled = inf is not None and inf.mode == "pooled"
         io_ = declared_graph_io(o, a, latent, c, 2 * latent if belief else latent,
-                                (inf.window, inf.features) if pooled else None)  # type: ignore
+                                (inf.window, inf.features) if pooled else None,  # type: ignore
+                                inf.num_particles if inf is not None else None)
         sizes = f"obs {o}, action {a}, latent {latent}, context {c}"
         return (GraphSpec.from_json(graphs, "actor", io_["actor"], sizes),
                 GraphSpec.from_json(graphs, "encoder", io_["encoder"], sizes))
@@ -888,6 +954,25 @@ class Contract:
         return (self.inference.features or 0) if self.inference is not None else 0
 
     @property
+    def num_particles(self) -> int:
+        """``particles``: hypotheses of z in the belief; 0 otherwise."""
+        return (self.inference.num_particles or 0) if self.inference is not None else 0
+
+    @property
+    def particle_reward_std(self) -> float | None:
+        """``particles``: the likelihood's reward noise (informative); None otherwise."""
+        return self.inference.reward_std if self.inference is not None else None
+
+    @cached_property
+    def particles(self) -> np.ndarray | None:
+        """``particles``: the hypotheses of z, read-only float64 [P, latent]; None otherwise."""
+        if self.inference is None or self.inference.particles is None:
+            return None
+        arr = np.asarray(self.inference.particles, dtype=np.float64)
+        arr.flags.writeable = False
+        return arr
+
+    @property
     def obs_dim(self) -> int:
         return len(self.obs_names)
 
@@ -919,4 +1004,5 @@ def contract_graph_io(contract: Contract) -> GraphIO:
     state = (contract.step_window, contract.step_features) \
         if contract.inference_mode == "pooled" else None
     return declared_graph_io(contract.obs_dim, contract.action_dim, contract.latent_dim,
-                             contract.context_dim, contract.policy_latent_dim, state)
+                             contract.context_dim, contract.policy_latent_dim, state,
+                             contract.num_particles or None)

@@ -792,9 +792,13 @@ class EpisodeController:
     def model_values(self) -> dict[str, object]:
         """/diagnostics: the model, the swap, the canary and the fault counters."""
         swap = self.policy.swap_status()
+        belief = self.policy.belief
         values: dict[str, object] = {
-            "context_size": self.policy.belief.count, **self.change_values(),
+            "context_size": belief.count, **self.change_values(),
             "bundle_sha256": self.policy.bundle.sha256[:16], "swap": swap.state}
+        ess = getattr(belief, "effective_sample_size", None)
+        if ess is not None:  # a particle belief: how many particles still carry weight
+            values["belief_ess"] = float(ess)
         if self.canary is not None:
             values["canary"] = self.canary.status().state
             last = self.canary.last

@@ -25,7 +25,11 @@ Per tick, ``tick(obs, reward, obs_age)``:
    ``[0, max_obs_age]`` (a negative age is a clock fault, never a fresh observation);
 2. encodes the newest transition (previous obs, previous command, ``reward``, this obs) with
    ``encoder.onnx`` and multiplies its factor into the :class:`OnlineBelief` (O(latent));
-3. picks z by the schedule (``episode``: drawn from the belief at ``begin_episode``;
+   a ``pooled`` bundle advances its :class:`StepBelief` state by the step graph instead, a
+   ``particles`` bundle adds the row's log-likelihood under every particle to the
+   :class:`ParticleBelief`'s log-weights (O(particles));
+3. picks z by the schedule (``episode``: drawn from the belief at ``begin_episode``, for a
+   ``particles`` bundle one particle drawn from the normalized weights;
    ``step_mean``: the belief mean, every tick; ``fixed``: a given vector);
 4. runs ``actor.onnx`` on (obs, z [, eps]) and passes the command through
    :class:`ActionSafety` (clip, rate limit; non-finite -> safe command).
@@ -63,7 +67,8 @@ nothing else, so the next good input is handled as after any other dropped tick;
 never saw the bad input (``tests/runtime/test_tick_fuzz.py``).
 
 Reproducibility: ``rng`` is drawn from only at ``begin_episode`` (``latent_dim`` standard
-normals, schedule ``episode`` with the information bottleneck) and per actor call when
+normals, schedule ``episode`` with the information bottleneck; one ``rng.random()`` for a
+``particles`` bundle, uniform weights in the exploration episodes) and per actor call when
 ``stochastic_actions`` (``action_dim`` standard normals), and, with change detection on,
 once per detected change (schedule ``episode``: z is redrawn from the rebuilt belief).
 
@@ -91,11 +96,19 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-from pearl_robot.core.inference import ContextLayout, OnlineBelief, StepBelief, StepOutput
+from pearl_robot.core.inference import (
+    ContextLayout,
+    OnlineBelief,
+    ParticleBelief,
+    ParticleStepOutput,
+    StepBelief,
+    StepOutput,
+)
 from pearl_robot.errors import ConfigError
 from pearl_robot.runtime.bundle import (
     ACTOR_OUTPUTS,
     ENCODER_OUTPUTS,
+    PARTICLE_STEP_OUTPUTS,
     Bundle,
     BundleError,
     RobotExpectation,
@@ -427,11 +440,32 @@ class _Model:
 
     def _bind_encoder(self, cfg: RuntimeConfig) -> None:
         """The encoder graph bound to the belief's state (pooled: the step graph's ring and
-        count are the belief's arrays; pog: one factor per transition into the product)."""
+        count are the belief's arrays; particles: the step graph's log-weight input is the
+        belief's feed; pog: one factor per transition into the product)."""
         c = self.contract
         L = c.latent_dim
+        self.particles = c.inference_mode == "particles"
         self.pooled = c.inference_mode == "pooled"
-        if self.pooled:
+        self.stepped = self.pooled or self.particles  # the belief runs a step graph
+        if self.particles:
+            # bounded like pog: the contract's recommended window (an evaluation's context)
+            window = c.recommended_window if cfg.context_window is None else cfg.context_window
+            P = c.num_particles
+            log_w_out = np.zeros((1, P), dtype=np.float32)
+            loglik = np.zeros((1, P), dtype=np.float32)
+            p_out = ParticleStepOutput(log_w_out, loglik)
+            try:
+                pbelief = ParticleBelief(lambda *_: p_out, c.particles, window or None,
+                                         cfg.forgetting)
+            except ValueError as exc:
+                raise ConfigError(f"RuntimeConfig does not fit this particle bundle: {exc}"
+                                  ) from exc
+            self.encoder = BoundGraph(self.bundle.encoder, {"transition": self.row32,
+                                                       "log_w": pbelief.feed},
+                                      {PARTICLE_STEP_OUTPUTS[0]: log_w_out,
+                                       PARTICLE_STEP_OUTPUTS[1]: loglik})
+            self.belief: OnlineBelief | StepBelief | ParticleBelief = pbelief
+        elif self.pooled:
             # the step graph's state *is* the belief's state: bind its ring and count arrays
             # as the graph's inputs, and let StepBelief copy the outputs back after each run
             if cfg.context_window not in (None, c.step_window) or cfg.forgetting < 1.0:
@@ -448,7 +482,7 @@ class _Model:
                                                        "count": belief.count_arr},
                                       {"ring_out": ring_out, "count_out": count_out,
                                        "mu": self.mu_out, "var": self.var_out})
-            self.belief: OnlineBelief | StepBelief = belief
+            self.belief = belief
         else:
             self.encoder = BoundGraph(self.bundle.encoder, {"transition": self.row32},
                                       {ENCODER_OUTPUTS[0]: self.mu_out,
@@ -462,10 +496,11 @@ class _Model:
         o, a, L = c.obs_dim, c.action_dim, c.latent_dim
         cd = cfg.change_detection
         self.monitor = None
-        if cd.enabled and self.pooled:
-            raise ConfigError("RuntimeConfig.change_detection works on product-of-Gaussians "
-                              "(pog) bundles; this bundle's belief is 'pooled' (its step "
-                              "state has no per-transition factors to score)")
+        if cd.enabled and self.stepped:
+            raise ConfigError(f"RuntimeConfig.change_detection works on product-of-Gaussians "
+                              f"(pog) bundles; this bundle's belief is "
+                              f"'{c.inference_mode}' (its step state has no per-transition "
+                              f"Gaussian factors to score)")
         if cd.enabled:  # transitions are compared by their normalized (obs, command)
             self.monitor = BeliefChangeMonitor(cd, L, c.control_period, key_dim=o + a)
             lo = np.concatenate([c.obs_low if c.obs_low is not None else -np.ones(o),
@@ -596,7 +631,7 @@ class PolicyRuntime:
         return self._m.bundle
 
     @property
-    def belief(self) -> OnlineBelief | StepBelief:
+    def belief(self) -> OnlineBelief | StepBelief | ParticleBelief:
         """The online belief (live; read-only use). Reading it first does a deferred belief
         update (``finish_tick``), so it always includes every transition ticked so far."""
         if self._deferred is not None:
@@ -692,6 +727,9 @@ class PolicyRuntime:
             m.set_z_from_belief()
         elif m.belief_input:
             m.set_z_from_belief()  # the policy takes the belief itself, frozen per episode
+        elif m.particles:  # posterior sampling: one particle, held for the episode
+            prior = self._episodes_since_reset < cfg.exploration_episodes
+            m.z[:] = m.belief.particles[m.belief.sample_index(self.rng, prior)]
         elif not m.contract.information_bottleneck:
             m.z[:] = m.belief.mean  # point-estimate encoder: z is the context mean
         else:
@@ -822,7 +860,7 @@ class PolicyRuntime:
             m.encoder.run()
         except Exception:  # noqa: BLE001 - the control loop must survive any inference error
             return ENCODER_ERROR
-        if m.pooled:
+        if m.stepped:
             try:  # checks every output is finite before the state advances
                 m.belief.add_rows(m.row32)
             except ValueError:
