@@ -64,6 +64,11 @@ class PolicyNodeConfig:
     z_mode: str = "episode"
     """When z is drawn from the posterior: 'episode' (PEARL: once per episode), 'step' (every
     tick) or 'mean' (posterior mean, no sampling)."""
+    exploration_episodes: int = -1
+    """Episodes after a belief reset (a new task) whose z comes from the prior, so posterior
+    sampling explores before it adapts; -1: the z_mode's default (0 for 'mean', else 1, as
+    PEARL's one exploration trajectory). A particle model trained for sparse tasks with
+    several exploration trajectories (its num_exp_traj_eval) wants that many."""
     deterministic: bool = True
     """Use the actor's deterministic output (the mean action); false samples the actor."""
     context_window: int = 0
@@ -139,6 +144,9 @@ class PolicyNodeConfig:
         if not math.isfinite(self.obs_range_margin):
             raise ConfigError(f"parameter 'obs_range_margin' must be a finite number (negative: "
                               f"no range check), got {self.obs_range_margin!r}")
+        if self.exploration_episodes < -1:
+            raise ConfigError(f"parameter 'exploration_episodes' must be >= 0 (or -1: the "
+                              f"z_mode's default), got {self.exploration_episodes}")
         for name in ("episodes_per_task",):
             if getattr(self, name) < 1:
                 raise ConfigError(f"parameter {name!r} must be >= 1, got {getattr(self, name)}")
@@ -171,7 +179,8 @@ class PolicyNodeConfig:
 
         return RuntimeConfig(
             z_schedule=Z_SCHEDULES[self.z_mode],  # type: ignore[arg-type]
-            exploration_episodes=0 if self.z_mode == "mean" else 1,
+            exploration_episodes=self.exploration_episodes if self.exploration_episodes >= 0
+            else 0 if self.z_mode == "mean" else 1,
             stochastic_actions=not self.deterministic,
             context_window=self.context_window or None, max_obs_age=self.stale_obs_s,
             obs_range_margin=None if self.obs_range_margin < 0 else self.obs_range_margin,

@@ -108,3 +108,15 @@ def test_the_range_margin_is_a_node_parameter(twin_bundle: Path) -> None:
             deployed.close()
     assert verdicts == {0.0: ("obs_range", "obs_range"), 1.0: ("", "obs_range"),
                         -1.0: ("", "")}
+
+
+def test_exploration_episodes_is_a_node_parameter() -> None:
+    """-1 keeps the z_mode's default (PEARL's one prior episode, none for 'mean'); a particle
+    model trained with several exploration trajectories gets that many."""
+    assert PolicyNodeConfig().runtime_config().exploration_episodes == 1
+    assert PolicyNodeConfig(z_mode="mean").runtime_config().exploration_episodes == 0
+    assert PolicyNodeConfig(exploration_episodes=5).runtime_config().exploration_episodes == 5
+    assert PolicyNodeConfig(z_mode="mean", exploration_episodes=2
+                            ).runtime_config().exploration_episodes == 2
+    with pytest.raises(ConfigError, match="exploration_episodes"):
+        PolicyNodeConfig(exploration_episodes=-2)
