@@ -1,6 +1,7 @@
 """A bundle's embedded checkpoint.pt is one of its files: the loader and ``bundle check`` refuse
 the bundle when it is edited, missing, not a regular file, or when the contract lists a name
-outside the bundle directory. Bundles without one (``models/arm3``) load as before."""
+outside the bundle directory. Bundles without one (the arm3 shipped before 2026-12-03,
+tests/data/bundles/arm3-2026-11) load as before."""
 
 from __future__ import annotations
 
@@ -114,7 +115,8 @@ def test_a_listed_name_outside_the_bundle_is_refused(copy: Path, name: str) -> N
 
 def test_an_old_contract_ignores_an_unlisted_checkpoint(copy: Path) -> None:
     """A bundle whose contract does not list checkpoint.pt (every bundle exported before the
-    option, ``models/arm3``) loads whatever lies under that name: only listed files count."""
+    option, such as tests/data/bundles/arm3-2026-11) loads whatever lies under that name:
+    only listed files count."""
     def unlist(raw: dict) -> None:
         raw["files"].pop(CHECKPOINT_FILE)
         raw["provenance"].pop("embedded_checkpoint")

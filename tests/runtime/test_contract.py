@@ -28,6 +28,9 @@ from pearl_robot.tasks import interface
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted(p.parent for p in (REPO / "models").glob("*/contract.json"))
+OLD_ARM3 = REPO / "tests" / "data" / "bundles" / "arm3-2026-11"
+"""The arm3 bundle shipped until 2026-12-03, kept as it was: a contract from before the
+``inference`` section and the embedded checkpoint."""
 
 
 def _raw(bundle: Path) -> dict:
@@ -51,7 +54,8 @@ def test_there_is_a_shipped_bundle() -> None:
     assert [p.name for p in SHIPPED] == ["arm3"]
 
 
-@pytest.mark.parametrize("bundle", SHIPPED, ids=[p.name for p in SHIPPED])
+@pytest.mark.parametrize("bundle", [*SHIPPED, OLD_ARM3],
+                         ids=[*(p.name for p in SHIPPED), "old-arm3"])
 def test_shipped_bundles_round_trip_and_load_unchanged(bundle: Path) -> None:
     before = (bundle / CONTRACT_FILE).read_bytes()
     c = _assert_round_trip(bundle)
@@ -60,10 +64,10 @@ def test_shipped_bundles_round_trip_and_load_unchanged(bundle: Path) -> None:
     assert (bundle / CONTRACT_FILE).read_bytes() == before  # read, never rewritten
 
 
-def test_arm3_is_an_old_contract_read_through_the_migration() -> None:
-    """models/arm3 predates ``inference``: it reads as pog with a sample policy input, and
-    writing it back keeps the section absent (its hash still holds)."""
-    raw = _raw(REPO / "models" / "arm3")
+def test_the_old_arm3_is_read_through_the_migration() -> None:
+    """The arm3 shipped before 2026-12-03 predates ``inference``: it reads as pog with a
+    sample policy input, and writing it back keeps the section absent (its hash holds)."""
+    raw = _raw(OLD_ARM3)
     assert "inference" not in raw
     c = Contract.from_json(raw)
     assert c.inference is None and c.inference_mode == "pog" and c.policy_input == "sample"

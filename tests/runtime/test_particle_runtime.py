@@ -346,7 +346,8 @@ def test_an_edited_particle_is_refused_as_an_edit(particles, tmp_path: Path
 # ------------------------------------------------------------------ the older bundles
 
 def test_pog_and_shipped_bundles_still_load_and_tick(bundle_dir: Path) -> None:
-    for path in (bundle_dir, REPO / "models" / "arm3"):
+    for path in (bundle_dir, REPO / "models" / "arm3",
+                 REPO / "tests" / "data" / "bundles" / "arm3-2026-11"):
         before = (path / CONTRACT_FILE).read_bytes()
         b = load_bundle(path)
         assert b.contract.inference_mode == "pog" and b.contract.num_particles == 0
