@@ -9,7 +9,7 @@
 #   make test-slow  long tests (learning runs, soak, full fuzz), not in CI
 #   make bench      benchmarks -> bench/results/*.json and the tables in docs/performance.md
 #   make lint       ruff
-#   make model      retrain the shipped bundle models/arm3 from its recipe (seeded; ~45 min);
+#   make model      retrain the shipped bundle models/arm3 from its recipe (seeded; ~12 min);
 #                   the bundle embeds its weights-only checkpoint, which the demo's morning
 #                   retrain warm-starts from (MODEL_BUNDLE=DIR to write it elsewhere)
 SHELL := /bin/bash

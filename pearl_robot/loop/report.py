@@ -338,6 +338,13 @@ def compare(rows: list[dict[str, Any]]) -> dict[str, Any]:
                               "delta": float(np.mean(a) - np.mean(b))}
     deltas = np.array([v["delta"] for v in per_task.values()])
     before = np.array([v["before"] for v in per_task.values()])
+    noise = repeat_noise(rows)
+    n_b = sum(r["phase"] == "before" and r["task"] in per_task for r in rows)
+    n_a = sum(r["phase"] == "after" and r["task"] in per_task for r in rows)
+    # one episode's noise sigma from the mean |difference| of two episodes (E|d| = 2 sigma /
+    # sqrt(pi) for Gaussian noise), then the standard error of a difference of two means
+    sigma = noise * math.sqrt(math.pi) / 2.0
+    delta_se = sigma * math.sqrt(1.0 / n_a + 1.0 / n_b) if n_a and n_b else math.nan
     return {"per_task": per_task,
             "before_mean": float(before.mean()) if before.size else math.nan,
             "after_mean": float(np.mean([v["after"] for v in per_task.values()]))
@@ -347,7 +354,7 @@ def compare(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "delta_relative": float(deltas.mean() / np.abs(before).mean())
             if deltas.size else math.nan,
             "tasks_better": int((deltas >= 0).sum()), "tasks": int(deltas.size),
-            "repeat_noise": repeat_noise(rows)}
+            "repeat_noise": noise, "delta_se": delta_se}
 
 
 def _img(path: Path | None, alt: str) -> str:
@@ -421,7 +428,10 @@ def ignored_phases(ignored: dict[str, Any] | None) -> dict[str, tuple[int, int]]
 
 def verdict_text(cmp: dict[str, Any], canary: dict[str, Any] | None, kept: str,
                  warm: bool, ignored: dict[str, Any] | None = None,
-                 swap: dict[str, Any] | None = None) -> str:
+                 swap: dict[str, Any] | None = None,
+                 sim: tuple[float | None, float | None] = (None, None)) -> str:
+    """The report's one-paragraph answer. ``sim``: (shipped, retrained) held-out returns from
+    simulation as the bundles' provenance records them (None: not recorded)."""
     d, rel = cmp["delta_mean"], cmp["delta_relative"]
     if not math.isfinite(d):
         return "no comparison: the after-swap episodes are missing"
@@ -444,8 +454,20 @@ def verdict_text(cmp: dict[str, Any], canary: dict[str, Any] | None, kept: str,
            f"(difference {d:+.1f}, {rel:+.0%} of the shipped model's |return|; spread across "
            f"tasks {cmp['delta_std_across_tasks']:.1f}; better on {cmp['tasks_better']} of "
            f"{cmp['tasks']} tasks)")
+    noise = cmp.get("repeat_noise", math.nan)
+    se = cmp.get("delta_se", math.nan)
+    in_sim = ""
+    if sim[0] is not None and sim[1] is not None:
+        in_sim = (f" In simulation (the retrain's held-out evaluation on the twin's nominal "
+                  f"physics) it scored {sim[1]:.1f} against the shipped model's {sim[0]:.1f}.")
     if d >= 0:
         head = f"The retrained model is at least as good as the shipped one on the robot: {how}."
+    elif math.isfinite(se) and abs(d) <= 2.0 * se:
+        head = (f"The retrained model scored lower than the shipped one on the robot, within "
+                f"two standard errors of the difference ({se:.1f} each, from the repeat noise "
+                f"this run measured): {how}. With this many episodes the run cannot tell the "
+                f"two apart.{in_sim}")
+        in_sim = ""
     else:
         why = ("it was retrained from scratch in minutes (the shipped bundle's checkpoint is "
                "not on this machine, so there was nothing to warm-start from), against a "
@@ -454,10 +476,12 @@ def verdict_text(cmp: dict[str, Any], canary: dict[str, Any] | None, kept: str,
                "the few minutes of training moved it the wrong way")
         head = (f"The retrained model is worse than the shipped one on the robot: {how}. "
                 f"Why: {why}.")
-    noise = cmp.get("repeat_noise", math.nan)
+    head += in_sim
     if math.isfinite(noise):
         head += (f" Repeat noise of one episode on the robot, measured in this run: {noise:.1f}"
-                 f"{' (the difference is within it)' if abs(d) <= noise else ''}.")
+                 f" (mean |difference| of repeated episodes); standard error of the before/after "
+                 f"difference: {se:.1f}"
+                 f"{' (the difference is within two of them)' if abs(d) <= 2 * se else ''}.")
     if canary:
         head += (f" Canary: {canary['decision']} (new {canary.get('new_mean') or math.nan:.1f} "
                  f"vs old {canary.get('old_mean') or math.nan:.1f}, allowed drop "
@@ -468,6 +492,7 @@ def verdict_text(cmp: dict[str, Any], canary: dict[str, Any] | None, kept: str,
 def build_report(out: Path, result: dict[str, Any], render: bool = True) -> ReportFiles:
     """Write ``report.html`` and its PNGs into ``out``."""
     from pearl_robot.runtime.bundle import read_contract
+    from pearl_robot.runtime.canary import held_out_score
     from pearl_robot.tasks.registry import make_family
 
     cfg = result["config"]
@@ -504,8 +529,10 @@ def build_report(out: Path, result: dict[str, Any], render: bool = True) -> Repo
             pngs.append(strip)
     cmp = compare(rows)
     warm = bool((result.get("retrain") or {}).get("warm_start"))
+    sim = (held_out_score(contract.provenance),
+           (result.get("retrain") or {}).get("held_out_sim", {}).get("final"))
     verdict = verdict_text(cmp, result.get("canary"), result.get("kept_model", "?"), warm,
-                           result.get("commands_ignored"), result.get("swap"))
+                           result.get("commands_ignored"), result.get("swap"), sim)
     summary = {"comparison": cmp, "verdict": verdict, "timing": timing,
                "canary": result.get("canary"), "kept_model": result.get("kept_model"),
                "swap": result.get("swap"),
@@ -607,9 +634,11 @@ emulated robot (firmware emulator on a pseudo-terminal, serial bridge, {family_n
 differ by the link's timing (which tick a state lands in) and by where the previous episode
 left the arm. Measured in this run: the confirmation block repeats the kept model on the first
 task, and one episode's return differed from the same model's earlier episode on the same
-(task, trial) by {cmp['repeat_noise']:.1f} on average; a before/after difference smaller than
-that is noise. References are simulated from each episode's start pose with the robot's
-physics.</p>
+(task, trial) by {cmp['repeat_noise']:.1f} on average. For Gaussian noise that is an
+episode's standard deviation times 2/sqrt(pi), so the difference of the before and after means
+has a standard error of {cmp.get('delta_se', math.nan):.1f}; a difference within two of them is
+noise. The estimate itself rests on the confirmation block's few episodes. References are
+simulated from each episode's start pose with the robot's physics.</p>
 <h2>Canary</h2>
 <p>Provenance guard (the held-out scores the two bundles record from simulation):
 {html.escape(_guard_text(result.get('swap')))}.</p>
