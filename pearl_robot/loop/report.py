@@ -474,6 +474,12 @@ def verdict_text(cmp: dict[str, Any], canary: dict[str, Any] | None, kept: str,
                "shipped model trained for much longer") if not warm else (
                "the retrain warm-started from the shipped checkpoint but the night's data and "
                "the few minutes of training moved it the wrong way")
+        if warm and sim[0] is not None and sim[1] is not None and sim[1] >= sim[0]:
+            why = ("it is as good in simulation (below) but not on this robot: the night ran "
+                   "on the twin (an accelerated night cannot run on a real-time serial robot), "
+                   "so no episode the retrain learned from has this robot's physics, and the "
+                   "retrain moved the policy in a way the twin does not penalize and this "
+                   "robot does (the likely reason; this run does not isolate it)")
         head = (f"The retrained model is worse than the shipped one on the robot: {how}. "
                 f"Why: {why}.")
     head += in_sim

@@ -41,3 +41,14 @@ def test_a_drop_within_two_standard_errors_is_called_noise_and_a_larger_one_is_n
     text = verdict_text(clear, None, "shipped", True, None, {"guard": "passed"}, (None, None))
     assert text.startswith("The retrained model is worse") and "Why:" in text
     assert "In simulation" not in text
+
+
+def test_a_retrain_as_good_in_simulation_but_worse_on_the_robot_says_so() -> None:
+    cmp = {"delta_mean": -15.0, "delta_relative": -0.17, "after_mean": -103.0,
+           "before_mean": -88.0, "delta_std_across_tasks": 26.0, "tasks_better": 1, "tasks": 4,
+           "repeat_noise": 5.3, "delta_se": 2.3}
+    text = verdict_text(cmp, None, "retrained", True, None, {"guard": "passed"}, (-60.6, -59.2))
+    assert "as good in simulation" in text and "night ran on the twin" in text
+    worse_in_sim = verdict_text(cmp, None, "retrained", True, None, {"guard": "passed"},
+                                (-60.6, -70.0))
+    assert "moved it the wrong way" in worse_in_sim
