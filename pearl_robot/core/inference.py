@@ -160,6 +160,62 @@ class ContextLayout:
 # pog: the product of Gaussians, running sums
 
 
+class ContextRing:
+    """The bounded context both online beliefs keep: the newest ``window`` per-row
+    contributions (a pog factor's natural parameters, a row's per-particle log-likelihoods)
+    in a ring, with their forgetting weights, so the contribution leaving can be subtracted
+    from a running sum and the sum recomputed exactly every ``window`` rows (float drift
+    cannot build up over hours). One owner for the ring arithmetic; allocation-free on the
+    control path (the leaving contribution is written into a scratch array)."""
+
+    def __init__(self, window: int, shape: tuple[int, ...], forgetting: float,
+                 dtype: Any = np.float64) -> None:
+        self.window = window
+        self.ring = np.zeros((window, *shape), dtype=dtype)
+        self.leaving = np.zeros(shape)  # scratch: the weighted contribution leaving
+        # a contribution k steps old weighs lam**k; the one leaving weighs lam**W
+        self._lam_w = forgetting ** window
+        self._decay = forgetting < 1.0
+        self._age_weights = forgetting ** np.arange(window, dtype=np.float64)
+        self.clear()
+
+    def clear(self) -> None:
+        self.ring[:] = 0
+        self.head = 0  # slot the next row goes to (= the oldest when full)
+        self.count = 0
+        self._since_resum = 0
+
+    def push(self, value: np.ndarray) -> np.ndarray | None:
+        """Store ``value`` as the newest row; returns the contribution that left (weighted
+        by its age, in :attr:`leaving`) when the ring was full, else None."""
+        slot = self.ring[self.head]
+        out = None
+        if self.count == self.window:
+            if self._decay:
+                np.multiply(slot, self._lam_w, out=self.leaving)
+            else:
+                self.leaving[...] = slot
+            out = self.leaving
+        else:
+            self.count += 1
+        slot[...] = value
+        self.head = 0 if self.head + 1 == self.window else self.head + 1
+        self._since_resum += 1
+        return out
+
+    @property
+    def resum_due(self) -> bool:
+        """True once per ``window`` rows: time to recompute the running sum exactly."""
+        return self._since_resum >= self.window
+
+    def weighted_sum(self, out: np.ndarray) -> None:
+        """``out`` = the exact age-weighted sum of the rows in the ring."""
+        idx = (self.head - 1 - np.arange(self.count)) % self.window  # k steps old
+        w = self._age_weights[:self.count].reshape(-1, *([1] * (self.ring.ndim - 1)))
+        out[...] = (w * self.ring[idx].astype(np.float64)).sum(axis=0)
+        self._since_resum = 0
+
+
 class OnlineBelief:
     """Running product-of-Gaussians posterior with a bounded context.
 
@@ -197,18 +253,12 @@ class OnlineBelief:
         self.include_prior = include_prior
         self._sums = np.zeros((2, latent_dim))  # [sum w/var, sum w*mu/var]
         self._nat = np.zeros((2, latent_dim))  # scratch: the factor being added
-        self._old = np.zeros((2, latent_dim))  # scratch: the weighted factor leaving
         self._mean = np.zeros(latent_dim)
         self._var = np.ones(latent_dim)
         self._tmp = np.empty(latent_dim)
         self._count = 0  # factors currently in the context (<= window)
-        if window is not None:
-            self._ring = np.zeros((window, 2, latent_dim))
-            self._head = 0  # slot the next factor goes to (= the oldest when full)
-            self._since_resum = 0
-            # weight of a factor that is k steps old is lam**k; the one leaving has lam**W
-            self._lam_w = self.forgetting ** window
-            self._age_weights = self.forgetting ** np.arange(window, dtype=np.float64)
+        self._ring = ContextRing(window, (2, latent_dim), self.forgetting) \
+            if window is not None else None
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -216,10 +266,8 @@ class OnlineBelief:
         """Forget every factor: the belief is the prior again (a task change, a new model)."""
         self._sums[:] = 0.0
         self._count = 0
-        if self.window is not None:
-            self._ring[:] = 0.0
-            self._head = 0
-            self._since_resum = 0
+        if self._ring is not None:
+            self._ring.clear()
         self._refresh()
 
     @property
@@ -266,38 +314,19 @@ class OnlineBelief:
         sums = self._sums
         if self._decay:
             sums *= self.forgetting
-        if self.window is None:
+        ring = self._ring
+        if ring is None:
             sums += nat
             self._count += 1
         else:
-            h = self._head
-            slot = self._ring[h]
-            if self._count == self.window:  # the oldest factor leaves
-                if self._decay:
-                    np.multiply(slot, self._lam_w, out=self._old)
-                    sums -= self._old
-                else:
-                    sums -= slot
-            else:
-                self._count += 1
-            slot[...] = nat
+            leaving = ring.push(nat)  # the oldest factor leaves once the window is full
+            if leaving is not None:
+                sums -= leaving
             sums += nat
-            h += 1
-            self._head = 0 if h == self.window else h
-            self._since_resum += 1
-            if self._since_resum >= self.window:
-                self._resum()
+            self._count = ring.count
+            if ring.resum_due:  # exactly from the ring: no subtraction drift
+                ring.weighted_sum(self._sums)
         self._refresh()
-
-    def _resum(self) -> None:
-        """Recompute the sums exactly from the ring (removes subtraction drift)."""
-        n, W = self._count, self.window
-        assert W is not None
-        # slot of the factor that is k steps old: (head - 1 - k) mod W
-        idx = (self._head - 1 - np.arange(n)) % W
-        w = self._age_weights[:n, None, None]
-        self._sums[:] = (w * self._ring[idx]).sum(axis=0)
-        self._since_resum = 0
 
     def _refresh(self) -> None:
         if self._count == 0 and not self.include_prior:
@@ -488,12 +517,8 @@ class ParticleBelief:
         self._var = np.ones(self.latent_dim)
         self._ess = float(P)
         self._count = 0
-        if window is not None:
-            self._ring = np.zeros((window, P), dtype=np.float32)
-            self._head = 0
-            self._since_resum = 0
-            self._lam_w = self.forgetting ** window
-            self._age_weights = self.forgetting ** np.arange(window, dtype=np.float64)
+        self._ring = ContextRing(window, (P,), self.forgetting, np.float32) \
+            if window is not None else None
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -501,10 +526,8 @@ class ParticleBelief:
         """Forget the context: uniform weights (the prior)."""
         self._log_w[:] = -math.log(self.num_particles)
         self._count = 0
-        if self.window is not None:
-            self._ring[:] = 0.0
-            self._head = 0
-            self._since_resum = 0
+        if self._ring is not None:
+            self._ring.clear()
         self._refresh()
 
     @property
@@ -548,34 +571,18 @@ class ParticleBelief:
             raise ValueError("particle step produced non-finite log-likelihoods")
         tmp = self._tmp
         tmp[:] = new
-        if self.window is None:
+        ring = self._ring
+        if ring is None:
             self._count += 1
         else:
-            h = self._head
-            slot = self._ring[h]
-            if self._count == self.window:  # the oldest row leaves
-                if self.forgetting < 1.0:
-                    tmp -= self._lam_w * slot
-                else:
-                    tmp -= slot
-            else:
-                self._count += 1
-            slot[:] = ll
-            h += 1
-            self._head = 0 if h == self.window else h
-            self._since_resum += 1
-            if self._since_resum >= self.window:
-                self._resum()
+            leaving = ring.push(ll)  # the oldest row leaves once the window is full
+            if leaving is not None:
+                tmp -= leaving
+            self._count = ring.count
+            if ring.resum_due:  # exactly from the ring: no subtraction drift
+                ring.weighted_sum(tmp)
         np.copyto(self._log_w, tmp)
         self._refresh()
-
-    def _resum(self) -> None:
-        """Recompute the log-weights exactly from the ring (removes subtraction drift)."""
-        n, W = self._count, self.window
-        assert W is not None
-        idx = (self._head - 1 - np.arange(n)) % W  # slot of the row that is k steps old
-        self._tmp[:] = self._age_weights[:n] @ self._ring[idx].astype(np.float64)
-        self._since_resum = 0
 
     def _refresh(self) -> None:
         """Normalize (log-sum-exp), then the weights, summary and next feed."""

@@ -366,7 +366,8 @@ def test_100k_ticks_keep_the_posterior_from_collapsing(bundle_dir: Path, cfg: di
     b = rt.belief
     window = b.window or 100_000
     w = b.forgetting ** np.arange(b.count)[::-1][:, None]
-    ring = b._ring[(b._head - 1 - np.arange(b.count)[::-1]) % window] if b.window else None
+    ring = b._ring.ring[(b._ring.head - 1 - np.arange(b.count)[::-1]) % window] \
+        if b.window else None
     if ring is not None:
         prec = (w * ring[:, 0]).sum(0)
         np.testing.assert_allclose(b.var, 1.0 / prec, rtol=1e-9)
