@@ -96,12 +96,10 @@ class OnnxEncoder(nn.Module):
         return (torch.zeros(1, self.context_dim),)
 
 
-class OnnxBeliefStep(nn.Module):
-    """(transition [B, context_dim] physical, ring [B, W, H], count [B, 1]) ->
-    (ring_out, count_out, mu, var): one step of the "pooled" belief, the same torch module
-    (``PooledEncoder.step``) the trainer's online evaluation runs. The action field is
-    normalized to [-1, 1] and the observations go through the ObsNormalizer inside, as for
-    :class:`OnnxEncoder`."""
+class _StepGraph(nn.Module):
+    """What the step graphs share: the networks (a CPU copy in eval mode) and the physical
+    context row -> the trainer's normalized row (the action field to [-1, 1], the
+    observations through the ObsNormalizer: ``PearlNetworks.normalize_rows``)."""
 
     def __init__(self, nets: PearlNetworks) -> None:
         super().__init__()
@@ -110,13 +108,22 @@ class OnnxBeliefStep(nn.Module):
         sl = self.layout.slices["action"]
         self.a0, self.a1 = sl.start, sl.stop
 
-    def forward(self, transition: torch.Tensor, ring: torch.Tensor, count: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def normalized_rows(self, transition: torch.Tensor) -> torch.Tensor:
         actor = self.nets.actor
         act = torch.clamp((transition[:, self.a0:self.a1] - actor.action_bias)
                           / actor.action_scale, -1.0, 1.0)
         raw = torch.cat([transition[:, :self.a0], act, transition[:, self.a1:]], dim=-1)
-        return self.nets.encoder.step(self.nets.normalize_rows(raw), ring, count)
+        return self.nets.normalize_rows(raw)
+
+
+class OnnxBeliefStep(_StepGraph):
+    """(transition [B, context_dim] physical, ring [B, W, H], count [B, 1]) ->
+    (ring_out, count_out, mu, var): one step of the "pooled" belief, the same torch module
+    (``PooledEncoder.step``) the trainer's online evaluation runs, on the normalized row."""
+
+    def forward(self, transition: torch.Tensor, ring: torch.Tensor, count: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.nets.encoder.step(self.normalized_rows(transition), ring, count)
 
     def dummy_inputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         enc = self.nets.encoder
@@ -124,28 +131,20 @@ class OnnxBeliefStep(nn.Module):
                 torch.zeros(1, 1))
 
 
-class OnnxParticleStep(nn.Module):
+class OnnxParticleStep(_StepGraph):
     """(transition [B, context_dim] physical, log_w [B, P]) -> (log_w_out, loglik) [B, P]:
     one step of the particle belief, each row scored under every particle by the trainer's
     own ``PearlAgent.particle_log_likelihood`` (``ContextRewardDecoder.log_likelihood`` on
-    the normalized row as a context of one). The action field is normalized to [-1, 1] and
-    the observations go through the ObsNormalizer inside, as for :class:`OnnxEncoder`."""
+    the normalized row as a context of one)."""
 
     def __init__(self, nets: PearlNetworks) -> None:
-        super().__init__()
-        self.nets = copy.deepcopy(nets).cpu().eval()
-        self.layout = nets.layout
-        sl = self.layout.slices["action"]
-        self.a0, self.a1 = sl.start, sl.stop
+        super().__init__(nets)
         self.std = float(nets.cfg.particle_reward_std)
 
     def forward(self, transition: torch.Tensor, log_w: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         nets = self.nets
-        act = torch.clamp((transition[:, self.a0:self.a1] - nets.actor.action_bias)
-                          / nets.actor.action_scale, -1.0, 1.0)
-        raw = torch.cat([transition[:, :self.a0], act, transition[:, self.a1:]], dim=-1)
-        rows = nets.normalize_rows(raw).unsqueeze(1)  # [B, 1, width]: a context of one row
+        rows = self.normalized_rows(transition).unsqueeze(1)  # [B, 1, width]: one row
         loglik = nets.context_decoder.log_likelihood(rows, nets.particles, self.std)
         return log_w + loglik, loglik
 
