@@ -99,3 +99,16 @@ def _log_random_night(family, ds):  # noqa: ANN001, ANN202 - (TaskFamily, Path) 
 def log_random_night():  # noqa: ANN201
     """``(family, ds) -> ds``: log two short random episodes (tests that train from logs)."""
     return _log_random_night
+
+
+@pytest.fixture(scope="session")
+def particles(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """(bundle dir, networks) of a small untrained sparse point-robot particle model
+    (``SMALL_PARTICLE_MODEL``), exported once for the export and runtime tests."""
+    from pearl_robot.core.checkpoint import load_checkpoint, networks_from_checkpoint
+    from pearl_robot.export.testing import SMALL_PARTICLE_MODEL, write_test_bundle
+
+    out = tmp_path_factory.mktemp("particles") / "b"
+    write_test_bundle(out, "sparse-point-robot", seed=0, **SMALL_PARTICLE_MODEL)
+    nets = networks_from_checkpoint(load_checkpoint(out.parent / f"{out.name}.ckpt.pt"))
+    return out, nets

@@ -51,7 +51,12 @@ from pearl_robot.core.checkpoint import (
     save_checkpoint,
 )
 from pearl_robot.core.config import to_dict
-from pearl_robot.core.inference import ContextLayout, recommended_window
+from pearl_robot.core.inference import (
+    ContextLayout,
+    ParticleBelief,
+    ParticleStepOutput,
+    recommended_window,
+)
 from pearl_robot.core.networks import LOG_STD_MAX, LOG_STD_MIN, PearlNetworks
 from pearl_robot.core.pearl import PearlAgent
 from pearl_robot.errors import PearlRobotError
@@ -411,16 +416,22 @@ def _normalized(log_w: np.ndarray) -> np.ndarray:
 def _log_w_along(nets: PearlNetworks, transition: np.ndarray, episode: int) -> dict[str, Any]:
     """The "particles" log-weights before each row when the rows are fed in order as one
     context, reset every ``episode`` rows (normalized, as the runtime feeds them)."""
-    ll = _particle_loglik(nets, transition).numpy().astype(np.float64)
-    P = ll.shape[1]
-    out = np.empty_like(ll)
-    acc = np.full(P, -np.log(P))
+    ll = _particle_loglik(nets, transition).numpy()
+    rows = iter(ll)
+
+    def step(_row: np.ndarray, feed: np.ndarray) -> ParticleStepOutput:
+        row = next(rows)[None]
+        return ParticleStepOutput(feed + row, row)
+
+    # the runtime's own belief update, with the trainer's log-likelihoods as its step
+    belief = ParticleBelief(step, nets.particles.detach().cpu().numpy(), max(1, len(ll)))
+    out = np.empty_like(ll, dtype=np.float32)
     for i in range(len(ll)):
         if i % episode == 0:
-            acc = np.full(P, -np.log(P))
-        out[i] = acc
-        acc = _normalized(acc + ll[i])
-    return {"log_w": out.astype(np.float32)}
+            belief.reset()
+        out[i] = belief.feed[0]
+        belief.add_rows(transition[i])
+    return {"log_w": out}
 
 
 def _states_for(nets: PearlNetworks, transition: np.ndarray, episode: int) -> dict[str, Any]:

@@ -406,6 +406,12 @@ a disarmed device (one late tick costs one command: the bridge disarms 75 ms aft
 command and re-arms with the next; a device left disarmed ignores them all)."""
 
 
+def swap_refused(swap: dict[str, Any] | None) -> bool:
+    """The node's provenance guard refused the retrained bundle (``loop.json``'s ``swap``):
+    the after block then ran the shipped model again."""
+    return bool(swap) and swap.get("guard") == "refused"
+
+
 def _guard_text(swap: dict[str, Any] | None) -> str:
     if not swap:
         return "not recorded"
@@ -435,7 +441,7 @@ def verdict_text(cmp: dict[str, Any], canary: dict[str, Any] | None, kept: str,
     d, rel = cmp["delta_mean"], cmp["delta_relative"]
     if not math.isfinite(d):
         return "no comparison: the after-swap episodes are missing"
-    if swap and swap.get("guard") == "refused":
+    if swap_refused(swap):
         return ("The retrained model was not swapped in: the policy node's provenance guard "
                 f"refused it ({swap.get('reason', '')}). The shipped model stays; both blocks "
                 f"ran it, so their difference ({d:+.1f}, mean {cmp['after_mean']:.1f} vs "
@@ -514,7 +520,7 @@ def build_report(out: Path, result: dict[str, Any], render: bool = True) -> Repo
         diags = [json.loads(line) for line in dpath.read_text().splitlines() if line.strip()]
     refs = _attach_references(rows, eps, family, cfg)
     steps = max((len(e["obs"]) for e in eps.values()), default=0) or None
-    swapped = (result.get("swap") or {}).get("guard") != "refused"
+    swapped = not swap_refused(result.get("swap"))
     pngs = [plot_returns(rows, refs, out / "returns.png", ept,
                          meaning=return_meaning(family.name, steps), swapped=swapped)]
     belief = plot_belief(rows, eps, out / "belief.png", latent, period)
@@ -603,8 +609,8 @@ def _page(result: dict[str, Any], family_name: str, verdict: str, cmp: dict[str,
           diags: list[dict[str, Any]], figs: _Figures, timing: dict[str, Any]) -> str:
     """The report page (self-contained HTML next to its PNGs)."""
     cfg = result["config"]
-    refused = (result.get("swap") or {}).get("guard") == "refused"
-    after_label = "after (shipped again, swap refused)" if refused else "after (retrained)"
+    after_label = "after (shipped again, swap refused)" if swap_refused(result.get("swap")) \
+        else "after (retrained)"
     stage_rows = [[s["stage"], s["wall_s"], ", ".join(f"{k}={v}" for k, v in s.items()
                                                       if k not in ("stage", "wall_s"))]
                   for s in result.get("stages", [])]

@@ -9,10 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import pytest
 import torch
 
-from pearl_robot.core.checkpoint import load_checkpoint, networks_from_checkpoint
 from pearl_robot.core.pearl import PearlAgent
 from pearl_robot.export.graphs import OnnxParticleStep
 from pearl_robot.export.testing import SMALL_PARTICLE_MODEL, write_test_bundle
@@ -25,14 +23,6 @@ from pearl_robot.runtime.bundle import (
     load_bundle,
     session_options,
 )
-
-
-@pytest.fixture(scope="module")
-def particles(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    out = tmp_path_factory.mktemp("particles") / "b"
-    write_test_bundle(out, "sparse-point-robot", seed=0, **SMALL_PARTICLE_MODEL)
-    nets = networks_from_checkpoint(load_checkpoint(out.parent / f"{out.name}.ckpt.pt"))
-    return out, nets
 
 
 def _context(nets, n: int, seed: int = 0) -> np.ndarray:  # noqa: ANN001

@@ -15,11 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from pearl_robot.core.checkpoint import load_checkpoint, networks_from_checkpoint
 from pearl_robot.core.inference import ParticleBelief, ParticleStepOutput
 from pearl_robot.core.pearl import PearlAgent
 from pearl_robot.errors import ConfigError
-from pearl_robot.export.testing import SMALL_PARTICLE_MODEL, write_test_bundle
+from pearl_robot.export.testing import SMALL_PARTICLE_MODEL
 from pearl_robot.runtime import PolicyRuntime, RuntimeConfig, load_bundle
 from pearl_robot.runtime.bundle import CONTRACT_FILE, BundleContractError, BundleHashError
 from pearl_robot.runtime.change_detection import ChangeDetectionConfig
@@ -30,14 +29,6 @@ from pearl_robot.train.evaluation import _add_particle_evidence
 
 REPO = Path(__file__).resolve().parents[2]
 P = SMALL_PARTICLE_MODEL["num_particles"]
-
-
-@pytest.fixture(scope="module")
-def particles(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    out = tmp_path_factory.mktemp("particles") / "b"
-    write_test_bundle(out, "sparse-point-robot", seed=0, **SMALL_PARTICLE_MODEL)
-    nets = networks_from_checkpoint(load_checkpoint(out.parent / f"{out.name}.ckpt.pt"))
-    return out, nets
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
