@@ -63,10 +63,30 @@ VARIANTS = ("pearl", "pooled", "particles", "pooled_no_relabel", "no_inference",
 DEFAULT_VARIANTS = ("pearl", "pooled", "no_inference", "privileged")
 
 
-def variant_config(family: str, variant: str, seed: int,
+def split_variant(spec: str) -> tuple[str, dict[str, dict[str, Any]]]:
+    """``NAME`` or ``NAME@section.key=value,...`` (an ablation of one variant, e.g.
+    ``privileged@pearl.target_entropy=-9``) -> (NAME, config overrides). Values are YAML."""
+    import yaml
+
+    name, _, rest = spec.partition("@")
+    if name not in VARIANTS:
+        raise SystemExit(f"unknown variant {name!r} in {spec!r}; choose from {VARIANTS}")
+    over: dict[str, dict[str, Any]] = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        section, dot, field = key.partition(".")
+        if not (eq and dot and section in ("pearl", "train") and field):
+            raise SystemExit(f"override {item!r} in {spec!r} is not pearl.KEY=VALUE or "
+                             "train.KEY=VALUE")
+        over.setdefault(section, {})[field] = yaml.safe_load(value)
+    return name, over
+
+
+def variant_config(family: str, spec: str, seed: int,
                    validation: int = 0):  # noqa: ANN201 - ExperimentConfig
     from pearl_robot.core.config import load_experiment, merge
 
+    variant, ablation = split_variant(spec)
     fam = FAMILIES[family]
     if variant == "particles" and "particles" not in fam:
         raise SystemExit(f"{family} has no particles config")
@@ -84,6 +104,8 @@ def variant_config(family: str, variant: str, seed: int,
         over["pearl"] = {"inference": "privileged", "task_relabeling": "off"}
     elif variant == "pooled_no_relabel":
         over["pearl"] = {"task_relabeling": "off"}
+    for section, fields in ablation.items():
+        over.setdefault(section, {}).update(fields)
     return merge(base, over)
 
 
@@ -188,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[2:]))
     p.add_argument("--family", default="point-robot", choices=sorted(FAMILIES))
-    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=VARIANTS)
+    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS),
+                   help=f"from {', '.join(VARIANTS)}; NAME@pearl.KEY=VALUE,... runs an "
+                        "ablation of NAME beside it (e.g. privileged@pearl.target_entropy=-9)")
     p.add_argument("--cap", type=float, default=900.0, help="wall-clock cap per variant, s")
     p.add_argument("--seed", type=int, default=0, help="training seed (same for all)")
     p.add_argument("--goal-seed", type=int, default=7,
@@ -201,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                         "tasks at the end")
     p.add_argument("--tag", default="", help="suffix of the results file and plot")
     args = p.parse_args(argv)
+    for v in args.variants:
+        split_variant(v)  # refuse a bad name or override before anything trains
     work = args.out or Path(tempfile.mkdtemp(prefix="bench_inference_"))
     spec = FAMILIES[args.family]
     t0 = time.time()

@@ -17,11 +17,15 @@ Measured over the run (after a warm-up), at the observer:
   the policy's own share (tick start -> command out) is on its /diagnostics;
 - **floor**: a bare rclpy echo round trip in the same run: the observer publishes a stamped
   ping at 20 Hz on the stream QoS, a separate process with one subscription and one
-  publisher (SingleThreadedExecutor) sends it back; round trip = two hops, like the latency
-  above. Goal: latency median and p99 at most 1.5x the echo's.
+  publisher (SingleThreadedExecutor unless ``--echo-executor``) sends it back; round trip =
+  two hops, like the latency above. Goal: latency median and p99 at most 1.5x the echo's.
 
-    python -m bench.bench_ros            # 10 minutes
-    python -m bench.bench_ros --quick    # about 1 minute
+The graph's nodes spin on the executor their ``executor`` parameter names (``--executor``;
+``pearl_robot.ros.node_main.EXECUTORS``).
+
+    python -m bench.bench_ros                      # 10 minutes
+    python -m bench.bench_ros --quick              # about 1 minute
+    python -m bench.bench_ros --executor events --out bench/results/ros-events.json
 """
 
 from __future__ import annotations
@@ -47,16 +51,18 @@ RESULTS = REPO / "bench" / "results" / "ros.json"
 PERIOD = 0.05
 
 ECHO_SCRIPT = """
+import sys
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from builtin_interfaces.msg import Time
 from std_msgs.msg import Header
 from pearl_robot.ros import qos
+from pearl_robot.ros.node_main import make_executor
 rclpy.init()
 node = rclpy.create_node("bench_echo")
 pub = node.create_publisher(Header, "/bench/pong", qos.stream_publisher(0.05))
 node.create_subscription(Header, "/bench/ping", pub.publish, qos.stream_subscription())
-ex = SingleThreadedExecutor()
+ex = make_executor(sys.argv[1])
 ex.add_node(node)
 try:
     ex.spin()
@@ -124,6 +130,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="niceness for every process of the loop (twin, policy, logger, echo, "
                    "this observer) alike, e.g. -10 as a robot computer would run its control "
                    "processes; negative values need root")
+    p.add_argument("--executor", default="single", choices=("single", "events"),
+                   help="the graph nodes' executor parameter (default: single)")
+    p.add_argument("--echo-executor", default="single", choices=("single", "events"),
+                   help="the echo floor's executor (default: single, the bare rclpy echo)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="results JSON")
     args = p.parse_args(argv)
     duration = args.duration or (60.0 if args.quick else 600.0)
 
@@ -147,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bundle, bundle_note = _bundle(tmp)
         specs = build_graph({"bundle": str(bundle), "dataset_dir": str(tmp / "ds")})
-        params = {s.name: {"ros__parameters": s.parameters} for s in specs}
+        params = {s.name: {"ros__parameters": {**s.parameters, "executor": args.executor}}
+                  for s in specs}
         pf = tmp / "params.yaml"
         pf.write_text(yaml.safe_dump(params))
         log = open(tmp / "nodes.log", "w")  # noqa: SIM115 - closed in finally
@@ -155,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [*_executable(spec.executable), "--ros-args", "--params-file", str(pf),
                    "-r", f"__node:={spec.name}"]
             procs.append((spec.name, subprocess.Popen(cmd, stdout=log, stderr=log)))
-        procs.append(("echo", subprocess.Popen([sys.executable, "-c", ECHO_SCRIPT],
+        procs.append(("echo", subprocess.Popen([sys.executable, "-c", ECHO_SCRIPT,
+                                                args.echo_executor],
                                                stdout=log, stderr=log)))
 
         rclpy.init()
@@ -241,12 +254,13 @@ def main(argv: list[str] | None = None) -> int:
         echo = _stats_ms(rtts)
         result: dict[str, Any] = {
             "benchmark": "bench_ros",
-            "command": "python -m bench.bench_ros" + (" --quick" if args.quick else "")
-            + (f" --nice {args.nice}" if args.nice else ""),
+            "command": "python -m bench.bench_ros " + " ".join(argv or sys.argv[1:]),
             "nice": args.nice,
             "duration_s": duration, "warmup_s": args.warmup, "bundle": bundle_note,
             "process_layout": "twin_node, policy_node, logger_node, echo: one process each",
-            "executor": "SingleThreadedExecutor in every process",
+            "executor": {"graph_nodes": args.executor, "echo": args.echo_executor,
+                         "observer": "single"},
+            "load_average": os.getloadavg(),
             "commands": len(cmd_arrivals), "expected_commands": int(duration / PERIOD),
             "late_periods_policy": late_policy,
             "command_gaps_over_2_periods": int(np.sum(gaps > 2 * PERIOD)),
@@ -259,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
             "policy_diagnostics": diag,
             "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         }
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(result, indent=2))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
         print(f"commands {result['commands']} (expected ~{result['expected_commands']}), "
               f"late periods (policy) {late_policy}, gaps > 2 periods "
               f"{result['command_gaps_over_2_periods']}, max gap "
@@ -270,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{echo['p99_ms']:.2f} ms | ratio median {result['ratio_median']:.2f}x p99 "
               f"{result['ratio_p99']:.2f}x (goal <= 1.5x); policy tick -> command p50 "
               f"{result['policy_tick_to_command_p50_ms']:.2f} ms")
-        print(f"wrote {RESULTS}")
+        print(f"wrote {args.out}")
         return 0
     finally:
         for _, proc in reversed(procs):  # echo, policy, logger, twin

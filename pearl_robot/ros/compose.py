@@ -1,4 +1,5 @@
-"""Manual composition: the adapt graph's nodes in one process on one SingleThreadedExecutor.
+"""Manual composition: the adapt graph's nodes in one process on one executor (the nodes'
+``executor`` parameter: SingleThreadedExecutor by default).
 
 This is what ``pearl-robot adapt`` runs where ``ros2 launch`` is not installed (a PyPI-only
 machine, CI). The nodes are the same classes the console scripts start, built from the same
@@ -14,12 +15,13 @@ from collections.abc import Callable, Sequence
 
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 
 from pearl_robot.ros.graph import NodeSpec
+from pearl_robot.ros.node_main import DEFAULT_EXECUTOR, EXECUTOR_PARAM, make_executor
 
 SHUTDOWN_ORDER = ("policy_node", "logger_node", "twin_node", "bridge_node")
 """Who stops first: the commander, then the log, then the robot (which holds zero effort)."""
@@ -64,12 +66,14 @@ def create_nodes(specs: Sequence[NodeSpec], context: Context | None = None) -> l
 
 
 class ComposedGraph:
-    """The graph's nodes on one SingleThreadedExecutor in this process (and its context)."""
+    """The graph's nodes on one executor in this process (and its context)."""
 
     def __init__(self, specs: Sequence[NodeSpec], context: Context | None = None) -> None:
         self.context = context
         self.nodes = create_nodes(specs, context)
-        self.executor = SingleThreadedExecutor(context=context)
+        names = {str(s.parameters.get(EXECUTOR_PARAM, DEFAULT_EXECUTOR)) for s in specs}
+        self.executor = make_executor(names.pop() if len(names) == 1 else DEFAULT_EXECUTOR,
+                                      context=context)
         for node in self.nodes:
             self.executor.add_node(node)
 

@@ -28,6 +28,7 @@ from pearl_robot.ros.node_config import (
     config_from_mapping,
     config_to_parameters,
 )
+from pearl_robot.ros.node_main import DEFAULT_EXECUTOR, EXECUTOR_PARAM, EXECUTORS
 
 PACKAGE = "pearl_robot"
 
@@ -80,6 +81,11 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
                    "(needs episodes > 0; the log is closed first); empty: the parameters "
                    "file's policy_node.exit_when_done (default false: hold the safe command "
                    "until Ctrl-C, as a robot would)."),
+    LaunchArgument("executor", "",
+                   "rclpy executor of every node: 'single' (SingleThreadedExecutor, every "
+                   "distro) or 'events' (EventsExecutor, Jazzy and newer: about 0.7 ms less "
+                   "from state to command, docs/performance.md); empty: the parameters "
+                   "file's (/** or per node), else 'single'."),
     LaunchArgument("real_time_factor", "1.0",
                    "Twin speed in simulated seconds per wall second; above 1 the twin "
                    "publishes /clock and every node runs on sim time (tests, quick demos)."),
@@ -192,6 +198,9 @@ def resolve_arguments(values: Mapping[str, str]) -> dict[str, str]:
     if rtf != 1.0 and out["robot"] != "twin":
         raise ConfigError("real_time_factor other than 1 needs robot:=twin (a real robot runs "
                           "in real time)")
+    if out["executor"] and out["executor"] not in EXECUTORS:
+        raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got "
+                          f"{out['executor']!r}")
     if out["exit_when_done"].lower() not in ("", *BOOLEANS):
         raise ConfigError(f"exit_when_done must be true or false, got "
                           f"{out['exit_when_done']!r}")
@@ -248,6 +257,11 @@ def build_graph(values: Mapping[str, str]) -> tuple[NodeSpec, ...]:
         merged = {**robot_defaults[name], **from_file.get("**", {}),
                   **from_file.get(name, {}), **overrides[name]}
         use_sim_time = merged.pop("use_sim_time", None)
+        executor = args["executor"] or str(merged.pop(EXECUTOR_PARAM, DEFAULT_EXECUTOR))
+        merged.pop(EXECUTOR_PARAM, None)
+        if executor not in EXECUTORS:
+            raise ConfigError(f"{name} (parameters file {params_file}): executor must be one "
+                              f"of {', '.join(EXECUTORS)}, got {executor!r}")
         try:
             config = config_from_mapping(cls, merged)
         except ConfigError as exc:
@@ -264,6 +278,7 @@ def build_graph(values: Mapping[str, str]) -> tuple[NodeSpec, ...]:
         params = config_to_parameters(config)
         sim = rtf != 1.0 if use_sim_time is None else bool(use_sim_time)
         params["use_sim_time"] = sim or rtf != 1.0
+        params[EXECUTOR_PARAM] = executor  # read by node_main.run_node, not the config
         specs.append(NodeSpec(name, name, params, ()))
     order = {n: i for i, n in enumerate(names)}
     return tuple(sorted(specs, key=lambda s: order[s.name]))

@@ -35,6 +35,44 @@ SPIN_PERIOD_S = 0.1
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+EXECUTOR_PARAM = "executor"
+"""The parameter every node reads (``run_node`` declares it): which rclpy executor spins it."""
+EXECUTORS = ("single", "events")
+"""``single``: rclpy's SingleThreadedExecutor (Humble, Jazzy, Kilted). ``events``: rclpy's
+EventsExecutor (``rclpy.experimental``, Jazzy and newer), a C++ event queue instead of a wait
+set rebuilt in Python on every wake-up: what the state -> command latency is made of beyond the
+tick itself (docs/performance.md, "ROS 2 adapt graph")."""
+DEFAULT_EXECUTOR = "single"
+
+
+def make_executor(name: str, context: object | None = None) -> object:
+    """The executor called ``name`` (one of :data:`EXECUTORS`); a clear error where this
+    rclpy lacks it."""
+    from pearl_robot.errors import ConfigError
+
+    if name == "single":
+        from rclpy.executors import SingleThreadedExecutor
+
+        return SingleThreadedExecutor(context=context)
+    if name == "events":
+        try:
+            from rclpy.experimental import EventsExecutor
+        except ImportError as exc:
+            raise ConfigError(f"{EXECUTOR_PARAM}:=events needs rclpy's EventsExecutor "
+                              "(rclpy.experimental, ROS 2 Jazzy or newer); this rclpy has "
+                              f"none ({exc}); use {EXECUTOR_PARAM}:=single") from exc
+        return EventsExecutor(context=context)
+    raise ConfigError(f"{EXECUTOR_PARAM} must be one of {', '.join(EXECUTORS)}, got {name!r}")
+
+
+def node_executor(node: Node) -> object:
+    """The executor the node's ``executor`` parameter names (declared here, default
+    :data:`DEFAULT_EXECUTOR`), for the node's context."""
+    if not node.has_parameter(EXECUTOR_PARAM):
+        node.declare_parameter(EXECUTOR_PARAM, DEFAULT_EXECUTOR)
+    name = node.get_parameter(EXECUTOR_PARAM).value
+    return make_executor(str(name), context=node.context)
+
 
 class StopRequest:
     """SIGINT or SIGTERM, remembered as a request to stop instead of raised where it lands."""
@@ -74,7 +112,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None,
     ``stop`` when the caller installed one earlier), an external shutdown, or ``stop_when(node)``
     (a node that finished its job); the process exit code."""
     import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import ExternalShutdownException
     from rclpy.signals import SignalHandlerOptions
 
     from pearl_robot.errors import PearlRobotError
@@ -87,7 +125,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None,
             return 0  # stopped before it started: nothing to undo
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
         node = factory()
-        executor = SingleThreadedExecutor()
+        executor = node_executor(node)
         executor.add_node(node)
         while rclpy.ok() and not request.is_set():
             executor.spin_once(timeout_sec=SPIN_PERIOD_S)

@@ -166,3 +166,21 @@ def test_launch_description_loads_for_real_where_launch_ros_exists() -> None:
     nodes = opaque[0].execute(context)
     specs = build_graph({})
     assert [n.node_executable for n in nodes] == [s.executable for s in specs]
+
+
+def test_the_executor_argument_reaches_every_node_and_the_file_can_set_it(
+        tmp_path: Path) -> None:
+    assert {s.parameters["executor"] for s in build_graph({})} == {"single"}
+    assert {s.parameters["executor"] for s in build_graph({"executor": "events"})} == {"events"}
+    pf = tmp_path / "p.yaml"
+    pf.write_text("/**:\n  ros__parameters:\n    executor: events\n")
+    specs = build_graph({"params_file": str(pf)})
+    assert {s.parameters["executor"] for s in specs} == {"events"}
+    # the launch argument wins over the file
+    specs = build_graph({"params_file": str(pf), "executor": "single"})
+    assert {s.parameters["executor"] for s in specs} == {"single"}
+    with pytest.raises(ConfigError, match="executor must be one of single, events"):
+        build_graph({"executor": "fast"})
+    pf.write_text("policy_node:\n  ros__parameters:\n    executor: threads\n")
+    with pytest.raises(ConfigError, match="policy_node .*executor must be one of"):
+        build_graph({"params_file": str(pf)})

@@ -102,3 +102,30 @@ def test_a_node_that_cannot_start_prints_one_line_and_exits_1(tmp_path: Path) ->
     res = _run(tmp_path, code, KILL_AT="never")
     assert res.returncode == 1
     assert res.stderr.strip() == "[pearl_robot] error: bundle directory not found: /nope"
+
+
+@pytest.mark.parametrize("executor", ["single", "events"])
+def test_the_executor_parameter_picks_what_spins_the_node_and_a_stop_still_exits_cleanly(
+        tmp_path: Path, executor: str) -> None:
+    """``-p executor:=events`` spins the node on rclpy's EventsExecutor: its timer runs, and a
+    SIGINT while spinning still leaves through ``destroy_node`` with the context up."""
+    from pearl_robot.ros import node_main
+
+    if executor == "events":
+        pytest.importorskip("rclpy.experimental", reason="EventsExecutor needs Jazzy or newer")
+    code = ("import probe_mod, sys\n"
+            f"sys.exit(probe_mod.main(['x', '--ros-args', '-p', 'executor:={executor}']))\n")
+    res = _run(tmp_path, code, KILL_AT="spin")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "destroyed context_ok=True ticks=3" in res.stdout, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+    assert executor in node_main.EXECUTORS
+
+
+def test_an_unknown_executor_is_one_line_naming_the_parameter(tmp_path: Path) -> None:
+    code = ("import probe_mod, sys\n"
+            "sys.exit(probe_mod.main(['x', '--ros-args', '-p', 'executor:=fast']))\n")
+    res = _run(tmp_path, code, KILL_AT="never")
+    assert res.returncode == 1
+    assert res.stderr.strip() == ("[probe_node] error: executor must be one of single, events, "
+                                  "got 'fast'")
