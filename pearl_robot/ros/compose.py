@@ -1,5 +1,4 @@
-"""Manual composition: the adapt graph's nodes in one process on one executor (the nodes'
-``executor`` parameter: SingleThreadedExecutor by default).
+"""Manual composition: the adapt graph's nodes in one process on one SingleThreadedExecutor.
 
 This is what ``pearl-robot adapt`` runs where ``ros2 launch`` is not installed (a PyPI-only
 machine, CI). The nodes are the same classes the console scripts start, built from the same
@@ -21,7 +20,7 @@ from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 
 from pearl_robot.ros.graph import NodeSpec
-from pearl_robot.ros.node_main import DEFAULT_EXECUTOR, EXECUTOR_PARAM, make_executor
+from pearl_robot.ros.node_main import DEFAULT_EXECUTOR, make_executor
 
 SHUTDOWN_ORDER = ("policy_node", "logger_node", "twin_node", "bridge_node")
 """Who stops first: the commander, then the log, then the robot (which holds zero effort)."""
@@ -66,14 +65,16 @@ def create_nodes(specs: Sequence[NodeSpec], context: Context | None = None) -> l
 
 
 class ComposedGraph:
-    """The graph's nodes on one executor in this process (and its context)."""
+    """The graph's nodes on one SingleThreadedExecutor in this process (and its context)."""
 
     def __init__(self, specs: Sequence[NodeSpec], context: Context | None = None) -> None:
         self.context = context
         self.nodes = create_nodes(specs, context)
-        names = {str(s.parameters.get(EXECUTOR_PARAM, DEFAULT_EXECUTOR)) for s in specs}
-        self.executor = make_executor(names.pop() if len(names) == 1 else DEFAULT_EXECUTOR,
-                                      context=context)
+        # Always the SingleThreadedExecutor: with the EventsExecutor a SIGINT here ran a
+        # callback on an already destroyed publisher and the process exited 1 (measured,
+        # docs/performance.md, run F); the nodes' ``executor`` parameter applies to launched
+        # processes only.
+        self.executor = make_executor(DEFAULT_EXECUTOR, context=context)
         for node in self.nodes:
             self.executor.add_node(node)
 

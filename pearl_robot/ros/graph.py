@@ -83,9 +83,10 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
                    "until Ctrl-C, as a robot would)."),
     LaunchArgument("executor", "",
                    "rclpy executor of every node: 'single' (SingleThreadedExecutor, every "
-                   "distro) or 'events' (EventsExecutor, Jazzy and newer: about 0.7 ms less "
-                   "from state to command, docs/performance.md); empty: the parameters "
-                   "file's (/** or per node), else 'single'."),
+                   "distro) or 'events' (EventsExecutor, Jazzy and newer: about 0.6 ms less "
+                   "from state to command, but experimental: shutdown is not yet clean with "
+                   "it, docs/performance.md); empty: the parameters file's (/** or per "
+                   "node), else 'single'. pearl-robot adapt always uses 'single'."),
     LaunchArgument("real_time_factor", "1.0",
                    "Twin speed in simulated seconds per wall second; above 1 the twin "
                    "publishes /clock and every node runs on sim time (tests, quick demos)."),
