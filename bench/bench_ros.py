@@ -130,9 +130,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="niceness for every process of the loop (twin, policy, logger, echo, "
                    "this observer) alike, e.g. -10 as a robot computer would run its control "
                    "processes; negative values need root")
-    p.add_argument("--executor", default="single", choices=("single", "events"),
+    from pearl_robot.ros.node_main import EXECUTORS
+
+    p.add_argument("--executor", default="single", choices=EXECUTORS,
                    help="the graph nodes' executor parameter (default: single)")
-    p.add_argument("--echo-executor", default="single", choices=("single", "events"),
+    p.add_argument("--echo-executor", default="single", choices=EXECUTORS,
                    help="the echo floor's executor (default: single, the bare rclpy echo)")
     p.add_argument("--out", type=Path, default=RESULTS, help="results JSON")
     args = p.parse_args(argv)
@@ -157,9 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     procs: list[tuple[str, subprocess.Popen]] = []
     try:
         bundle, bundle_note = _bundle(tmp)
-        specs = build_graph({"bundle": str(bundle), "dataset_dir": str(tmp / "ds")})
-        params = {s.name: {"ros__parameters": {**s.parameters, "executor": args.executor}}
-                  for s in specs}
+        specs = build_graph({"bundle": str(bundle), "dataset_dir": str(tmp / "ds"),
+                             "executor": args.executor})
+        params = {s.name: {"ros__parameters": s.parameters} for s in specs}
         pf = tmp / "params.yaml"
         pf.write_text(yaml.safe_dump(params))
         log = open(tmp / "nodes.log", "w")  # noqa: SIM115 - closed in finally

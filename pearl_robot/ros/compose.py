@@ -14,13 +14,12 @@ from collections.abc import Callable, Sequence
 
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 
 from pearl_robot.ros.graph import NodeSpec
-from pearl_robot.ros.node_main import DEFAULT_EXECUTOR, make_executor
 
 SHUTDOWN_ORDER = ("policy_node", "logger_node", "twin_node", "bridge_node")
 """Who stops first: the commander, then the log, then the robot (which holds zero effort)."""
@@ -74,7 +73,7 @@ class ComposedGraph:
         # callback on an already destroyed publisher and the process exited 1 (measured,
         # docs/performance.md, run F); the nodes' ``executor`` parameter applies to launched
         # processes only.
-        self.executor = make_executor(DEFAULT_EXECUTOR, context=context)
+        self.executor = SingleThreadedExecutor(context=context)
         for node in self.nodes:
             self.executor.add_node(node)
 

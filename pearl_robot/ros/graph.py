@@ -28,7 +28,7 @@ from pearl_robot.ros.node_config import (
     config_from_mapping,
     config_to_parameters,
 )
-from pearl_robot.ros.node_main import DEFAULT_EXECUTOR, EXECUTOR_PARAM, EXECUTORS
+from pearl_robot.ros.node_main import DEFAULT_EXECUTOR, EXECUTOR_PARAM, check_executor
 
 PACKAGE = "pearl_robot"
 
@@ -199,9 +199,8 @@ def resolve_arguments(values: Mapping[str, str]) -> dict[str, str]:
     if rtf != 1.0 and out["robot"] != "twin":
         raise ConfigError("real_time_factor other than 1 needs robot:=twin (a real robot runs "
                           "in real time)")
-    if out["executor"] and out["executor"] not in EXECUTORS:
-        raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got "
-                          f"{out['executor']!r}")
+    if out["executor"]:
+        check_executor(out["executor"])
     if out["exit_when_done"].lower() not in ("", *BOOLEANS):
         raise ConfigError(f"exit_when_done must be true or false, got "
                           f"{out['exit_when_done']!r}")
@@ -258,11 +257,11 @@ def build_graph(values: Mapping[str, str]) -> tuple[NodeSpec, ...]:
         merged = {**robot_defaults[name], **from_file.get("**", {}),
                   **from_file.get(name, {}), **overrides[name]}
         use_sim_time = merged.pop("use_sim_time", None)
-        executor = args["executor"] or str(merged.pop(EXECUTOR_PARAM, DEFAULT_EXECUTOR))
-        merged.pop(EXECUTOR_PARAM, None)
-        if executor not in EXECUTORS:
-            raise ConfigError(f"{name} (parameters file {params_file}): executor must be one "
-                              f"of {', '.join(EXECUTORS)}, got {executor!r}")
+        from_file_executor = str(merged.pop(EXECUTOR_PARAM, DEFAULT_EXECUTOR))
+        try:
+            executor = check_executor(args["executor"] or from_file_executor)
+        except ConfigError as exc:
+            raise ConfigError(f"{name} (parameters file {params_file}): {exc}") from exc
         try:
             config = config_from_mapping(cls, merged)
         except ConfigError as exc:

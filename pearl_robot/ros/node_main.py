@@ -46,6 +46,16 @@ finish cleanly at the end of a launch; docs/performance.md, "ROS 2 adapt graph",
 DEFAULT_EXECUTOR = "single"
 
 
+def check_executor(name: str) -> str:
+    """``name`` if it is one of :data:`EXECUTORS`, else a ConfigError naming the parameter."""
+    from pearl_robot.errors import ConfigError
+
+    if name not in EXECUTORS:
+        raise ConfigError(f"{EXECUTOR_PARAM} must be one of {', '.join(EXECUTORS)}, got "
+                          f"{name!r}")
+    return name
+
+
 def make_executor(name: str, context: object | None = None) -> object:
     """The executor called ``name`` (one of :data:`EXECUTORS`); a clear error where this
     rclpy lacks it."""
@@ -63,7 +73,8 @@ def make_executor(name: str, context: object | None = None) -> object:
                               "(rclpy.experimental, ROS 2 Jazzy or newer); this rclpy has "
                               f"none ({exc}); use {EXECUTOR_PARAM}:=single") from exc
         return EventsExecutor(context=context)
-    raise ConfigError(f"{EXECUTOR_PARAM} must be one of {', '.join(EXECUTORS)}, got {name!r}")
+    check_executor(name)
+    raise AssertionError(f"EXECUTORS lists {name!r} but make_executor does not build it")
 
 
 def node_executor(node: Node) -> object:

@@ -109,8 +109,6 @@ def test_the_executor_parameter_picks_what_spins_the_node_and_a_stop_still_exits
         tmp_path: Path, executor: str) -> None:
     """``-p executor:=events`` spins the node on rclpy's EventsExecutor: its timer runs, and a
     SIGINT while spinning still leaves through ``destroy_node`` with the context up."""
-    from pearl_robot.ros import node_main
-
     if executor == "events":
         pytest.importorskip("rclpy.experimental", reason="EventsExecutor needs Jazzy or newer")
     code = ("import probe_mod, sys\n"
@@ -119,7 +117,6 @@ def test_the_executor_parameter_picks_what_spins_the_node_and_a_stop_still_exits
     assert res.returncode == 0, res.stdout + res.stderr
     assert "destroyed context_ok=True ticks=3" in res.stdout, res.stdout + res.stderr
     assert "Traceback" not in res.stderr
-    assert executor in node_main.EXECUTORS
 
 
 def test_an_unknown_executor_is_one_line_naming_the_parameter(tmp_path: Path) -> None:
