@@ -25,7 +25,7 @@ ContextSampling = Literal["transitions", "trajectories"]
 ContextLengths = Literal["fixed", "uniform"]
 InferenceMode = Literal["pog", "pooled", "privileged"]
 PolicyInput = Literal["sample", "belief"]
-BeliefHead = Literal["mlp", "anchors"]
+BeliefHead = Literal["mlp", "anchors", "information"]
 TaskRelabeling = Literal["off", "mix", "family", "hindsight"]
 BeliefRefinement = Literal["off", "particles"]
 
@@ -128,7 +128,15 @@ class PearlConfig:
     and max and the context size. "anchors": the features are per-transition log-likelihood
     contributions over ``feature_dim`` learned anchor points in z space, summed over the
     context (a product of non-Gaussian factors: it can intersect what single transitions
-    only constrain); the belief is the anchors' posterior mixture, moment-matched."""
+    only constrain); the belief is the anchors' posterior mixture, moment-matched.
+    "information": each row gives ``belief_rank`` learned linear measurements of z (a
+    direction and a value) and the belief is their exact product with the N(0, I) prior in
+    full covariance (``core.posterior.information_posterior``): a product of Gaussians like
+    PEARL's, but its factors are not diagonal, so rows that each constrain z along one
+    direction intersect (``feature_dim`` and ``head_hidden_sizes`` are unused there: the
+    features are the factors)."""
+    belief_rank: int = 2
+    """"information" head: linear measurements of z that each context row contributes."""
     head_hidden_sizes: tuple[int, ...] = (64, 64)
     """"pooled": hidden widths of the belief head (pooled features -> belief mean, var)."""
     decoder_hidden_sizes: tuple[int, ...] = (64, 64)
@@ -187,7 +195,8 @@ class PearlConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "latent_dim", "meta_batch", "batch_size", "embedding_batch_size",
-                  "feature_dim", "inference_updates", "num_particles", "particle_reward_std",
+                  "feature_dim", "belief_rank", "inference_updates", "num_particles",
+                  "particle_reward_std",
                   "reward_scale", "policy_lr", "qf_lr", "vf_lr", "context_lr", "alpha_lr",
                   "var_floor")
         _non_negative(self, "kl_lambda", "policy_mean_reg", "policy_std_reg",
@@ -196,8 +205,9 @@ class PearlConfig:
                "must be 'pog', 'pooled' or 'privileged'", self.inference)
         _check(self.policy_input in ("sample", "belief"), "PearlConfig.policy_input",
                "must be 'sample' or 'belief'", self.policy_input)
-        _check(self.belief_head in ("mlp", "anchors"), "PearlConfig.belief_head",
-               "must be 'mlp' or 'anchors'", self.belief_head)
+        _check(self.belief_head in ("mlp", "anchors", "information"),
+               "PearlConfig.belief_head", "must be 'mlp', 'anchors' or 'information'",
+               self.belief_head)
         _check(self.task_relabeling in ("off", "mix", "family", "hindsight"),
                "PearlConfig.task_relabeling", "must be 'off', 'mix', 'family' or 'hindsight'",
                self.task_relabeling)

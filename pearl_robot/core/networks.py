@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from pearl_robot.core.config import PearlConfig
 from pearl_robot.core.inference import ContextLayout, policy_latent_dim
+from pearl_robot.core.posterior import information_posterior
 from pearl_robot.core.types import GaussianFactors, PolicyOutput, Posterior
 
 LOG_STD_MIN = -20.0
@@ -173,9 +174,12 @@ class PooledEncoder(nn.Module):
 
     def __init__(self, in_dim: int, hidden: tuple[int, ...], features: int,
                  head_hidden: tuple[int, ...], latent_dim: int, var_floor: float,
-                 window: int, head: str = "mlp") -> None:
+                 window: int, head: str = "mlp", rank: int = 1) -> None:
         super().__init__()
         self.latent_dim = latent_dim
+        self.rank = rank
+        if head == "information":  # each row's features are its factor: r x (a, y)
+            features = rank * (latent_dim + 1)
         self.features = features
         self.var_floor = var_floor
         self.window = window
@@ -186,7 +190,7 @@ class PooledEncoder(nn.Module):
             self.anchors = nn.Parameter(torch.randn(features, latent_dim) * 0.7)
             self.anchor_logit = nn.Parameter(torch.zeros(features))
             self.anchor_raw_var = nn.Parameter(torch.full((features, latent_dim), -2.0))
-        else:
+        elif head == "mlp":
             self.head = mlp(2 * features + 1, head_hidden, 2 * latent_dim)
         self._log_window = math.log1p(window)
 
@@ -210,6 +214,10 @@ class PooledEncoder(nn.Module):
         full = (n > 0).to(h.dtype)  # 0 for an empty context: the belief is the prior
         if self.head_kind == "anchors":
             mu, var = self._anchor_belief(h, m)
+        elif self.head_kind == "information":
+            r, k = self.rank, self.latent_dim
+            a = h[..., :r * k].unflatten(-1, (r, k))
+            mu, var = information_posterior(a, h[..., r * k:], mask)
         else:
             mean = (h * m).sum(dim=-2) / torch.clamp(n, min=1.0)
             mx = (h + (m - 1.0) * _MASKED_OFFSET).amax(dim=-2) * full
@@ -376,7 +384,7 @@ class PearlNetworks(nn.Module):
             self.encoder: nn.Module = PooledEncoder(
                 self.layout.width, cfg.encoder_hidden_sizes, cfg.feature_dim,
                 cfg.head_hidden_sizes, cfg.latent_dim, cfg.var_floor, belief_window(cfg),
-                cfg.belief_head)
+                cfg.belief_head, cfg.belief_rank)
             self.decoder = RewardDecoder(o, a, cfg.latent_dim, cfg.decoder_hidden_sizes)
             if cfg.refinement == "particles":
                 self.context_decoder = ContextRewardDecoder(self.layout, cfg.latent_dim,

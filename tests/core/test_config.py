@@ -24,6 +24,10 @@ def test_bad_values_name_the_field():
         PearlConfig(hidden_sizes=())
     with pytest.raises(ConfigError, match="PearlConfig.context_sampling"):
         PearlConfig(context_sampling="sequence")
+    with pytest.raises(ConfigError, match="PearlConfig.belief_head.*'information'"):
+        PearlConfig(belief_head="attention")
+    with pytest.raises(ConfigError, match="PearlConfig.belief_rank"):
+        PearlConfig(belief_head="information", belief_rank=0)
 
 
 def test_unknown_and_mistyped_yaml_fields_fail_at_load(tmp_path):

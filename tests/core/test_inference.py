@@ -29,7 +29,7 @@ SPEC = EnvSpec(3, 2, np.full(2, -1.0), np.full(2, 1.0))
 
 def _pooled(window: int = 8, head: str = "mlp") -> PooledEncoder:
     torch.manual_seed(0)
-    return PooledEncoder(6, (16, 16), 12, (16,), 3, 1e-4, window, head).eval()
+    return PooledEncoder(6, (16, 16), 12, (16,), 3, 1e-4, window, head, rank=2).eval()
 
 
 class TestContextLayout:
@@ -58,11 +58,11 @@ class TestContextLayout:
 
 
 class TestPooledBelief:
-    @pytest.mark.parametrize("head", ["mlp", "anchors"])
+    @pytest.mark.parametrize("head", ["mlp", "anchors", "information"])
     def test_step_equals_batch_inference_inside_and_beyond_the_window(self, head: str) -> None:
         enc = _pooled(window=8, head=head)
         rows = torch.randn(1, 20, 6)
-        ring, count = torch.zeros(1, 8, 12), torch.zeros(1, 1)
+        ring, count = torch.zeros(1, 8, enc.features), torch.zeros(1, 1)
         with torch.no_grad():
             for t in range(20):
                 ring, count, mu, var = enc.step(rows[:, t], ring, count)
@@ -72,7 +72,7 @@ class TestPooledBelief:
                 torch.testing.assert_close(var, want.var, atol=1e-6, rtol=1e-5)
                 assert int(count.item()) == min(t + 1, 8)
 
-    @pytest.mark.parametrize("head", ["mlp", "anchors"])
+    @pytest.mark.parametrize("head", ["mlp", "anchors", "information"])
     def test_order_invariant_and_empty_context_is_the_prior(self, head: str) -> None:
         enc = _pooled(head=head)
         rows = torch.randn(2, 7, 6)
@@ -83,13 +83,15 @@ class TestPooledBelief:
             empty = enc(rows, torch.zeros(2, 7))
         assert torch.all(empty.mean == 0) and torch.all(empty.var == 1)
 
-    def test_mask_equals_shorter_context(self) -> None:
-        enc = _pooled()
+    @pytest.mark.parametrize("head", ["mlp", "information"])
+    def test_mask_equals_shorter_context(self, head: str) -> None:
+        enc = _pooled(head=head)
         rows = torch.randn(1, 10, 6)
         mask = torch.zeros(1, 10)
         mask[:, :4] = 1.0
         with torch.no_grad():
             torch.testing.assert_close(enc(rows, mask).mean, enc(rows[:, :4]).mean)
+            torch.testing.assert_close(enc(rows, mask).var, enc(rows[:, :4]).var)
 
     def test_step_belief_batch_rows_keep_state_when_not_live(self) -> None:
         enc = _pooled()

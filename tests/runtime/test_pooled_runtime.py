@@ -32,6 +32,17 @@ def pooled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     return out, nets
 
 
+@pytest.fixture(scope="module")
+def information(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    """The "information" belief head: its step graph traces the sweep-operator inverse, while
+    torch in eager mode inverts by Cholesky, so the parity check compares the two solvers."""
+    out = tmp_path_factory.mktemp("information") / "b"
+    write_test_bundle(out, "twin-arm", seed=1, output_gain=30.0, use_next_obs_in_context=True,
+                      **POOLED, belief_head="information", belief_rank=2)
+    nets = networks_from_checkpoint(load_checkpoint(out.parent / f"{out.name}.ckpt.pt"))
+    return out, nets
+
+
 def test_contract_names_the_mode_and_the_step_state(pooled) -> None:  # noqa: ANN001
     out, nets = pooled
     raw = json.loads((out / CONTRACT_FILE).read_text())
@@ -44,11 +55,21 @@ def test_contract_names_the_mode_and_the_step_state(pooled) -> None:  # noqa: AN
         ("pooled", 24, 2 * nets.cfg.latent_dim)
 
 
-def test_runtime_belief_equals_torch_batch_inference(pooled) -> None:  # noqa: ANN001
+def test_information_contract_sizes_the_ring_by_the_factors(information) -> None:  # noqa: ANN001
+    out, nets = information
+    raw = json.loads((out / CONTRACT_FILE).read_text())
+    k = nets.cfg.latent_dim
+    assert raw["inference"]["features"] == 2 * (k + 1)  # rank 2 x (direction, value)
+    assert load_bundle(out).contract.policy_latent_dim == 2 * k
+
+
+@pytest.mark.parametrize("bundle", ["pooled", "information"])
+def test_runtime_belief_equals_torch_batch_inference(bundle: str,
+                                                     request: pytest.FixtureRequest) -> None:
     """30 ticks (beyond the 24-transition window) on the twin: after every tick the runtime's
     belief (onnxruntime step graph, fixed-size state) equals ``PooledEncoder`` over the newest
     window of the same context rows, and the command equals the torch actor on [mean, std]."""
-    out, nets = pooled
+    out, nets = request.getfixturevalue(bundle)
     agent = PearlAgent(nets, "cpu")
     fam = make_family("twin-arm")
     env = fam.make_env(seed=0)
