@@ -10,6 +10,9 @@ and is evaluated on the held-out tasks every iteration:
   task-label likelihood and reward reconstruction, policy on the belief's mean and std; its
   belief-only steps relabel half their tasks (``pearl.task_relabeling``) where the family's
   config asks for it;
+- ``information``: the pooled recipe with the "information" belief head (each row a learned
+  linear measurement of z, the belief their exact full-covariance product with the prior;
+  twin-arm);
 - ``particles``: the pooled belief refined after exploration by particles over z weighted by
   a learned context-reward likelihood (``pearl.refinement``; sparse-point-robot);
 - ``pooled_no_relabel``: the same without task relabelling (the ablation);
@@ -56,9 +59,10 @@ FAMILIES: dict[str, dict[str, Any]] = {
                            "score": "eval/test_success", "bar": 0.8},
     "twin-arm": {"pog": "config/train/twin_arm.yaml",
                  "pooled": "config/train/twin_arm_pooled.yaml",
+                 "information": "config/train/twin_arm_information.yaml",
                  "score": "online/normalized", "bar": 0.85, "success_bar": 0.5},
 }
-VARIANTS = ("pearl", "pooled", "particles", "pooled_no_relabel", "no_inference",
+VARIANTS = ("pearl", "pooled", "information", "particles", "pooled_no_relabel", "no_inference",
             "privileged")
 DEFAULT_VARIANTS = ("pearl", "pooled", "no_inference", "privileged")
 
@@ -88,10 +92,10 @@ def variant_config(family: str, spec: str, seed: int,
 
     variant, ablation = split_variant(spec)
     fam = FAMILIES[family]
-    if variant == "particles" and "particles" not in fam:
-        raise SystemExit(f"{family} has no particles config")
+    if variant in ("particles", "information") and variant not in fam:
+        raise SystemExit(f"{family} has no {variant} config")
     key = "pooled" if variant in ("pooled", "pooled_no_relabel", "privileged") else \
-        "particles" if variant == "particles" else "pog"
+        variant if variant in ("particles", "information") else "pog"
     base = load_experiment(ROOT / fam[key])
     # the wall-clock cap ends every run, not the configs' iteration counts
     over: dict[str, dict[str, Any]] = {"train": {"seed": seed, "torch_threads": 1,

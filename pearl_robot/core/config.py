@@ -135,7 +135,7 @@ class PearlConfig:
     PEARL's, but its factors are not diagonal, so rows that each constrain z along one
     direction intersect (``feature_dim`` and ``head_hidden_sizes`` are unused there: the
     features are the factors)."""
-    belief_rank: int = 2
+    belief_rank: int = 1
     """"information" head: linear measurements of z that each context row contributes."""
     head_hidden_sizes: tuple[int, ...] = (64, 64)
     """"pooled": hidden widths of the belief head (pooled features -> belief mean, var)."""
