@@ -282,6 +282,16 @@ POOLED_BUNDLES: dict[str, dict[str, Any]] = {
 }
 
 
+def mode_bundle(family: str, mode: str) -> dict[str, Any]:
+    """The test-bundle settings of one ``--inference`` choice for ``family``."""
+    pooled = POOLED_BUNDLES.get(family, POOLED_BUNDLES["point-robot"])
+    if mode == "pooled":
+        return pooled
+    if mode == "information":  # config/train/twin_arm_information.yaml: the head, rank 1
+        return {**pooled, "belief_head": "information", "belief_rank": 1}
+    return PARTICLE_BUNDLE if mode == "particles" else {}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -293,8 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inference", default="pog,pooled",
                    help="comma-separated inference modes to build a bundle for, per family "
                    "(pog: PEARL's factors + running sums; pooled: the step-state graph, sized "
-                   "like config/train/*_pooled.yaml; particles: the particle step graph, "
-                   "sized like config/train/sparse_point_robot_particles.yaml)")
+                   "like config/train/*_pooled.yaml; information: the same with the "
+                   "information belief head, as config/train/twin_arm_information.yaml; "
+                   "particles: the particle step graph, sized like "
+                   "config/train/sparse_point_robot_particles.yaml)")
     p.add_argument("--out", type=Path, default=RESULTS, help="JSON results path")
     p.add_argument("--paced-s", type=float, default=None,
                    help="seconds per paced 200 Hz case (the 20 Hz ones run 1.2x as long; "
@@ -321,8 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         for family, mode in cases:
             key = family if mode == "pog" else f"{family}/{mode}"
             bdir = Path(tmp) / key.replace("/", "-")
-            extra = POOLED_BUNDLES.get(family, POOLED_BUNDLES["point-robot"]) \
-                if mode == "pooled" else PARTICLE_BUNDLE if mode == "particles" else {}
+            extra = mode_bundle(family, mode)
             write_test_bundle(bdir, family, seed=0, output_gain=100.0 if mode == "pog" else 3.0,
                               config=ExportConfig(random_rows=64, record_steps=40), **extra)
             first = (family, mode) == cases[0]
