@@ -123,8 +123,10 @@ def _summary(values: list[float]) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bundle", type=Path, default=ROOT / "models" / "arm3",
-                   help="trained twin-arm bundle (default: models/arm3)")
+    p.add_argument("--bundle", type=Path,
+                   default=ROOT / "tests" / "data" / "bundles" / "arm3-2026-12-pearl",
+                   help="trained twin-arm PEARL (pog) bundle: the detector scores per-transition "
+                   "factors (default: the PEARL arm3 shipped 2026-12-03 to 12-04)")
     p.add_argument("--streams", type=int, default=12, help="switching streams (default 12)")
     p.add_argument("--stream-s", type=float, default=120.0, help="seconds per stream")
     p.add_argument("--first-s", type=float, default=15.0,

@@ -31,6 +31,9 @@ SHIPPED = sorted(p.parent for p in (REPO / "models").glob("*/contract.json"))
 OLD_ARM3 = REPO / "tests" / "data" / "bundles" / "arm3-2026-11"
 """The arm3 bundle shipped until 2026-12-03, kept as it was: a contract from before the
 ``inference`` section and the embedded checkpoint."""
+PEARL_ARM3 = REPO / "tests" / "data" / "bundles" / "arm3-2026-12-pearl"
+"""The PEARL arm3 of `make model` shipped 2026-12-03 to 12-04 (the change-detection bench's
+bundle: the detector runs on pog bundles)."""
 
 
 def _raw(bundle: Path) -> dict:
@@ -54,8 +57,8 @@ def test_there_is_a_shipped_bundle() -> None:
     assert [p.name for p in SHIPPED] == ["arm3"]
 
 
-@pytest.mark.parametrize("bundle", [*SHIPPED, OLD_ARM3],
-                         ids=[*(p.name for p in SHIPPED), "old-arm3"])
+@pytest.mark.parametrize("bundle", [*SHIPPED, OLD_ARM3, PEARL_ARM3],
+                         ids=[*(p.name for p in SHIPPED), "old-arm3", "pearl-arm3"])
 def test_shipped_bundles_round_trip_and_load_unchanged(bundle: Path) -> None:
     before = (bundle / CONTRACT_FILE).read_bytes()
     c = _assert_round_trip(bundle)

@@ -337,11 +337,13 @@ def test_an_edited_particle_is_refused_as_an_edit(particles, tmp_path: Path
 # ------------------------------------------------------------------ the older bundles
 
 def test_pog_and_shipped_bundles_still_load_and_tick(bundle_dir: Path) -> None:
-    for path in (bundle_dir, REPO / "models" / "arm3",
-                 REPO / "tests" / "data" / "bundles" / "arm3-2026-11"):
+    bundles = REPO / "tests" / "data" / "bundles"
+    for path, mode in ((bundle_dir, "pog"), (REPO / "models" / "arm3", "pooled"),
+                       (bundles / "arm3-2026-12-pearl", "pog"),
+                       (bundles / "arm3-2026-11", "pog")):
         before = (path / CONTRACT_FILE).read_bytes()
         b = load_bundle(path)
-        assert b.contract.inference_mode == "pog" and b.contract.num_particles == 0
+        assert b.contract.inference_mode == mode and b.contract.num_particles == 0
         assert b.contract.particles is None
         assert Contract.from_json(_raw(path)).to_json() == _raw(path)
         rt = PolicyRuntime(b, RuntimeConfig(), rng=np.random.default_rng(0))
