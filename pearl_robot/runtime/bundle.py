@@ -326,6 +326,15 @@ def check_compatible(running: Contract, candidate: Contract) -> None:
             raise BundleCompatibilityError(
                 f"candidate bundle's {attr} {getattr(candidate, attr)!r} differs from the "
                 f"running bundle's {getattr(running, attr)!r}")
+    if running.latent_dim != candidate.latent_dim:
+        # the transition stream and the episode log carry the belief (2 * latent + 1 entries
+        # per transition) in a layout fixed when the node starts: a swap may change the
+        # inference mode, not the size of what it logs
+        raise BundleCompatibilityError(
+            f"candidate bundle's latent_dim {candidate.latent_dim} differs from the running "
+            f"bundle's {running.latent_dim}: the transition stream and the episode log keep "
+            f"the belief layout of the running bundle; restart the node with the candidate "
+            f"to change it")
     if not math.isclose(running.control_period, candidate.control_period, rel_tol=1e-6):
         raise BundleCompatibilityError(
             f"candidate bundle's control period {candidate.control_period:g} s differs from "

@@ -30,7 +30,11 @@ def untrained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     family = make_family("twin-arm")
     env = family.make_env(seed=0)
     torch.manual_seed(0)
-    nets = PearlNetworks(PearlConfig(latent_dim=5), EnvSpec.from_env(env))
+    # the latent size of the shipped bundle: a hot-swap keeps the logged belief's layout
+    shipped = trained_bundle()
+    latent = json.loads((shipped / "contract.json").read_text())["latent_dim"] if shipped \
+        else 5
+    nets = PearlNetworks(PearlConfig(latent_dim=latent), EnvSpec.from_env(env))
     interface = EnvInterface.from_env(env)
     out = tmp_path_factory.mktemp("bundles") / "twin-arm-untrained"
     export_networks(nets, out, interface=interface, family=family.describe(),

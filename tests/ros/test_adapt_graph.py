@@ -25,7 +25,10 @@ from pearl_robot.ros import graph, qos  # noqa: E402
 from pearl_robot.ros.compose import ComposedGraph, create_node  # noqa: E402
 from pearl_robot.ros.graph import build_graph  # noqa: E402
 
-from .conftest import REPO, params_file, trained_bundle  # noqa: E402
+from .conftest import REPO, params_file  # noqa: E402
+
+PEARL_BUNDLE = REPO / "tests" / "data" / "bundles" / "arm3-2026-12-pearl"
+"""The PEARL (pog) arm3 of `make model`, shipped 2026-12-03 to 12-04."""
 
 
 def _run_graph(ctx, specs, done, timeout_s: float):  # noqa: ANN001, ANN202
@@ -121,11 +124,12 @@ def test_a_restarted_graph_resumes_the_schedule_and_the_numbering(ros_context, u
     assert check_datasets([ds]) == []
 
 
-@pytest.mark.skipif(trained_bundle() is None, reason="no trained twin-arm bundle in models/")
 def test_trained_bundle_adapts_on_a_held_out_task(ros_context, tmp_path: Path) -> None:
     """PEARL's test-time protocol on the robot graph: one exploration episode with z from
-    the prior, then posterior sampling; later episodes' returns beat the first."""
-    bundle = trained_bundle()
+    the prior, then posterior sampling; later episodes' returns beat the first. On the PEARL
+    arm3 kept in tests/data (the shipped information-head model adapts within the episode,
+    best with ``z_mode: step``; bench/compare_bundles.py measures it on 20 tasks)."""
+    bundle = PEARL_BUNDLE
     pf = params_file(tmp_path, {"policy_node": {"episodes_per_task": 4, "seed": 3}})
     specs = build_graph({"bundle": str(bundle), "dataset_dir": str(tmp_path / "ds"),
                          "params_file": pf, "episodes": "4", "real_time_factor": "8"})

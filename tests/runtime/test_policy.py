@@ -253,6 +253,22 @@ class TestHotSwap:
         assert st.state == "failed" and "action_names" in st.message
         assert rt.begin_episode().swapped_to is None
 
+    def test_candidate_with_another_latent_size_refused(self, bundle_dir: Path,
+                                                        tmp_path: Path) -> None:
+        """The logged belief's layout is fixed for the node's life: a candidate whose z has
+        another size is refused at validation, and the running bundle keeps ticking."""
+        from pearl_robot.export.testing import write_test_bundle
+
+        other = tmp_path / "latent3"
+        write_test_bundle(other, latent_dim=3)
+        rt = _rt(bundle_dir)
+        assert rt.bundle.contract.latent_dim != 3
+        rt.request_swap(other)
+        st = rt.wait_for_validation(30)
+        assert st.state == "failed" and "latent_dim 3 differs" in st.message
+        assert rt.begin_episode().swapped_to is None
+        assert not rt.tick(OBS).safe
+
     def test_same_bundle_is_not_swapped(self, bundle_dir: Path, bundle_copy: Path) -> None:
         """Re-sending the running model (another path, same identity) keeps the belief."""
         rt = _rt(bundle_dir)
