@@ -65,6 +65,8 @@ FAMILIES: dict[str, dict[str, Any]] = {
 VARIANTS = ("pearl", "pooled", "information", "particles", "pooled_no_relabel", "no_inference",
             "privileged")
 DEFAULT_VARIANTS = ("pearl", "pooled", "no_inference", "privileged")
+OWN_CONFIG = ("particles", "information")
+"""Variants trained from a config of their own (a FAMILIES key of the same name)."""
 
 
 def split_variant(spec: str) -> tuple[str, dict[str, dict[str, Any]]]:
@@ -92,10 +94,10 @@ def variant_config(family: str, spec: str, seed: int,
 
     variant, ablation = split_variant(spec)
     fam = FAMILIES[family]
-    if variant in ("particles", "information") and variant not in fam:
+    if variant in OWN_CONFIG and variant not in fam:
         raise SystemExit(f"{family} has no {variant} config")
     key = "pooled" if variant in ("pooled", "pooled_no_relabel", "privileged") else \
-        variant if variant in ("particles", "information") else "pog"
+        variant if variant in OWN_CONFIG else "pog"
     base = load_experiment(ROOT / fam[key])
     # the wall-clock cap ends every run, not the configs' iteration counts
     over: dict[str, dict[str, Any]] = {"train": {"seed": seed, "torch_threads": 1,

@@ -80,8 +80,9 @@ def information_posterior(a: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) 
     equation in the goal and its squared norm). a [..., N, r, k], y [..., N, r], mask [..., N]
     (1 = in context). The marginals (mean, diagonal of the covariance) are returned; the
     solve runs in float64, because precisions summed over a window can be ill-conditioned.
-    Eager torch inverts by Cholesky (measured 4.9x faster than the sweep, forward and
-    backward, at a training batch); an ONNX export traces the sweep, which needs no operator
+    Eager torch inverts by Cholesky (4.8x faster than the sweep, forward and backward, at
+    the twin recipe's training batch: bench/bench_information_solve.py); an ONNX export
+    traces the sweep, which needs no operator
     that ONNX lacks, and the bundle's parity check compares the two."""
     k = a.shape[-1]
     m = mask.to(torch.float64).unsqueeze(-1)

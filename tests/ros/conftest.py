@@ -24,6 +24,7 @@ def untrained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pearl_robot.core.config import PearlConfig
     from pearl_robot.core.networks import EnvSpec, PearlNetworks
     from pearl_robot.export.exporter import ExportConfig, export_networks
+    from pearl_robot.runtime.bundle import read_contract
     from pearl_robot.tasks.interface import EnvInterface
     from pearl_robot.tasks.registry import make_family
 
@@ -32,8 +33,7 @@ def untrained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     # the latent size of the shipped bundle: a hot-swap keeps the logged belief's layout
     shipped = trained_bundle()
-    latent = json.loads((shipped / "contract.json").read_text())["latent_dim"] if shipped \
-        else 5
+    latent = read_contract(shipped).latent_dim if shipped else 5
     nets = PearlNetworks(PearlConfig(latent_dim=latent), EnvSpec.from_env(env))
     interface = EnvInterface.from_env(env)
     out = tmp_path_factory.mktemp("bundles") / "twin-arm-untrained"
